@@ -1,0 +1,1 @@
+"""compliance (see the open issues)."""

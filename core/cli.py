@@ -1,0 +1,111 @@
+"""`muck`: the one command-line entry. Each package contributes its own subcommands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from core.config import ConfigError, Settings, load_settings
+
+
+class MuckContext:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(MuckContext)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="MUCK_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="City settings file (TOML) overriding core/defaults.toml. Env: MUCK_CONFIG.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """MuckWatch: supervision platform for construction-waste (渣土) trucks.
+
+    Services are chosen by MUCK_DATABASE_URL (postgresql://...) and MUCK_MQTT_URL
+    (mqtt://user:pass@host:port). `muck demo` runs everything on embedded services when
+    they are unset.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = MuckContext(config_path)
+
+
+@cli.command()
+@pass_ctx
+def migrate(mctx: MuckContext) -> None:
+    """Create or upgrade the database schema (idempotent), and create partitions ahead."""
+    from core.db import connect_settings
+    from core.migrate import migrate as run_migrations
+    from telemetry.partitions import maintain
+
+    conn = connect_settings(mctx.settings)
+    try:
+        applied = run_migrations(conn, mctx.settings)
+        report = maintain(conn, mctx.settings)
+    finally:
+        conn.close()
+    for name in applied:
+        click.echo(f"applied {name}")
+    if not applied:
+        click.echo("schema is up to date")
+    click.echo(report.describe())
+
+
+@cli.command("config")
+@pass_ctx
+def show_config(mctx: MuckContext) -> None:
+    """Print the effective settings and where they came from."""
+    settings = mctx.settings
+    click.echo("# sources: " + ", ".join(settings.source))
+    for section, values in settings.sections.items():
+        click.echo(f"[{section}]")
+        for key, value in values.items():
+            click.echo(f"{key} = {value!r}")
+    click.echo(f"# MUCK_DATABASE_URL={'set' if settings.database_url else 'unset'}")
+    click.echo(f"# MUCK_MQTT_URL={settings.mqtt_url or 'unset'}")
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that measure the speed goals (figures go to docs/performance.md)."""
+
+
+def _register_subcommands() -> None:
+    from core.demo import demo
+    from geofence.cli import bench_geofence, zones
+    from telemetry.cli import bench_ingest, collect, maintain_cmd
+
+    cli.add_command(collect)
+    cli.add_command(maintain_cmd)
+    cli.add_command(demo)
+    cli.add_command(zones)
+    bench.add_command(bench_ingest)
+    bench.add_command(bench_geofence)
+
+
+def main() -> None:
+    _register_subcommands()
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,134 @@
+"""City settings: one TOML file of documented defaults, overridden by a city's own file.
+
+Service locations come from the environment (MUCK_DATABASE_URL, MUCK_MQTT_URL) so that the
+same configuration file serves production, CI and a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
+
+
+class ConfigError(ValueError):
+    """A configuration file or variable that cannot be used; the message says which key."""
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> MqttEndpoint:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "tcp"):
+            raise ConfigError(f"MUCK_MQTT_URL must look like mqtt://user:pass@host:port, got {url!r}")
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 1883,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+        )
+
+    def url(self) -> str:
+        auth = ""
+        if self.username:
+            auth = self.username + (f":{self.password}" if self.password else "") + "@"
+        return f"mqtt://{auth}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, as nested sections of plain values."""
+
+    sections: dict[str, dict[str, Any]]
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    source: tuple[str, ...] = field(default_factory=tuple)
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.sections[section]
+
+    @property
+    def city(self) -> dict[str, Any]:
+        return self.sections["city"]
+
+    @property
+    def mqtt(self) -> dict[str, Any]:
+        return self.sections["mqtt"]
+
+    @property
+    def ingest(self) -> dict[str, Any]:
+        return self.sections["ingest"]
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        return self.sections["storage"]
+
+    @property
+    def thresholds(self) -> dict[str, Any]:
+        return self.sections["thresholds"]
+
+    def mqtt_endpoint(self) -> MqttEndpoint:
+        if not self.mqtt_url:
+            raise ConfigError("MUCK_MQTT_URL is not set")
+        return MqttEndpoint.parse(self.mqtt_url)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some keys replaced; used by tests and benchmarks."""
+        merged = {name: dict(values) for name, values in self.sections.items()}
+        for name, values in sections.items():
+            merged.setdefault(name, {}).update(values)
+        return Settings(merged, self.database_url, self.mqtt_url, self.source)
+
+
+def _merge(base: dict[str, dict[str, Any]], override: dict[str, Any], origin: str) -> None:
+    for section, values in override.items():
+        if section not in base:
+            raise ConfigError(f"{origin}: unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        for key, value in values.items():
+            if key not in base[section]:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}")
+            expected = type(base[section][key])
+            if expected is float and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(
+                    f"{origin}: {section}.{key} must be {expected.__name__}, got {value!r}"
+                )
+            base[section][key] = value
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Defaults, then the file at `path` or $MUCK_CONFIG, then service URLs from the environment."""
+    with DEFAULTS_PATH.open("rb") as fh:
+        sections = tomllib.load(fh)
+    sources = [str(DEFAULTS_PATH)]
+    path = path or os.environ.get("MUCK_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                override = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        _merge(sections, override, str(path))
+        sources.append(str(path))
+    return Settings(
+        sections,
+        database_url=os.environ.get("MUCK_DATABASE_URL") or None,
+        mqtt_url=os.environ.get("MUCK_MQTT_URL") or None,
+        source=tuple(sources),
+    )

@@ -1,0 +1,53 @@
+"""Database connections. psycopg2 with server-side parameters; never SQL built from strings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from core.config import ConfigError, Settings
+
+
+def connect(url: str, *, application_name: str = "muck", autocommit: bool = False):
+    """Open a connection; UTC session time zone so timestamps never depend on the server."""
+    if not url:
+        raise ConfigError("MUCK_DATABASE_URL is not set")
+    conn = psycopg2.connect(url, application_name=application_name, connect_timeout=10)
+    conn.autocommit = autocommit
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+def connect_settings(settings: Settings, **kwargs):
+    if not settings.database_url:
+        raise ConfigError(
+            "MUCK_DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1:5432/muck); "
+            "`muck demo` starts an embedded database when it is unset"
+        )
+    return connect(settings.database_url, **kwargs)
+
+
+@contextlib.contextmanager
+def transaction(conn) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor inside one transaction: commit on success, roll back on any error."""
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def has_timescaledb(conn) -> bool:
+    """True when the extension is installed in this database (created by the migrations)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+        return cur.fetchone() is not None

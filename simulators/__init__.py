@@ -1,0 +1,1 @@
+"""simulators (see the open issues)."""

@@ -1,0 +1,174 @@
+"""Real services for the test suite: a PostgreSQL database and an MQTT broker.
+
+PostgreSQL: $MUCK_TEST_DATABASE_URL (a server URL; each test session creates and drops its
+own database on it), else the machine's server on 127.0.0.1:5432, else an embedded pgserver.
+MQTT: a Mosquitto started from config/mosquitto.conf on a free port when the `mosquitto`
+binary exists, else $MUCK_TEST_MQTT_URL, else the embedded amqtt broker (tests that need
+Mosquitto's persistence or shared subscriptions are then skipped with a reason).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def _reachable(url: str) -> bool:
+    try:
+        psycopg2.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+def with_database(url: str, dbname: str) -> str:
+    parsed = urlparse(url)
+    return urlunparse(parsed._replace(path="/" + dbname))
+
+
+@dataclass
+class PostgresServer:
+    admin_url: str
+    _embedded: object | None = None
+
+    @classmethod
+    def start(cls) -> PostgresServer:
+        url = os.environ.get("MUCK_TEST_DATABASE_URL")
+        if url:
+            return cls(url)
+        local = "postgresql://postgres@127.0.0.1:5432/postgres"
+        if _reachable(local):
+            return cls(local)
+        import pgserver
+
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="muck-test-pg-"), cleanup_mode="stop")
+        return cls(server.get_uri(), server)
+
+    def create_database(self) -> str:
+        name = "muck_test_" + uuid.uuid4().hex[:10]
+        conn = psycopg2.connect(self.admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')  # name is generated above, not input
+        conn.close()
+        return with_database(self.admin_url, name)
+
+    def drop_database(self, url: str) -> None:
+        name = urlparse(url).path.lstrip("/")
+        conn = psycopg2.connect(self.admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.close()
+
+    def stop(self) -> None:
+        if self._embedded is not None:
+            self._embedded.cleanup()
+
+
+@dataclass
+class Broker:
+    url: str
+    kind: str  # "mosquitto" or "amqtt" or "external"
+    process: subprocess.Popen | None = None
+    workdir: Path | None = None
+    config_path: Path | None = None
+    port: int = 0
+
+    @property
+    def is_mosquitto(self) -> bool:
+        return self.kind in ("mosquitto", "external")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same persistence folder."""
+        assert self.kind == "mosquitto"
+        self.stop()
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port)
+
+    @classmethod
+    def start_mosquitto(cls) -> Broker:
+        port = free_port()
+        workdir = Path(tempfile.mkdtemp(prefix="muck-test-mqtt-"))
+        lines = []
+        for line in (ROOT / "config" / "mosquitto.conf").read_text().splitlines():
+            if line.startswith("listener "):
+                line = f"listener {port} 127.0.0.1"
+            elif line.startswith("persistence_location "):
+                line = f"persistence_location {workdir}/"
+            lines.append(line)
+        config = workdir / "mosquitto.conf"
+        config.write_text("\n".join(lines) + "\n")
+        broker = cls(f"mqtt://127.0.0.1:{port}", "mosquitto", None, workdir, config, port)
+        broker.process = subprocess.Popen(
+            ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port("127.0.0.1", port)
+        return broker
+
+    @classmethod
+    def start(cls) -> Broker:
+        if shutil.which("mosquitto"):
+            return cls.start_mosquitto()
+        url = os.environ.get("MUCK_TEST_MQTT_URL")
+        if url:
+            return cls(url, "external")
+        from core.embedded import EmbeddedBroker
+
+        port = free_port()
+        embedded = EmbeddedBroker(port)
+        embedded.start()
+        broker = cls(f"mqtt://127.0.0.1:{port}", "amqtt", port=port)
+        broker._embedded = embedded  # type: ignore[attr-defined]
+        return broker

@@ -1,0 +1,1 @@
+"""web (see the open issues)."""
