@@ -31,7 +31,9 @@ class MqttEndpoint:
     def parse(cls, url: str) -> MqttEndpoint:
         parsed = urlparse(url)
         if parsed.scheme not in ("mqtt", "tcp"):
-            raise ConfigError(f"MUCK_MQTT_URL must look like mqtt://user:pass@host:port, got {url!r}")
+            raise ConfigError(
+                f"MUCK_MQTT_URL must look like mqtt://user:pass@host:port, got {url!r}"
+            )
         return cls(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or 1883,

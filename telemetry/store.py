@@ -1,0 +1,261 @@
+"""Writes one batch of decoded messages in one transaction.
+
+Fixes go through COPY into a temporary staging table, then INSERT ... ON CONFLICT DO NOTHING
+into `positions` (COPY alone cannot skip the duplicates that redelivery produces). Exact
+duplicates are counted; a duplicate (device, fix time) whose content differs from the stored
+row is quarantined as `duplicate_conflict`. The latest fix of each registered truck updates
+`truck_state` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import psycopg2.extras
+
+from telemetry import partitions
+from telemetry.contract import Topics
+from telemetry.validation import Fix, Sighting
+
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS positions_staging (
+    row_no int, device_id text, fix_ms bigint, received_ms bigint, truck_id bigint,
+    lat float8, lon float8, speed_kmh real, heading smallint, altitude_m real,
+    lid lid_state, lift lift_state, load load_state, weight_kg real, acc boolean,
+    alarms text[], sats smallint, hdop real, seq bigint
+) ON COMMIT DELETE ROWS
+"""
+
+_INSERT = """
+INSERT INTO positions (device_id, fix_time, received_at, truck_id, lat, lon, speed_kmh,
+                       heading, altitude_m, lid, lift, load, weight_kg, acc, alarms, sats,
+                       hdop, seq)
+SELECT device_id,
+       timestamptz 'epoch' + fix_ms * interval '1 millisecond',
+       timestamptz 'epoch' + received_ms * interval '1 millisecond',
+       truck_id, lat, lon, speed_kmh, heading, altitude_m, lid, lift, load, weight_kg, acc,
+       alarms, sats, hdop, seq
+FROM positions_staging
+ON CONFLICT (device_id, fix_time) DO NOTHING
+"""
+
+# Staged rows whose (device, fix time) was already stored with different content. A staged
+# row identical to the stored one is a plain redelivery.
+_CONFLICTS = """
+SELECT s.row_no FROM positions_staging s
+JOIN positions p ON p.device_id = s.device_id
+ AND p.fix_time = timestamptz 'epoch' + s.fix_ms * interval '1 millisecond'
+WHERE (p.lat, p.lon, p.speed_kmh, p.heading, p.lid, p.lift, p.load, p.acc)
+      IS DISTINCT FROM
+      (s.lat, s.lon, s.speed_kmh, s.heading, s.lid, s.lift, s.load, s.acc)
+"""
+
+_TRUCK_STATE = """
+INSERT INTO truck_state AS t (truck_id, device_id, fix_time, received_at, lat, lon, speed_kmh,
+                              heading, lid, lift, load, acc, alarms, updated_at)
+SELECT DISTINCT ON (truck_id)
+       truck_id, device_id,
+       timestamptz 'epoch' + fix_ms * interval '1 millisecond',
+       timestamptz 'epoch' + received_ms * interval '1 millisecond',
+       lat, lon, speed_kmh, heading, lid, lift, load, acc, alarms, now()
+FROM positions_staging
+WHERE truck_id IS NOT NULL
+ORDER BY truck_id, fix_ms DESC
+ON CONFLICT (truck_id) DO UPDATE SET
+    device_id = EXCLUDED.device_id, fix_time = EXCLUDED.fix_time,
+    received_at = EXCLUDED.received_at, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
+    speed_kmh = EXCLUDED.speed_kmh, heading = EXCLUDED.heading, lid = EXCLUDED.lid,
+    lift = EXCLUDED.lift, load = EXCLUDED.load, acc = EXCLUDED.acc,
+    alarms = EXCLUDED.alarms, updated_at = now()
+WHERE t.fix_time < EXCLUDED.fix_time
+"""
+
+
+@dataclass(slots=True)
+class Quarantined:
+    received_ms: int
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+
+@dataclass
+class Batch:
+    received_ms: int
+    fixes: list[Fix] = field(default_factory=list)
+    truck_ids: list[int | None] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+    statuses: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class WriteResult:
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: list[Quarantined] = field(default_factory=list)
+    sightings_stored: int = 0
+
+
+def _text(value) -> str:
+    return "\\N" if value is None else str(value)
+
+
+def _bool(value: bool | None) -> str:
+    return "\\N" if value is None else ("t" if value else "f")
+
+
+def _copy_buffer(fixes: Sequence[Fix], truck_ids: Sequence[int | None], received_ms: int):
+    lines = []
+    append = lines.append
+    for row_no, (f, truck) in enumerate(zip(fixes, truck_ids, strict=True)):
+        # Device ids and alarm names are restricted to characters that need no COPY escaping
+        # (telemetry.contract), so plain joins are safe here.
+        alarms = "\\N" if f.alarms is None else "{" + ",".join(f.alarms) + "}"
+        append(
+            f"{row_no}\t{f.device_id}\t{f.fix_ms}\t{received_ms}\t{_text(truck)}\t{f.lat!r}\t"
+            f"{f.lon!r}\t{f.speed!r}\t{_text(f.heading)}\t{_text(f.alt)}\t{_text(f.lid)}\t"
+            f"{_text(f.lift)}\t{_text(f.load)}\t{_text(f.weight_kg)}\t{_bool(f.acc)}\t{alarms}\t"
+            f"{_text(f.sats)}\t{_text(f.hdop)}\t{_text(f.seq)}\n"
+        )
+    return io.StringIO("".join(lines))
+
+
+AfterStore = Callable[[object, Batch], None]
+
+
+class BatchWriter:
+    """Owns one database connection; `write` stores a batch atomically."""
+
+    def __init__(
+        self,
+        conn,
+        quarantine_payload_bytes: int = 4096,
+        after_store: Sequence[AfterStore] = (),
+        topics: Topics | None = None,
+    ) -> None:
+        self.conn = conn
+        self.topics = topics or Topics()
+        self.quarantine_payload_bytes = quarantine_payload_bytes
+        self.after_store = list(after_store)
+        self._known_days: set[dt.date] | None = None
+        self._timescale: bool | None = None
+        with conn.cursor() as cur:
+            cur.execute(_STAGING_DDL)
+            cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+            self._timescale = cur.fetchone() is not None
+        conn.commit()
+
+    def _ensure_partitions(self, cur, fixes: Sequence[Fix]) -> None:
+        if self._timescale or not fixes:
+            return
+        if self._known_days is None:
+            self._known_days = set(partitions.existing_partitions(cur))
+        days = {dt.datetime.fromtimestamp(f.fix_ms / 1000, dt.UTC).date() for f in fixes}
+        missing = days - self._known_days
+        if missing:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x706F73,))
+            self._known_days = set(partitions.existing_partitions(cur))
+            partitions.ensure_days(cur, days, self._known_days)
+
+    def write(self, batch: Batch) -> WriteResult:
+        result = WriteResult()
+        conn = self.conn
+        try:
+            with conn.cursor() as cur:
+                if batch.fixes:
+                    self._ensure_partitions(cur, batch.fixes)
+                    cur.copy_expert(
+                        "COPY positions_staging FROM STDIN",
+                        _copy_buffer(batch.fixes, batch.truck_ids, batch.received_ms),
+                    )
+                    cur.execute(_INSERT)
+                    result.stored = cur.rowcount
+                    if result.stored < len(batch.fixes):
+                        result.duplicates = len(batch.fixes) - result.stored
+                        cur.execute(_CONFLICTS)
+                        for (row_no,) in cur.fetchall():
+                            fix = batch.fixes[row_no]
+                            result.conflicts.append(
+                                Quarantined(
+                                    batch.received_ms,
+                                    self.topics.telemetry(fix.device_id),
+                                    fix.device_id,
+                                    "duplicate_conflict",
+                                    "a different fix with this device and time is already stored",
+                                    fix.raw,
+                                )
+                            )
+                        result.duplicates -= len(result.conflicts)
+                    cur.execute(_TRUCK_STATE)
+                quarantined = batch.quarantined + result.conflicts
+                if quarantined:
+                    limit = self.quarantine_payload_bytes
+                    psycopg2.extras.execute_values(
+                        cur,
+                        """INSERT INTO quarantine (received_at, topic, device_id, reason, detail,
+                                                   payload, payload_bytes) VALUES %s""",
+                        [
+                            (
+                                dt.datetime.fromtimestamp(q.received_ms / 1000, dt.UTC),
+                                q.topic,
+                                q.device_id,
+                                q.reason,
+                                q.detail[:1000],
+                                q.payload[:limit],
+                                len(q.payload),
+                            )
+                            for q in quarantined
+                        ],
+                    )
+                if batch.sightings:
+                    received = dt.datetime.fromtimestamp(batch.received_ms / 1000, dt.UTC)
+                    psycopg2.extras.execute_values(
+                        cur,
+                        """INSERT INTO sightings (camera_id, seen_at, received_at, plate,
+                               plate_color, direction, site_id, confidence, image_ref)
+                           VALUES %s ON CONFLICT (camera_id, seen_at, plate) DO NOTHING""",
+                        [
+                            (
+                                s.camera_id,
+                                dt.datetime.fromtimestamp(s.seen_ms / 1000, dt.UTC),
+                                received,
+                                s.plate,
+                                s.plate_color,
+                                s.direction,
+                                s.site_id,
+                                s.confidence,
+                                s.image_ref,
+                            )
+                            for s in batch.sightings
+                        ],
+                    )
+                    result.sightings_stored = cur.rowcount
+                if batch.statuses:
+                    psycopg2.extras.execute_values(
+                        cur,
+                        """INSERT INTO device_status AS d (device_id, status, changed_at)
+                           VALUES %s ON CONFLICT (device_id) DO UPDATE
+                           SET status = EXCLUDED.status, changed_at = EXCLUDED.changed_at
+                           WHERE d.changed_at <= EXCLUDED.changed_at""",
+                        [
+                            (device, status, dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
+                            for device, (status, ms) in batch.statuses.items()
+                        ],
+                    )
+                for hook in self.after_store:
+                    hook(cur, batch)
+            conn.commit()
+        except BaseException:
+            self._known_days = None
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection may be gone; caller reconnects
+                pass
+            raise
+        return result
