@@ -23,7 +23,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	# pytest exits 5 when it collects no tests; that is not a failure of the code.
+	$(BIN)/pytest -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
