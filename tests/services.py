@@ -9,6 +9,7 @@ Mosquitto's persistence or shared subscriptions are then skipped with a reason).
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -148,6 +149,9 @@ class Broker:
             elif line.startswith("persistence_location "):
                 line = f"persistence_location {workdir}/"
             lines.append(line)
+        # Run as the current user: as root, Mosquitto would switch to user "mosquitto", which
+        # cannot write this temporary persistence folder.
+        lines.append(f"user {getpass.getuser()}")
         config = workdir / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")
         broker = cls(f"mqtt://127.0.0.1:{port}", "mosquitto", None, workdir, config, port)

@@ -1,0 +1,164 @@
+"""Nothing is lost when the collector is killed, the database stops, or the broker restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from core.config import load_settings
+from core.db import connect
+from core.migrate import migrate
+from telemetry.contract import Topics
+from telemetry.partitions import maintain
+from tests.conftest import require_mosquitto
+from tests.mqtt_helpers import count, fix, now_ms, publish, running_collector, wait_until
+
+T = Topics("muck/v1")
+MUCK = str(Path(sys.executable).with_name("muck"))
+
+
+def stream(devices: int, per_device: int, start_ms: int) -> list[tuple[str, bytes]]:
+    return [
+        (T.telemetry(f"R{d:04d}"), fix(start_ms + i * 1000, lat=22.5 + d * 1e-3, seq=i))
+        for i in range(per_device)
+        for d in range(devices)
+    ]
+
+
+class CollectorProcess:
+    def __init__(self, client_id: str, env: dict[str, str]) -> None:
+        self.connected = threading.Event()
+        self.proc = subprocess.Popen(
+            [MUCK, "collect", "--client-id", client_id, "--no-maintenance"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.connected.wait(20), "collector did not connect:\n" + "".join(self.log)
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if "connected to" in line:
+                self.connected.set()
+
+
+def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, broker, db):
+    env = {**os.environ, "MUCK_DATABASE_URL": settings.database_url, "MUCK_MQTT_URL": broker.url}
+    client_id = "kill-" + uuid.uuid4().hex[:6]
+    messages = stream(devices=100, per_device=100, start_ms=now_ms() - 3_600_000)
+    first = CollectorProcess(client_id, env)
+    publisher = threading.Thread(target=publish, args=(broker.url, messages))
+    publisher.start()
+    assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") > 1000, timeout=60)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    killed_at = count(db, "SELECT count(*) FROM positions")
+    publisher.join()
+    second = CollectorProcess(client_id, env)
+    try:
+        assert wait_until(
+            lambda: count(db, "SELECT count(*) FROM positions") == len(messages), timeout=90
+        ), f"stored {count(db, 'SELECT count(*) FROM positions')} of {len(messages)}"
+    finally:
+        second.proc.send_signal(signal.SIGTERM)
+        second.proc.wait(30)
+    assert killed_at < len(messages), "the kill came too late to test anything"
+    assert count(db, "SELECT count(DISTINCT (device_id, seq)) FROM positions") == len(messages)
+    assert count(db, "SELECT count(*) FROM quarantine") == 0
+
+
+@pytest.fixture
+def stoppable_database():
+    """A PostgreSQL of the test's own (pgserver) that the test can stop and start."""
+    import pgserver
+
+    folder = tempfile.mkdtemp(prefix="muck-outage-pg-")
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    url = server.get_uri()
+    conn = connect(url)
+    migrate(conn, load_settings())
+    maintain(conn, load_settings())
+    conn.close()
+
+    def restart_after(seconds: float) -> None:
+        server.cleanup()  # pg_ctl stop
+        time.sleep(seconds)
+        pgserver.get_server(folder, cleanup_mode="stop")
+
+    yield url, restart_after
+    pgserver.get_server(folder, cleanup_mode="stop").cleanup()
+
+
+def test_database_outage_loses_nothing(broker, stoppable_database, monkeypatch):
+    url, restart_after = stoppable_database
+    monkeypatch.setenv("MUCK_DATABASE_URL", url)
+    monkeypatch.setenv("MUCK_MQTT_URL", broker.url)
+    settings = load_settings().with_overrides(ingest={"retry_initial_s": 0.2, "retry_max_s": 1.0})
+    messages = stream(devices=20, per_device=150, start_ms=now_ms() - 3_600_000)
+    with running_collector(settings) as collector:
+        publisher = threading.Thread(target=publish, args=(broker.url, messages))
+        publisher.start()
+        time.sleep(0.5)
+        restart_after(4.0)
+        publisher.join()
+        conn = connect(url)
+        try:
+            assert wait_until(
+                lambda: count(conn, "SELECT count(*) FROM positions") == len(messages), timeout=60
+            )
+        finally:
+            conn.close()
+        assert collector.stats.snapshot()["db_errors"] >= 1, "the outage was not seen"
+
+
+def test_messages_published_while_collector_is_down_survive_a_broker_restart(settings, broker, db):
+    require_mosquitto(broker)
+    if broker.kind != "mosquitto":
+        pytest.skip("needs a broker this test can restart")
+    client_id = "offline-" + uuid.uuid4().hex[:6]
+    with running_collector(settings, client_id=client_id):
+        pass  # creates the persistent session and its subscriptions
+    messages = stream(devices=50, per_device=60, start_ms=now_ms() - 3_600_000)
+    publish(broker.url, messages)  # 3,000 > Mosquitto's default queue limit of 1,000
+    broker.restart()
+    with running_collector(settings, client_id=client_id):
+        assert wait_until(
+            lambda: count(db, "SELECT count(*) FROM positions") == len(messages), timeout=60
+        ), f"stored {count(db, 'SELECT count(*) FROM positions')} of {len(messages)}"
+
+
+def test_shared_subscription_splits_the_load_without_loss(settings, broker, db):
+    require_mosquitto(broker)
+    shared = settings.with_overrides(mqtt={"shared_group": "collectors"})
+    messages = stream(devices=40, per_device=50, start_ms=now_ms() - 3_600_000)
+    with running_collector(shared) as a, running_collector(shared) as b:
+        publish(broker.url, messages)
+        assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") == len(messages))
+        received_a, received_b = a.stats.snapshot()["received"], b.stats.snapshot()["received"]
+    assert received_a > 0 and received_b > 0
+    assert received_a + received_b == len(messages)
+
+
+def test_mqtt5_persistent_session_across_collector_restart(settings, broker, db):
+    require_mosquitto(broker)
+    v5 = settings.with_overrides(mqtt={"protocol": "5"})
+    client_id = "v5-" + uuid.uuid4().hex[:6]
+    with running_collector(v5, client_id=client_id):
+        publish(broker.url, stream(devices=5, per_device=10, start_ms=now_ms() - 600_000))
+        assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") == 50)
+    publish(broker.url, stream(devices=5, per_device=10, start_ms=now_ms() - 300_000))
+    with running_collector(v5, client_id=client_id):
+        assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") == 100)
