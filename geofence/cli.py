@@ -1,6 +1,26 @@
-"""`muck zones ...`"""
+"""`muck zones ...` and `muck bench geofence`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
 
 import click
+
+from core.cli import MuckContext, pass_ctx
+from core.config import ConfigError
+
+
+def _connect(mctx: MuckContext):
+    from core.db import connect_settings
+
+    try:
+        return connect_settings(mctx.settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # psycopg2.OperationalError and friends: no traceback
+        raise click.ClickException(f"cannot connect to the database: {exc}".strip()) from None
 
 
 @click.group()
@@ -8,7 +28,209 @@ def zones() -> None:
     """Import, export and inspect geofence zones."""
 
 
+@zones.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--crs",
+    type=click.Choice(["wgs84", "gcj02", "bd09"]),
+    default="wgs84",
+    show_default=True,
+    help="Coordinate system the file was drawn in: gcj02 for AMap/Tencent, bd09 for Baidu. "
+    "Converted to WGS-84 before storing.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["site", "disposal", "route", "restricted", "speed"]),
+    help="Kind for features that do not name one (GPX files default to route).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["geojson", "gpx", "kml"]),
+    help="File format; by default from the extension (.geojson/.json, .gpx, .kml).",
+)
+@click.option(
+    "--width-m",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Corridor width (m from the centre line) for routes that do not set width_m.",
+)
+@click.option("--code", help="Zone code, for a file holding a single feature without one.")
+@click.option("--dry-run", is_flag=True, help="Validate and report, store nothing.")
+@pass_ctx
+def import_cmd(mctx, file, crs, kind, fmt, width_m, code, dry_run) -> None:
+    """Import zones from FILE (GeoJSON, GPX or KML), upserting by zone code.
+
+    The whole file is validated first and stored in one transaction: a bad feature rejects
+    the file, with every problem listed by feature index and code.
+    """
+    from geofence.io import ZoneImportError, read_zones_file
+    from geofence.store import upsert_zones
+
+    settings = mctx.settings
+    defaults = {"width_m": width_m} if width_m else {}
+    try:
+        found = read_zones_file(
+            file,
+            fmt=fmt,
+            crs=crs,
+            default_kind=kind,
+            defaults=defaults,
+            code=code,
+            center=(float(settings.city["center_lon"]), float(settings.city["center_lat"])),
+            max_distance_km=float(settings["geofence"]["max_zone_distance_km"]),
+        )
+    except ZoneImportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    by_kind: dict[str, int] = {}
+    for zone in found:
+        by_kind[zone.kind] = by_kind.get(zone.kind, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
+    if dry_run:
+        click.echo(f"{file}: {len(found)} valid zones ({summary}); nothing stored (--dry-run)")
+        return
+    conn = _connect(mctx)
+    try:
+        counts = upsert_zones(conn, found)
+    except Exception as exc:
+        click.echo(f"error: {file}: nothing imported: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        conn.close()
+    click.echo(f"{file}: {counts['inserted']} inserted, {counts['updated']} updated ({summary})")
+
+
+@zones.command("export")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the GeoJSON here instead of standard output.",
+)
+@click.option(
+    "--crs",
+    type=click.Choice(["wgs84", "gcj02", "bd09"]),
+    default="wgs84",
+    show_default=True,
+    help="Coordinate system to write (gcj02/bd09 for drawing on AMap/Baidu).",
+)
+@click.option("--kind", help="Only zones of this kind.")
+@click.option("--district", help="Only zones of this district (行政区).")
+@pass_ctx
+def export_cmd(mctx, output, crs, kind, district) -> None:
+    """Export zones as a GeoJSON FeatureCollection (the import schema)."""
+    from geofence.io import export_geojson
+    from geofence.store import load_zones
+
+    conn = _connect(mctx)
+    try:
+        found = load_zones(conn, kind=kind, district=district)
+    finally:
+        conn.close()
+    text = json.dumps(export_geojson(found, crs), ensure_ascii=False, indent=1)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        click.echo(f"wrote {len(found)} zones to {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@zones.command("list")
+@click.option("--kind", help="Only zones of this kind.")
+@click.option("--district", help="Only zones of this district (行政区).")
+@pass_ctx
+def list_cmd(mctx, kind, district) -> None:
+    """List zones: code, kind, name, district, validity, active, vertices."""
+    import shapely
+
+    from geofence.store import load_zones
+
+    conn = _connect(mctx)
+    try:
+        found = load_zones(conn, kind=kind, district=district)
+    finally:
+        conn.close()
+    for zone in found:
+        geom = shapely.geometry.shape(zone.geometry)
+        valid = f"{zone.valid_from or '-'}..{zone.valid_to or '-'}"
+        extra = ""
+        if zone.kind == "route":
+            extra = f" width={zone.width_m:g}m"
+        elif zone.kind == "speed":
+            extra = f" limit={zone.attributes.get('speed_limit_kmh'):g}km/h"
+        click.echo(
+            f"{zone.code}\t{zone.kind}\t{zone.name}\t{zone.district or '-'}\t{valid}\t"
+            f"{'active' if zone.active else 'inactive'}\t{shapely.get_num_coordinates(geom)} pts"
+            f"{extra}"
+        )
+    click.echo(f"{len(found)} zones", err=True)
+
+
+@zones.command("ban-day")
+@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--zone", "zone_code", help="Restricted zone code; all restricted zones if omitted.")
+@click.option("--start", help="Start of the ban (HH:MM local); the whole day if omitted.")
+@click.option("--end", help="End of the ban (HH:MM local; not after start = past midnight).")
+@click.option("--reason", default="", help="Why (holiday, exam day, ...).")
+@pass_ctx
+def ban_day_cmd(mctx, day, zone_code, start, end, reason) -> None:
+    """Add an extra ban DAY (YYYY-MM-DD, local) for restricted zones."""
+    from geofence.store import add_ban_day
+    from geofence.timewin import WindowError, parse_hhmm
+
+    def _time(text):
+        if text is None:
+            return None
+        try:
+            minutes = parse_hhmm(text, allow_24=False)
+        except WindowError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return dt.time(minutes // 60, minutes % 60)
+
+    conn = _connect(mctx)
+    try:
+        ban_id = add_ban_day(
+            conn,
+            day.date(),
+            zone_code=zone_code,
+            start=_time(start),
+            end=_time(end),
+            reason=reason,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        conn.close()
+    click.echo(f"ban day {ban_id} added for {day.date()} ({zone_code or 'all restricted zones'})")
+
+
 @click.command("geofence")
-def bench_geofence() -> None:
-    """Benchmark zone classification and route distances."""
-    raise click.ClickException("not built yet")
+@click.option("--polygons", default=1800, show_default=True, help="Polygon zones to generate.")
+@click.option("--routes", default=200, show_default=True, help="Route corridors to generate.")
+@click.option("--fixes", default=1_000_000, show_default=True, help="Fixes per batch.")
+@click.option("--repeat", default=3, show_default=True, help="Runs per figure (best is kept).")
+@click.option("--seed", default=1, show_default=True, help="Random seed for zones and fixes.")
+@pass_ctx
+def bench_geofence(mctx, polygons, routes, fixes, repeat, seed) -> None:
+    """Benchmark zone classification and route distances on synthetic zones (one core)."""
+    from geofence.bench import run_benchmark
+    from geofence.index import GeofenceConfig
+
+    settings = mctx.settings
+    results = run_benchmark(
+        dict(settings.city),
+        GeofenceConfig.from_settings(settings),
+        n_polygons=polygons,
+        n_routes=routes,
+        n_fixes=fixes,
+        repeat=repeat,
+        seed=seed,
+        echo=click.echo,
+    )
+    ok_cls = results["classify_per_s"] >= 2e6
+    ok_route = results["route_distance_per_s"] >= 1e6
+    click.echo(
+        f"targets: classify >= 2.0 M/s {'met' if ok_cls else 'MISSED'}; "
+        f"route distance >= 1.0 M/s {'met' if ok_route else 'MISSED'}"
+    )

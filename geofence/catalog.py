@@ -1,0 +1,93 @@
+"""The zone catalogue a long-running process keeps in memory, reloaded when zones change."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from geofence.index import GeofenceConfig, GeofenceIndex
+from geofence.store import current_version, load_ban_days, load_zones
+
+log = logging.getLogger(__name__)
+
+
+class ZoneCatalog:
+    """Holds the current `GeofenceIndex` and swaps in a new one when the database changes.
+
+    The version row (geofence_version) is bumped in the same transaction as any change to
+    zones or ban days, so `refresh_if_changed` costs one primary-key lookup when nothing
+    changed. The version is read in the same REPEATABLE READ snapshot as the zones, so an
+    index is never labelled with a version newer than its data.
+
+    Use `catalog.index` for each batch (grab it once per batch: a refresh replaces the
+    attribute with a new immutable index, never mutates the one in use).
+    """
+
+    def __init__(self, settings: Any = None, *, poll_interval_s: float | None = None) -> None:
+        self.settings = settings
+        self.city = (
+            dict(settings.city)
+            if settings is not None
+            else {"timezone": "Asia/Shanghai", "center_lon": 114.06, "center_lat": 22.55}
+        )
+        self.config = GeofenceConfig.from_settings(settings)
+        section = settings.sections.get("geofence", {}) if settings is not None else {}
+        self.poll_interval_s = (
+            poll_interval_s if poll_interval_s is not None else section.get("reload_poll_s", 2.0)
+        )
+        self.version: int | None = None
+        self.index = GeofenceIndex([], city=self.city, config=self.config, version=None)
+        self._last_poll = float("-inf")
+
+    def load(self, conn) -> GeofenceIndex:
+        """Load every active zone and ban day now, whatever the version."""
+        started = time.perf_counter()
+        autocommit = conn.autocommit
+        if not autocommit:
+            conn.commit()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                    if autocommit
+                    else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                )
+            version = current_version(conn)
+            zones = load_zones(conn, active_only=True)
+            bans = load_ban_days(conn)
+        finally:
+            if autocommit:
+                with conn.cursor() as cur:
+                    cur.execute("ROLLBACK")
+            else:
+                conn.rollback()
+        index = GeofenceIndex(zones, bans, city=self.city, config=self.config, version=version)
+        for code, reason in index.skipped:
+            log.warning("zone %s not loaded: %s", code, reason)
+        self.index = index
+        self.version = version
+        log.info(
+            "geofence catalogue version %s: %d zones loaded in %.2f s",
+            version,
+            len(index),
+            time.perf_counter() - started,
+        )
+        return index
+
+    def refresh_if_changed(self, conn) -> bool:
+        """Reload when the catalogue version differs from the loaded one; True if reloaded."""
+        self._last_poll = time.monotonic()
+        version = current_version(conn)
+        if not conn.autocommit:
+            conn.commit()  # do not hold a transaction open between polls
+        if version == self.version:
+            return False
+        self.load(conn)
+        return True
+
+    def maybe_refresh(self, conn) -> bool:
+        """`refresh_if_changed`, at most once per geofence.reload_poll_s (call it per batch)."""
+        if time.monotonic() - self._last_poll < self.poll_interval_s:
+            return False
+        return self.refresh_if_changed(conn)
