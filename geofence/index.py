@@ -219,6 +219,11 @@ class GeofenceIndex:
                 if zone.geometry.get("type") == "Point":
                     radius = float(zone.attributes["radius_m"])
                     projected = projected.buffer(radius, quad_segs=self.config.circle_segments)
+                bounds = np.asarray(projected.bounds)
+                if not np.isfinite(bounds).all() or projected.is_empty:
+                    raise ValueError("geometry does not project into the city's CRS")
+                if np.abs(bounds).max() > self.config.max_zone_distance_km * 1000.0 * 1.5:
+                    raise ValueError("zone lies too far from the city centre")
                 if zone.kind != "route" and not projected.is_valid:
                     projected = shapely.make_valid(projected)
                     if not isinstance(projected, shapely.Polygon | shapely.MultiPolygon):
