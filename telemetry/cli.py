@@ -135,7 +135,6 @@ def maintain_cmd(mctx: MuckContext) -> None:
 @click.option(
     "--rate", type=float, default=0, help="Target total publish rate (0: as fast as possible)."
 )
-@click.option("--qos", type=click.Choice(["0", "1"]), default="1", show_default=True)
 @click.option("--skip-ceiling", is_flag=True, help="Skip the broker-only ceiling measurement.")
 @pass_ctx
 def bench_ingest(
@@ -145,7 +144,6 @@ def bench_ingest(
     publishers: int,
     collectors: int,
     rate: float,
-    qos: str,
     skip_ceiling: bool,
 ) -> None:
     """End-to-end ingestion benchmark against MUCK_MQTT_URL and MUCK_DATABASE_URL.
@@ -163,7 +161,7 @@ def bench_ingest(
         publishers=publishers,
         collectors=collectors,
         rate=rate,
-        qos=int(qos),
+        qos=1,
         measure_ceiling=not skip_ceiling,
     )
     click.echo(report)

@@ -5,15 +5,17 @@
 * Manual acknowledgement: a message is acknowledged only after the transaction that stores
   it has committed, in arrival order. A crash before commit means redelivery, and the
   (device, fix time) key makes redelivery harmless.
-* Two threads: paho's network thread only queues messages; the writer thread batches,
-  decodes, stores and acknowledges, so receiving the next batch overlaps writing this one.
+* Two threads: the MQTT reader thread only queues what each socket read brought; the writer
+  thread batches, decodes, stores and acknowledges, so receiving the next batch overlaps
+  writing this one. The reader is telemetry.mqtt_lean (MQTT 3.1.1, the default: a quarter
+  of paho's CPU per message) or telemetry.mqtt_paho (MQTT 5, or `mqtt.client = "paho"`).
 * The broker's in-flight window (Mosquitto `max_inflight_messages`) bounds how many messages
   are unacknowledged at once; a batch is flushed when full, when its first message has waited
   `batch_max_wait_ms`, or as soon as nothing more arrives for a few milliseconds, so a small
   window slows ingestion but never stalls it.
 * Database outage: the writer keeps the batch, acknowledges nothing, retries with back-off
-  and reconnects; the broker holds everything else. Broker outage: paho reconnects with
-  back-off; acknowledgements of messages received on the previous connection are dropped
+  and reconnects; the broker holds everything else. Broker outage: the reader reconnects
+  with back-off; acknowledgements of messages received on the previous connection are dropped
   (their packet ids mean nothing to the new connection) and the broker redelivers them.
 """
 
@@ -24,17 +26,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 import psycopg2
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from core.config import Settings
+from core.config import ConfigError, Settings
 from core.db import connect_settings
 from telemetry.ingest import Incoming, Ingestor
+from telemetry.mqtt_lean import LeanSubscriber, Received
+from telemetry.mqtt_paho import PahoSubscriber
 from telemetry.stats import IngestStats
 from telemetry.store import AfterStore, BatchWriter
 
@@ -42,15 +41,6 @@ log = logging.getLogger(__name__)
 
 _IDLE_FLUSH_S = 0.005
 _TRANSIENT_DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
-
-
-@dataclass(slots=True)
-class _Received:
-    generation: int
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
 
 
 class Collector:
@@ -63,9 +53,9 @@ class Collector:
         stats: IngestStats | None = None,
     ) -> None:
         self.settings = settings
-        mqtt_cfg, ingest = settings.mqtt, settings.ingest
+        ingest = settings.ingest
         self.endpoint = settings.mqtt_endpoint()
-        self.client_id = client_id or mqtt_cfg["client_id"]
+        self.client_id = client_id or settings.mqtt["client_id"]
         self.batch_size = int(ingest["batch_size"])
         self.max_wait_s = int(ingest["batch_max_wait_ms"]) / 1000
         self.retry_initial_s = float(ingest["retry_initial_s"])
@@ -73,77 +63,50 @@ class Collector:
         self.after_store = list(after_store)
         self.ingestor = Ingestor(settings, stats)
         self.stats = self.ingestor.stats
-        self._queue: queue.SimpleQueue[_Received] = queue.SimpleQueue()
-        self._generation = 0
-        self._connected = threading.Event()
+        self._queue: queue.SimpleQueue[tuple[int, list[Received]]] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._stop_deadline = float("inf")
         self._writer_thread: threading.Thread | None = None
         self._writer: BatchWriter | None = None
         self._conn = None
-        self.client = self._make_client()
+        self.transport = self._make_transport()
 
-    # -- MQTT ---------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
-        v5 = str(self.settings.mqtt["protocol"]) == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=None if v5 else False,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        client.max_inflight_messages_set(20)  # outgoing only; we do not publish
-        client.max_queued_messages_set(0)
-        if self.endpoint.username:
-            client.username_pw_set(self.endpoint.username, self.endpoint.password)
-        client.reconnect_delay_set(1, max(1, int(self.retry_max_s)))
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        self._v5 = v5
-        return client
-
-    def _subscriptions(self) -> list[str]:
+    def _make_transport(self) -> LeanSubscriber | PahoSubscriber:
+        mqtt_cfg = self.settings.mqtt
+        group = mqtt_cfg["shared_group"]
         topics = self.ingestor.topics.subscriptions()
-        group = self.settings.mqtt["shared_group"]
-        return [f"$share/{group}/{t}" for t in topics] if group else topics
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("MQTT connection refused: %s", reason_code)
-            return
-        log.info(
-            "connected to %s:%s as %s (session present: %s)",
+        subscriptions = [f"$share/{group}/{t}" for t in topics] if group else topics
+        common = dict(
+            username=self.endpoint.username,
+            password=self.endpoint.password,
+            keepalive=int(mqtt_cfg["keepalive_s"]),
+            reconnect_min_s=1.0,
+            reconnect_max_s=max(1.0, self.retry_max_s),
+        )
+        args = (
             self.endpoint.host,
             self.endpoint.port,
             self.client_id,
-            flags.session_present,
+            subscriptions,
+            self._on_batch,
         )
-        client.subscribe([(topic, 1) for topic in self._subscriptions()])
-        self._connected.set()
+        protocol, client = str(mqtt_cfg["protocol"]), mqtt_cfg["client"]
+        if protocol not in ("3.1.1", "5"):
+            raise ConfigError(f'mqtt.protocol must be "3.1.1" or "5", got {protocol!r}')
+        if client not in ("lean", "paho"):
+            raise ConfigError(f'mqtt.client must be "lean" or "paho", got {client!r}')
+        if protocol == "5" or client == "paho":
+            return PahoSubscriber(
+                *args,
+                **common,
+                mqtt5=protocol == "5",
+                session_expiry_s=int(mqtt_cfg["session_expiry_s"]),
+                receive_maximum=2 * self.batch_size,
+            )
+        return LeanSubscriber(*args, **common)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._generation += 1
-        self._connected.clear()
-        if not self._stop.is_set():
-            log.warning("MQTT disconnected (%s); reconnecting", reason_code)
-
-    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        self._queue.put(
-            _Received(self._generation, message.topic, message.payload, message.mid, message.qos)
-        )
-
-    def _connect(self) -> None:
-        host, port = self.endpoint.host, self.endpoint.port
-        keepalive = int(self.settings.mqtt["keepalive_s"])
-        if self._v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = int(self.settings.mqtt["session_expiry_s"])
-            props.ReceiveMaximum = min(65535, 2 * self.batch_size)
-            self.client.connect_async(host, port, keepalive, clean_start=False, properties=props)
-        else:
-            self.client.connect_async(host, port, keepalive)
-        self.client.loop_start()
+    def _on_batch(self, generation: int, received: list[Received]) -> None:
+        self._queue.put((generation, received))
 
     # -- database -----------------------------------------------------------------------
     def _ensure_writer(self) -> BatchWriter:
@@ -161,10 +124,10 @@ class Collector:
         self._conn = None
         self._writer = None
 
-    def _store(self, messages: list[_Received]) -> bool:
-        """Store one batch, retrying until it commits or the collector stops."""
+    def _store(self, received: list[Received]) -> bool:
+        """Store one batch, retrying until it commits or the stop grace period ends."""
         delay = self.retry_initial_s
-        incoming = [Incoming(m.topic, m.payload) for m in messages]
+        incoming = [Incoming(topic, payload) for topic, payload, _, _ in received]
         batch = None
         while True:
             started = time.perf_counter()
@@ -177,77 +140,65 @@ class Collector:
             except _TRANSIENT_DB_ERRORS as exc:
                 self.stats.db_errors.inc()
                 self._drop_writer()
-                if self._stop.is_set() and not self._connected.is_set():
-                    return False
                 log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
-                if self._stop.wait(delay) and self._stop_deadline_passed():
+                self._stop.wait(delay)
+                if self._stop.is_set() and time.monotonic() > self._stop_deadline:
                     return False
                 delay = min(delay * 2, self.retry_max_s)
                 continue
-            self.ingestor.count(batch, result, len(messages), time.perf_counter() - started)
+            self.ingestor.count(batch, result, len(received), time.perf_counter() - started)
             return True
-
-    def _stop_deadline_passed(self) -> bool:
-        return time.monotonic() > self._stop_deadline
-
-    def _ack(self, messages: list[_Received]) -> None:
-        generation = self._generation
-        for m in messages:
-            if m.qos > 0 and m.generation == generation:
-                self.client.ack(m.mid, m.qos)
 
     # -- writer loop --------------------------------------------------------------------
     def _writer_loop(self) -> None:
-        pending: list[_Received] = []
         get = self._queue.get
         while True:
-            stopping = self._stop.is_set()
-            if not pending:
-                if stopping:
-                    break
-                try:
-                    pending.append(get(timeout=0.2))
-                except queue.Empty:
-                    continue
-                first_at = time.monotonic()
+            try:
+                generation, pending = get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            acks: list[tuple[int, list[Received]]] = [(generation, pending)]
+            pending = list(pending)
+            first_at = time.monotonic()
             # Collect until full, the first message is too old, or the stream pauses.
             while len(pending) < self.batch_size:
                 remaining = self.max_wait_s - (time.monotonic() - first_at)
                 if remaining <= 0:
                     break
                 try:
-                    pending.append(get(timeout=min(_IDLE_FLUSH_S, remaining)))
+                    generation, more = get(timeout=min(_IDLE_FLUSH_S, remaining))
                 except queue.Empty:
                     break
-            if self._store(pending):
-                self._ack(pending)
-                pending = []
-            elif self._stop.is_set():
-                break
+                acks.append((generation, more))
+                pending.extend(more)
+            if not self._store(pending):
+                return  # stopping with the database down: nothing acknowledged, all redelivered
+            for generation, part in acks:
+                self.transport.ack(generation, [mid for _, _, mid, qos in part if qos])
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
         self._stop_deadline = float("inf")
-        self._connect()
+        self.transport.start()
         self._writer_thread = threading.Thread(target=self._writer_loop, name="muck-writer")
         self._writer_thread.start()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
-        return self._connected.wait(timeout)
+        return self.transport.connected.wait(timeout)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Write and acknowledge what has arrived, then disconnect."""
+        """Write and acknowledge what has arrived, then disconnect (the session stays)."""
         self._stop_deadline = time.monotonic() + grace_s
-        # Let what is already queued be written first.
         deadline = time.monotonic() + grace_s
         while not self._queue.empty() and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
         if self._writer_thread is not None:
             self._writer_thread.join(grace_s + 5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.transport.stop()
         self._drop_writer()
 
     def run(

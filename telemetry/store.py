@@ -156,7 +156,10 @@ class BatchWriter:
             return
         if self._known_days is None:
             self._known_days = set(partitions.existing_partitions(cur))
-        days = {dt.datetime.fromtimestamp(f.fix_ms / 1000, dt.UTC).date() for f in fixes}
+        times = [f.fix_ms for f in fixes]
+        first = dt.datetime.fromtimestamp(min(times) / 1000, dt.UTC).date()
+        last = dt.datetime.fromtimestamp(max(times) / 1000, dt.UTC).date()
+        days = {first + dt.timedelta(days=i) for i in range((last - first).days + 1)}
         missing = days - self._known_days
         if missing:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x706F73,))

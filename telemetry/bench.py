@@ -1,0 +1,324 @@
+"""`muck bench ingest`: the end-to-end ingestion benchmark.
+
+Publishers and collectors run as separate processes (one Python process cannot publish
+fast enough, and the GIL would make an in-process collector measure the publisher too).
+The run uses its own topic prefix and device ids, and deletes its rows afterwards.
+
+Latency is publish → batch write: each fix carries its publish time as `ts`, and the
+collector stamps `received_at` when it writes the batch (commit follows within a few ms).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import psutil
+
+from core.config import MqttEndpoint, Settings
+from core.db import connect_settings
+from simulators.fastpub import FastPublisher, paced
+from telemetry.mqtt_lean import LeanSubscriber
+
+
+def _publisher(
+    url: str,
+    prefix: str,
+    devices: list[str],
+    count: int,
+    rate: float,
+    qos: int,
+    start_at: float,
+    result: mp.Queue,
+) -> None:
+    endpoint = MqttEndpoint.parse(url)
+    if qos != 1:
+        raise ValueError("the benchmark publishes at QoS 1 (what terminals use)")
+    publisher = FastPublisher(
+        endpoint.host, endpoint.port, username=endpoint.username, password=endpoint.password
+    )
+    topics = [f"{prefix}/trucks/{d}/telemetry".encode() for d in devices]
+    seqs = [0] * len(devices)
+    encode = msgspec.json.encode
+
+    def messages():
+        for i in range(count):
+            d = i % len(devices)
+            seqs[d] += 1
+            body = {
+                "ts": int(time.time() * 1000),
+                "lat": 22.5 + d * 1e-4,
+                "lon": 114.0 + (i % 97) * 1e-5,
+                "speed": 35.0,
+                "heading": 90,
+                "lid": "closed",
+                "load": "full",
+                "seq": seqs[d],
+            }
+            yield topics[d], encode(body)
+
+    while time.time() < start_at:
+        time.sleep(0.001)
+    began = time.perf_counter()
+    publisher.publish_many(messages(), pace=paced(rate) if rate > 0 else None)
+    elapsed = time.perf_counter() - began
+    publisher.close()
+    result.put((count, elapsed, psutil.Process().cpu_times()))
+
+
+def _ceiling_subscriber(url: str, topic: str, expected: int, ready, result) -> None:
+    """Receives and acknowledges, nothing else: what the broker alone can deliver."""
+    endpoint = MqttEndpoint.parse(url)
+    got = 0
+    first = last = 0.0
+    done = threading.Event()
+    subscriber: LeanSubscriber
+
+    def on_batch(generation: int, received: list) -> None:
+        nonlocal got, first, last
+        if got == 0:
+            first = time.perf_counter()
+        got += len(received)
+        last = time.perf_counter()
+        subscriber.ack(generation, [mid for _, _, mid, qos in received if qos])
+        if got >= expected:
+            done.set()
+
+    subscriber = LeanSubscriber(
+        endpoint.host,
+        endpoint.port,
+        "bench-ceil-" + uuid.uuid4().hex[:6],
+        [topic],
+        on_batch,
+        username=endpoint.username,
+        password=endpoint.password,
+    )
+    subscriber.start()
+    subscriber.connected.wait(10)
+    time.sleep(0.5)
+    ready.set()
+    done.wait(120)
+    subscriber.stop()
+    result.put((got, last - first if got > 1 else 0.0))
+
+
+@dataclass
+class BenchReport:
+    messages: int
+    publishers: int
+    collectors: int
+    qos: int
+    publish_seconds: float = 0.0
+    stored: int = 0
+    store_seconds: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    ceiling_rate: float | None = None
+    collector_duplicates: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lost = self.messages - self.stored
+        lines = [
+            f"messages published: {self.messages} from {self.publishers} publisher process(es), "
+            f"QoS {self.qos}, {self.collectors} collector process(es)",
+            f"publish rate:       {self.messages / self.publish_seconds:,.0f} msg/s"
+            if self.publish_seconds
+            else "publish rate: n/a",
+            f"stored rate:        {self.stored / self.store_seconds:,.0f} msg/s end to end "
+            f"({self.stored} stored in {self.store_seconds:.1f}s)",
+            f"lost:               {lost}",
+            f"duplicates:         0 stored (primary key); {self.collector_duplicates} redelivered "
+            "and discarded",
+            "latency publish→write: "
+            + ", ".join(f"{k} {v:.0f} ms" for k, v in self.latency_ms.items()),
+        ]
+        if self.ceiling_rate is not None:
+            lines.append(
+                f"broker ceiling:     {self.ceiling_rate:,.0f} msg/s to a subscriber that does nothing"
+            )
+        if self.cpu:
+            lines.append(
+                "CPU seconds (stored phase): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in self.cpu.items())
+                + f"; {sum(self.cpu.values()) / max(self.store_seconds, 1e-9):.2f} cores busy, "
+                + f"{sum(self.cpu.values()) / max(self.stored, 1) * 1e6:.0f} µs CPU per message"
+            )
+        return "\n".join(lines)
+
+
+def _service_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the broker and the database server on this machine."""
+    totals = {"mosquitto": 0.0, "postgres": 0.0}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        name, times = proc.info["name"], proc.info["cpu_times"]
+        if times is None:
+            continue
+        if name == "mosquitto":
+            totals["mosquitto"] += times.user + times.system
+        elif name and (name.startswith("postgres") or name.startswith("postmaster")):
+            totals["postgres"] += times.user + times.system
+    return totals
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _run_publishers(url, prefix, devices, messages, publishers, rate, qos):
+    ctx = mp.get_context("spawn")
+    result = ctx.Queue()
+    start_at = time.time() + 2.0
+    shares = _split(messages, publishers)
+    device_groups = [devices[i::publishers] for i in range(publishers)]
+    procs = [
+        ctx.Process(
+            target=_publisher,
+            args=(
+                url,
+                prefix,
+                device_groups[i],
+                shares[i],
+                rate / publishers if rate else 0,
+                qos,
+                start_at,
+                result,
+            ),
+        )
+        for i in range(publishers)
+    ]
+    for p in procs:
+        p.start()
+    return procs, result, start_at
+
+
+def broker_ceiling(url: str, messages: int, publishers: int, qos: int) -> float:
+    ctx = mp.get_context("spawn")
+    prefix = "bench-ceiling-" + uuid.uuid4().hex[:6]
+    ready, result = ctx.Event(), ctx.Queue()
+    sub = ctx.Process(
+        target=_ceiling_subscriber, args=(url, f"{prefix}/#", messages, ready, result)
+    )
+    sub.start()
+    ready.wait(10)
+    procs, pub_result, _ = _run_publishers(
+        url, prefix, [f"C{i:05d}" for i in range(1000)], messages, publishers, 0, qos
+    )
+    for p in procs:
+        p.join()
+    got, seconds = result.get(timeout=150)
+    sub.join(10)
+    return got / seconds if seconds else 0.0
+
+
+def run_ingest_bench(
+    settings: Settings,
+    *,
+    messages: int,
+    devices: int,
+    publishers: int,
+    collectors: int,
+    rate: float,
+    qos: int,
+    measure_ceiling: bool = True,
+) -> BenchReport:
+    url = settings.mqtt_endpoint().url()
+    report = BenchReport(messages, publishers, collectors, qos)
+    if measure_ceiling:
+        report.ceiling_rate = broker_ceiling(url, messages, publishers, qos)
+
+    run = uuid.uuid4().hex[:6]
+    prefix = f"bench-{run}/v1"
+    device_ids = [f"B{run}{i:05d}" for i in range(devices)]
+    config = Path(tempfile.mkdtemp(prefix="muck-bench-")) / "bench.toml"
+    config.write_text(
+        f'[mqtt]\ntopic_prefix = "{prefix}"\nshared_group = "{"b" + run if collectors > 1 else ""}"\n'
+    )
+    env = {**os.environ, "MUCK_CONFIG": str(config)}
+    muck = str(Path(sys.executable).with_name("muck"))
+    procs = [
+        subprocess.Popen(
+            [muck, "collect", "--client-id", f"bench-{run}-{i}", "--no-maintenance"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(collectors)
+    ]
+    conn = connect_settings(settings, application_name="muck-bench")
+    try:
+        time.sleep(2.0)  # collectors connect and subscribe
+        services_before = _service_cpu()
+        pubs, pub_result, start_at = _run_publishers(
+            url, prefix, device_ids, messages, publishers, rate, qos
+        )
+        pub_cpu = 0.0
+        results = []
+        stored, last_change, last_count = 0, time.monotonic(), -1
+        while True:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM positions WHERE device_id LIKE %s", (f"B{run}%",))
+                stored = cur.fetchone()[0]
+            conn.commit()
+            if stored != last_count:
+                last_count, last_change = stored, time.monotonic()
+                finished_at = time.time()
+            if stored >= messages or time.monotonic() - last_change > 30:
+                break
+            time.sleep(0.25)
+        for p in pubs:
+            p.join()
+        while not pub_result.empty():
+            results.append(pub_result.get())
+        report.publish_seconds = max(r[1] for r in results) if results else 0.0
+        pub_cpu = sum(r[2].user + r[2].system for r in results)
+        report.stored = stored
+        report.store_seconds = finished_at - start_at
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+                           ORDER BY extract(epoch FROM received_at - fix_time) * 1000),
+                          max(extract(epoch FROM received_at - fix_time) * 1000)
+                   FROM positions WHERE device_id LIKE %s""",
+                (f"B{run}%",),
+            )
+            (p50, p95, p99), worst = cur.fetchone()
+        report.latency_ms = {"p50": p50, "p95": p95, "p99": p99, "max": float(worst)}
+        collector_cpu = 0.0
+        for proc in procs:
+            try:
+                times = psutil.Process(proc.pid).cpu_times()
+                collector_cpu += times.user + times.system
+            except psutil.Error:
+                pass
+        services_after = _service_cpu()
+        report.cpu = {"publishers": pub_cpu, "collectors": collector_cpu}
+        for name, seconds in services_after.items():
+            report.cpu[name] = seconds - services_before.get(name, 0.0)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                continue
+            for token in err.split():
+                if token.startswith("duplicates="):
+                    report.collector_duplicates += int(token.split("=")[1])
+                    break
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM positions WHERE device_id LIKE %s", (f"B{run}%",))
+        conn.commit()
+        conn.close()
+    return report
