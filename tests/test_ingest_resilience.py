@@ -34,6 +34,10 @@ def stream(devices: int, per_device: int, start_ms: int) -> list[tuple[str, byte
     ]
 
 
+def stored(conn) -> int:
+    return count(conn, "SELECT count(*) FROM positions")
+
+
 class CollectorProcess:
     def __init__(self, client_id: str, env: dict[str, str]) -> None:
         self.connected = threading.Event()
@@ -71,7 +75,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, bro
     try:
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM positions") == len(messages), timeout=90
-        ), f"stored {count(db, 'SELECT count(*) FROM positions')} of {len(messages)}"
+        ), f"stored {stored(db)} of {len(messages)}"
     finally:
         second.proc.send_signal(signal.SIGTERM)
         second.proc.wait(30)
@@ -102,11 +106,14 @@ def stoppable_database():
     pgserver.get_server(folder, cleanup_mode="stop").cleanup()
 
 
-def test_database_outage_loses_nothing(broker, stoppable_database, monkeypatch):
+@pytest.mark.parametrize("client", ["lean", "paho"])
+def test_database_outage_loses_nothing(broker, stoppable_database, monkeypatch, client):
     url, restart_after = stoppable_database
     monkeypatch.setenv("MUCK_DATABASE_URL", url)
     monkeypatch.setenv("MUCK_MQTT_URL", broker.url)
-    settings = load_settings().with_overrides(ingest={"retry_initial_s": 0.2, "retry_max_s": 1.0})
+    settings = load_settings().with_overrides(
+        ingest={"retry_initial_s": 0.2, "retry_max_s": 1.0}, mqtt={"client": client}
+    )
     messages = stream(devices=20, per_device=150, start_ms=now_ms() - 3_600_000)
     with running_collector(settings) as collector:
         publisher = threading.Thread(target=publish, args=(broker.url, messages))
@@ -124,10 +131,12 @@ def test_database_outage_loses_nothing(broker, stoppable_database, monkeypatch):
         assert collector.stats.snapshot()["db_errors"] >= 1, "the outage was not seen"
 
 
-def test_messages_published_while_collector_is_down_survive_a_broker_restart(settings, broker, db):
-    require_mosquitto(broker)
-    if broker.kind != "mosquitto":
-        pytest.skip("needs a broker this test can restart")
+@pytest.mark.parametrize("client", ["lean", "paho"])
+def test_messages_published_while_collector_is_down_survive_a_broker_restart(
+    settings, broker, db, client
+):
+    require_restartable(broker)
+    settings = settings.with_overrides(mqtt={"client": client})
     client_id = "offline-" + uuid.uuid4().hex[:6]
     with running_collector(settings, client_id=client_id):
         pass  # creates the persistent session and its subscriptions
@@ -137,7 +146,27 @@ def test_messages_published_while_collector_is_down_survive_a_broker_restart(set
     with running_collector(settings, client_id=client_id):
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM positions") == len(messages), timeout=60
-        ), f"stored {count(db, 'SELECT count(*) FROM positions')} of {len(messages)}"
+        ), f"stored {stored(db)} of {len(messages)}"
+
+
+def require_restartable(broker) -> None:
+    require_mosquitto(broker)
+    if broker.kind != "mosquitto":
+        pytest.skip("needs a broker this test can restart")
+
+
+@pytest.mark.parametrize("client", ["lean", "paho"])
+def test_collector_reconnects_after_a_broker_restart(settings, broker, db, client):
+    require_restartable(broker)
+    settings = settings.with_overrides(mqtt={"client": client})
+    with running_collector(settings) as collector:
+        publish(broker.url, stream(devices=10, per_device=10, start_ms=now_ms() - 600_000))
+        assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") == 100)
+        broker.restart()
+        assert collector.wait_connected(30), "collector did not reconnect"
+        time.sleep(0.3)
+        publish(broker.url, stream(devices=10, per_device=10, start_ms=now_ms() - 300_000))
+        assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") == 200, timeout=30)
 
 
 def test_shared_subscription_splits_the_load_without_loss(settings, broker, db):
