@@ -42,6 +42,7 @@ _NEVER = np.iinfo(np.int64).max
 _EARLIEST = np.iinfo(np.int64).min
 _TILE = 16  # cells per tile side in the route grid
 _KEY_SHIFT = 40  # ban-interval keys: zone << 40 | seconds
+_REF_X, _REF_Y = 0.5371, 0.4629  # reference point of a grid cell, in cells from its corner
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,11 @@ class GeofenceIndex:
         cells: list[np.ndarray] = []
         zone_ids: list[np.ndarray] = []
         insides: list[np.ndarray] = []
+        refs: list[np.ndarray] = []  # per entry: reference point x, y, inside flag
+        edge_lists: list[np.ndarray] = []  # per entry: ids of its polygon edges
+        edge_segs: list[np.ndarray] = []  # polygon edges (x0, y0, x1, y1) of all zones
+        seg_base = 0
+        edge_counts: list[np.ndarray] = []
         for j, (bx0, by0, bx1, by1) in zip(area_idx, bounds, strict=True):
             ix0, ix1 = int((bx0 - x0) // cell), int((bx1 - x0) // cell)
             iy0, iy1 = int((by0 - y0) // cell), int((by1 - y0) // cell)
@@ -334,18 +340,37 @@ class GeofenceIndex:
             )
             geom = self._prepared[j]
             hit = shapely.intersects(geom, boxes)
+            gx, gy = gx[hit], gy[hit]
             inside = shapely.covers(geom, boxes[hit])
-            cells.append((gy[hit] * nx + gx[hit]).astype(np.int64))
-            zone_ids.append(np.full(int(hit.sum()), j, dtype=np.int32))
+            cid = (gy * nx + gx).astype(np.int64)
+            ref, (segs, seg_ids), counts = _edge_cells(geom, x0, y0, cell, nx, cid, inside)
+            edge_segs.append(segs)
+            edges = (seg_ids + seg_base).astype(np.int32)
+            seg_base += len(segs)
+            cells.append(cid)
+            zone_ids.append(np.full(cid.size, j, dtype=np.int32))
             insides.append(inside)
+            refs.append(ref)
+            edge_lists.append(edges)
+            edge_counts.append(counts)
         cell_of = np.concatenate(cells)
         order = np.argsort(cell_of, kind="stable")
         self._grid = (x0, y0, cell, nx, ny)
         self._cell_zone = np.concatenate(zone_ids)[order]
         self._cell_inside = np.concatenate(insides)[order]
-        counts = np.bincount(cell_of, minlength=nx * ny)
+        ref = np.concatenate(refs)[order]
+        self._ref_in = ref[:, 2] > 0.5
+        counts = np.concatenate(edge_counts)
+        self._entry_edges = np.concatenate(edge_lists)
+        edges = np.concatenate(edge_segs)
+        first = np.cumsum(counts) - counts  # entry order before sorting
+        self._entry_edge_start = first[order].astype(np.int32)
+        self._entry_edge_count = np.where(ref[:, 3] > 0.5, -1, counts[order]).astype(np.int32)
+        self._edge_x0, self._edge_y0 = edges[:, 0].copy(), edges[:, 1].copy()
+        self._edge_x1, self._edge_y1 = edges[:, 2].copy(), edges[:, 3].copy()
+        counts_per_cell = np.bincount(cell_of, minlength=nx * ny)
         self._cell_start = np.zeros(nx * ny + 1, dtype=np.int32)
-        np.cumsum(counts, out=self._cell_start[1:])
+        np.cumsum(counts_per_cell, out=self._cell_start[1:])
 
     def _circle_pad_deg(self, i: int) -> float:
         radius = float(self.zones[i].attributes.get("radius_m", 0.0))
@@ -550,8 +575,7 @@ class GeofenceIndex:
         hit = self._cell_inside[pos].copy()
         edge = np.flatnonzero(~hit)
         if edge.size:
-            fe = fix[edge]
-            hit[edge] = shapely.intersects_xy(self._prepared[zone[edge]], b.x[fe], b.y[fe])
+            hit[edge] = self._edge_test(fix[edge], pos[edge], zone[edge], b)
         fix, zone = fix[hit], zone[hit]
         tt = t[fix]
         valid = (tt >= self.valid_from_s[zone]) & (tt < self.valid_to_s[zone])
@@ -575,6 +599,51 @@ class GeofenceIndex:
                 act |= banned & (kinds[timed] == RESTRICTED)
             active[timed] = act
         return Classification(self, b.n, fix, zone.astype(np.int32), active)
+
+    def _edge_test(
+        self, fix: np.ndarray, entry: np.ndarray, zone: np.ndarray, b: _Batch
+    ) -> np.ndarray:
+        """Exact point-in-zone for fixes in cells crossed by the zone's boundary.
+
+        Each such (cell, zone) entry keeps a reference point of the cell whose inside-ness is
+        known and the zone's edges that overlap the cell: a fix is inside iff the reference
+        is, flipped once per edge crossing the segment fix -> reference (which stays inside
+        the convex cell). Entries whose reference point lies on the boundary fall back to
+        GEOS (shapely.intersects_xy).
+        """
+        out = np.zeros(fix.size, dtype=bool)
+        count = self._entry_edge_count[entry]
+        geos = np.flatnonzero(count < 0)
+        if geos.size:
+            fg = fix[geos]
+            out[geos] = shapely.intersects_xy(self._prepared[zone[geos]], b.x[fg], b.y[fg])
+        par = np.flatnonzero(count >= 0)
+        if not par.size:
+            return out
+        fix, entry, count = fix[par], entry[par], count[par]
+        px, py = b.x[fix], b.y[fix]
+        x0, y0, cell, _, _ = self._grid
+        rx = x0 + (np.floor((px - x0) / cell) + _REF_X) * cell  # the cell's reference point
+        ry = y0 + (np.floor((py - y0) / cell) + _REF_Y) * cell
+        inside = self._ref_in[entry].copy()
+        has = np.flatnonzero(count > 0)
+        if has.size:
+            k, pos = _expand(has, self._entry_edge_start[entry[has]], count[has])
+            pos = self._entry_edges[pos]
+            ax, ay = self._edge_x0[pos], self._edge_y0[pos]
+            bx, by = self._edge_x1[pos], self._edge_y1[pos]
+            qx, qy, sx, sy = px[k], py[k], rx[k], ry[k]
+            ex, ey = bx - ax, by - ay
+            d1 = ex * (qy - ay) - ey * (qx - ax) > 0  # side of the fix w.r.t. the edge
+            d2 = ex * (sy - ay) - ey * (sx - ax) > 0  # side of the reference
+            fx, fy = sx - qx, sy - qy
+            d3 = fx * (ay - qy) - fy * (ax - qx) > 0  # sides of the edge's ends w.r.t. fix->ref
+            d4 = fx * (by - qy) - fy * (bx - qx) > 0
+            cross = (d1 != d2) & (d3 != d4)
+            flips = np.bincount(k[cross], minlength=fix.size)
+            inside ^= (flips % 2).astype(bool)
+        out[par] = inside
+        return out
 
     def _route_distance(self, b: _Batch, route: np.ndarray) -> np.ndarray:
         n = b.n
@@ -637,6 +706,65 @@ def _expand(fix: np.ndarray, start: np.ndarray, count: np.ndarray) -> tuple[np.n
     offset = np.repeat(start - (np.cumsum(count) - count), count)
     pos = np.arange(total, dtype=np.int64) + offset
     return rep_fix, pos
+
+
+def _edge_cells(
+    geom: shapely.Geometry,
+    x0: float,
+    y0: float,
+    cell: float,
+    nx: int,
+    cid: np.ndarray,
+    inside: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one zone's grid entries (cell ids `cid`, `inside` = cell wholly covered): a
+    reference point per entry with its inside-ness, and per boundary entry the zone's edges
+    whose bounding box overlaps the cell (count -1 where the reference point is too close to
+    the boundary to be trusted: those use GEOS)."""
+    gx = cid % nx
+    gy = cid // nx
+    # an off-centre reference point, unlikely to sit on an edge of man-made polygons
+    rx = x0 + (gx + _REF_X) * cell
+    ry = y0 + (gy + _REF_Y) * cell
+    ref_in = inside.copy()
+    counts = np.zeros(cid.size, dtype=np.int64)
+    edge_rows = np.flatnonzero(~inside)
+    if not edge_rows.size:
+        empty = (np.zeros((0, 4)), np.zeros(0, dtype=np.int64))
+        return np.column_stack([rx, ry, ref_in, inside & False]), empty, counts
+    ref_in[edge_rows] = shapely.intersects_xy(geom, rx[edge_rows], ry[edge_rows])
+    rings = shapely.get_rings(geom)
+    segs = []
+    for ring in rings:
+        xy = shapely.get_coordinates(ring)
+        segs.append(np.hstack([xy[:-1], xy[1:]]))
+    segs = np.vstack(segs)
+    segs = segs[(segs[:, 0] != segs[:, 2]) | (segs[:, 1] != segs[:, 3])]
+    sx0 = np.floor((np.minimum(segs[:, 0], segs[:, 2]) - x0) / cell).astype(np.int64)
+    sx1 = np.floor((np.maximum(segs[:, 0], segs[:, 2]) - x0) / cell).astype(np.int64)
+    sy0 = np.floor((np.minimum(segs[:, 1], segs[:, 3]) - y0) / cell).astype(np.int64)
+    sy1 = np.floor((np.maximum(segs[:, 1], segs[:, 3]) - y0) / cell).astype(np.int64)
+    wx = sx1 - sx0 + 1
+    n = wx * (sy1 - sy0 + 1)
+    seg = np.repeat(np.arange(len(segs)), n)
+    k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    pair_cell = (sy0[seg] + k // wx[seg]) * nx + sx0[seg] + k % wx[seg]
+    # map each (cell, segment) to the zone's boundary entry of that cell
+    edge_cid = cid[edge_rows]
+    order = np.argsort(edge_cid)
+    where = np.searchsorted(edge_cid[order], pair_cell)
+    where = np.minimum(where, edge_cid.size - 1)
+    found = edge_cid[order][where] == pair_cell
+    entry = edge_rows[order][where[found]]
+    seg = seg[found]
+    by_entry = np.argsort(entry, kind="stable")
+    entry, seg = entry[by_entry], seg[by_entry]
+    counts += np.bincount(entry, minlength=cid.size)
+    # a reference point on (or within a micrometre of) the boundary: let GEOS decide
+    near = shapely.distance(geom.boundary, shapely.points(rx[edge_rows], ry[edge_rows])) < 1e-6
+    geos = np.zeros(cid.size, dtype=bool)
+    geos[edge_rows[near]] = True
+    return np.column_stack([rx, ry, ref_in, geos]), (segs, seg), counts
 
 
 def _segments(geom: shapely.Geometry) -> np.ndarray:
