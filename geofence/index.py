@@ -200,6 +200,8 @@ class GeofenceIndex:
                 self.valid_from_s[i] = self.clock.local_midnight(z.valid_from)
             if z.valid_to is not None:
                 self.valid_to_s[i] = self.clock.local_midnight(z.valid_to + dt.timedelta(days=1))
+        self._dated = (self.valid_from_s != _EARLIEST) | (self.valid_to_s != _NEVER)
+        self._timed = (self.kind == RESTRICTED) | (self.kind == DISPOSAL)
         self._build_windows()
         self._build_ban_intervals(list(ban_days))
         self._build_area_grid()
@@ -558,8 +560,11 @@ class GeofenceIndex:
         if self._area_lonlat is None or b.n == 0:
             return Classification(self, b.n, empty, empty.astype(np.int32), empty.astype(bool))
         x0, y0, cell, nx, ny = self._grid
-        fi = np.flatnonzero(b.projected)
-        xs, ys = b.x[fi], b.y[fi]
+        if b.projected.all():
+            fi, xs, ys = np.arange(b.n), b.x, b.y
+        else:
+            fi = np.flatnonzero(b.projected)
+            xs, ys = b.x[fi], b.y[fi]
         gx = np.floor((xs - x0) / cell)
         gy = np.floor((ys - y0) / cell)
         inside = (gx >= 0) & (gx < nx) & (gy >= 0) & (gy < ny)
@@ -577,15 +582,16 @@ class GeofenceIndex:
         if edge.size:
             hit[edge] = self._edge_test(fix[edge], pos[edge], zone[edge], b)
         fix, zone = fix[hit], zone[hit]
-        tt = t[fix]
-        valid = (tt >= self.valid_from_s[zone]) & (tt < self.valid_to_s[zone])
-        if not valid.all():
-            fix, zone, tt = fix[valid], zone[valid], tt[valid]
+        if self._dated.any():
+            tt = t[fix]
+            valid = (tt >= self.valid_from_s[zone]) & (tt < self.valid_to_s[zone])
+            if not valid.all():
+                fix, zone = fix[valid], zone[valid]
         active = np.ones(fix.size, dtype=bool)
-        kinds = self.kind[zone]
-        timed = np.flatnonzero((kinds == RESTRICTED) | (kinds == DISPOSAL))
+        timed = np.flatnonzero(self._timed[zone])
         if timed.size:
-            zt, ttt = zone[timed], tt[timed]
+            zt, ttt = zone[timed], t[fix[timed]]
+            kinds_t = self.kind[zt]
             rows = self._win_row[zt]
             act = rows < 0
             windowed = ~act
@@ -596,7 +602,7 @@ class GeofenceIndex:
                 key = (zt.astype(np.int64) << _KEY_SHIFT) | np.clip(ttt, 0, (1 << _KEY_SHIFT) - 1)
                 k = np.searchsorted(self._ban_start, key, side="right") - 1
                 banned = (k >= 0) & (key < self._ban_end[np.maximum(k, 0)])
-                act |= banned & (kinds[timed] == RESTRICTED)
+                act |= banned & (kinds_t == RESTRICTED)
             active[timed] = act
         return Classification(self, b.n, fix, zone.astype(np.int32), active)
 
