@@ -1,0 +1,38 @@
+"""Writes docs/cli.md from the real `--help` output, so the reference cannot drift.
+
+    python -m core.cli_docs > docs/cli.md
+
+tests/test_cli.py fails when docs/cli.md is out of date.
+"""
+
+from __future__ import annotations
+
+import click
+
+from core.cli import _register_subcommands, cli
+
+
+def _walk(command: click.Command, path: list[str]):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name in sorted(command.commands):
+            yield from _walk(command.commands[name], [*path, name])
+
+
+def render() -> str:
+    _register_subcommands()
+    parts = [
+        "# Command-line reference",
+        "",
+        "Generated from `muck --help` by `python -m core.cli_docs > docs/cli.md`; do not edit.",
+        "",
+    ]
+    for path, command in _walk(cli, ["muck"]):
+        with click.Context(command, info_name=" ".join(path), terminal_width=100) as ctx:
+            text = command.get_help(ctx)
+        parts += [f"## `{' '.join(path)}`", "", "```", text, "```", ""]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
