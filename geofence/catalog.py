@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ class ZoneCatalog:
         self.version: int | None = None
         self.index = GeofenceIndex([], city=self.city, config=self.config, version=None)
         self._last_poll = float("-inf")
+        self._worker: threading.Thread | None = None
 
     def load(self, conn) -> GeofenceIndex:
         """Load every active zone and ban day now, whatever the version."""
@@ -85,6 +87,38 @@ class ZoneCatalog:
             return False
         self.load(conn)
         return True
+
+    def refresh_in_background(self) -> threading.Thread | None:
+        """Check the version and, if it changed, rebuild on a worker thread with its own
+        connection (settings.database_url); `index` keeps serving the old zones until the
+        new index is swapped in. Returns the thread (None when nothing changed or a rebuild
+        is already running)."""
+        from core.db import connect_settings
+
+        if self._worker is not None and self._worker.is_alive():
+            return None
+        conn = connect_settings(self.settings)
+        try:
+            changed = current_version(conn) != self.version
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if not changed:
+            conn.close()
+            return None
+
+        def _run() -> None:
+            try:
+                self.load(conn)
+            except Exception:
+                log.exception("geofence catalogue reload failed; keeping the previous zones")
+            finally:
+                conn.close()
+
+        self._worker = threading.Thread(target=_run, name="geofence-reload", daemon=True)
+        self._worker.start()
+        return self._worker
 
     def maybe_refresh(self, conn) -> bool:
         """`refresh_if_changed`, at most once per geofence.reload_poll_s (call it per batch)."""

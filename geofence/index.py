@@ -188,6 +188,8 @@ class GeofenceIndex:
         n = len(self.zones)
         self.codes = np.array([z.code for z in self.zones], dtype=object)
         self._code_index = {z.code: i for i, z in enumerate(self.zones)}
+        self.ids = np.array([-1 if z.id is None else z.id for z in self.zones], dtype=np.int64)
+        self._id_index = {int(z.id): i for i, z in enumerate(self.zones) if z.id is not None}
         self.kind = np.array([KIND_CODE[z.kind] for z in self.zones], dtype=np.int8)
         self.speed_limit_kmh = np.array(
             [float(z.attributes.get("speed_limit_kmh", np.inf)) for z in self.zones]
@@ -470,6 +472,11 @@ class GeofenceIndex:
         if isinstance(codes, str):
             return self._code_index.get(codes, -1)
         return np.array([self._code_index.get(c, -1) for c in codes], dtype=np.int32)
+
+    def zone_index_by_id(self, ids: Any) -> np.ndarray:
+        """Zone index for each database id (geofence_zones.id); -1 when not loaded."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        return np.array([self._id_index.get(int(i), -1) for i in ids], dtype=np.int32)
 
     def memory_bytes(self) -> int:
         total = 0

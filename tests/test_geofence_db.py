@@ -327,3 +327,20 @@ def test_export_function_matches_import_schema():
     doc = export_geojson(found)
     props = doc["features"][2]["properties"]
     assert props["kind"] == "disposal" and props["opening_hours"][0]["start"] == "20:00"
+
+
+def test_background_reload_keeps_serving_until_swapped(db, database_url, monkeypatch):
+    settings = _settings(database_url, monkeypatch)
+    catalog = ZoneCatalog(settings)
+    catalog.refresh_if_changed(db)
+    old = catalog.index
+    stored = upsert_zones(db, read_zones_file(EXAMPLES / "zones.geojson"))
+    assert stored["inserted"] == 7
+    worker = catalog.refresh_in_background()
+    assert worker is not None
+    worker.join(timeout=60)
+    assert catalog.index is not old and len(catalog.index) == 7
+    assert catalog.refresh_in_background() is None  # up to date
+    ids = [z.id for z in load_zones(db)]
+    assert sorted(catalog.index.zone_index_by_id(ids).tolist()) == list(range(7))
+    assert catalog.index.zone_index_by_id([10**9]).tolist() == [-1]
