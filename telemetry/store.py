@@ -30,6 +30,7 @@ CREATE TEMP TABLE IF NOT EXISTS positions_staging (
 """
 
 _INSERT = """
+WITH inserted AS (
 INSERT INTO positions (device_id, fix_time, received_at, truck_id, lat, lon, speed_kmh,
                        heading, altitude_m, lid, lift, load, weight_kg, acc, alarms, sats,
                        hdop, seq)
@@ -40,6 +41,12 @@ SELECT device_id,
        alarms, sats, hdop, seq
 FROM positions_staging
 ON CONFLICT (device_id, fix_time) DO NOTHING
+RETURNING device_id, fix_time
+)
+SELECT DISTINCT ON (s.device_id, s.fix_ms) s.row_no FROM positions_staging s
+JOIN inserted i ON i.device_id = s.device_id
+ AND i.fix_time = timestamptz 'epoch' + s.fix_ms * interval '1 millisecond'
+ORDER BY s.device_id, s.fix_ms, s.row_no
 """
 
 # Staged rows whose (device, fix time) was already stored with different content. A staged
@@ -92,6 +99,8 @@ class Batch:
     quarantined: list[Quarantined] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
     statuses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Indexes into `fixes` of the rows actually inserted (not duplicates); set by write().
+    inserted: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -178,7 +187,9 @@ class BatchWriter:
                         _copy_buffer(batch.fixes, batch.truck_ids, batch.received_ms),
                     )
                     cur.execute(_INSERT)
-                    result.stored = cur.rowcount
+                    inserted = [row[0] for row in cur.fetchall()]
+                    batch.inserted = inserted
+                    result.stored = len(inserted)
                     if result.stored < len(batch.fixes):
                         result.duplicates = len(batch.fixes) - result.stored
                         cur.execute(_CONFLICTS)

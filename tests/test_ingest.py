@@ -210,3 +210,20 @@ def test_fixes_on_a_day_without_partition_create_it(settings, broker, db):
         count(db, "SELECT count(*) FROM pg_class WHERE relname = %s", (f"positions_p{day:%Y%m%d}",))
         == 1
     )
+
+
+def test_duplicates_inside_one_batch_are_stored_once_and_counted(settings, db):
+    from telemetry.ingest import Incoming, Ingestor
+
+    ingestor = Ingestor(settings)
+    writer = ingestor.make_writer(db)
+    ts = now_ms() - 10_000
+    messages = [Incoming(T.telemetry("DUP1"), fix(ts))] * 3 + [
+        Incoming(T.telemetry("DUP1"), fix(ts + 1000))
+    ]
+    with db.cursor() as cur:
+        batch = ingestor.build(messages, cur)
+    result = writer.write(batch)
+    assert (result.stored, result.duplicates, result.conflicts) == (2, 2, [])
+    assert sorted(batch.inserted) == [0, 3]
+    assert count(db, "SELECT count(*) FROM positions WHERE device_id = 'DUP1'") == 2
