@@ -23,6 +23,8 @@ area (smallest first), so "the" site of a fix inside nested sites is the most sp
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -172,6 +174,7 @@ class GeofenceIndex:
         city: dict[str, Any] | None = None,
         config: GeofenceConfig | None = None,
         version: int | None = None,
+        cache: dict | None = None,
     ) -> None:
         city = city or {"timezone": "Asia/Shanghai", "center_lon": 114.06, "center_lat": 22.55}
         self.config = config or GeofenceConfig()
@@ -179,6 +182,12 @@ class GeofenceIndex:
         self.projector = Projector(city)
         self.clock = LocalClock(city.get("timezone", "Asia/Shanghai"))
         self.skipped: list[tuple[str, str]] = []  # (code, reason) of zones not loaded
+        # Per-zone build products keyed by geometry and parameters: pass the previous index's
+        # `build_cache` to rebuild only the zones that changed.
+        self._old_cache = cache or {}
+        self.build_cache: dict = {}
+        self.cache_hits = 0
+        self._crs_key = self.projector.crs.to_wkt()
 
         prepared = self._project_zones([z for z in zones if z.active])
         # order: area kinds by area ascending, then routes
@@ -214,39 +223,60 @@ class GeofenceIndex:
     def _project_zones(self, zones: list[Zone]) -> list[tuple[Zone, shapely.Geometry, float]]:
         out = []
         self._lonlat_bounds: dict[str, tuple[float, float, float, float]] = {}
+        self._geom_keys: dict[str, str] = {}
         for zone in zones:
-            try:
-                geom = shapely.geometry.shape(zone.geometry)
-                lon0, lat0, lon1, lat1 = geom.bounds
-                if not all(map(math.isfinite, (lon0, lat0, lon1, lat1))) or lon1 - lon0 > 180:
-                    raise ValueError("geometry has invalid coordinates or crosses the antimeridian")
-                projected = self.projector.geometry(geom)
-                if zone.geometry.get("type") == "Point":
-                    radius = float(zone.attributes["radius_m"])
-                    projected = projected.buffer(radius, quad_segs=self.config.circle_segments)
-                bounds = np.asarray(projected.bounds)
-                if not np.isfinite(bounds).all() or projected.is_empty:
-                    raise ValueError("geometry does not project into the city's CRS")
-                if np.abs(bounds).max() > self.config.max_zone_distance_km * 1000.0 * 1.5:
-                    raise ValueError("zone lies too far from the city centre")
-                if zone.kind != "route" and not projected.is_valid:
-                    projected = shapely.make_valid(projected)
-                    if not isinstance(projected, shapely.Polygon | shapely.MultiPolygon):
-                        projected = shapely.unary_union(
-                            [g for g in shapely.get_parts(projected) if g.area > 0]
-                        )
-                bounds = np.asarray(projected.bounds)
-                if not np.isfinite(bounds).all() or projected.is_empty:
-                    raise ValueError("geometry does not project into the city's CRS")
-                if np.abs(bounds).max() > self.config.max_zone_distance_km * 1000.0 * 1.5:
-                    raise ValueError("zone lies too far from the city centre")
-            except (ValueError, KeyError, TypeError, shapely.errors.ShapelyError) as exc:
-                self.skipped.append((zone.code, str(exc)))
+            radius = float(zone.attributes.get("radius_m", 0.0))
+            key = (
+                "zone",
+                _geometry_digest(zone.geometry),
+                zone.kind == "route",
+                radius,
+                self.config.circle_segments,
+                self.config.max_zone_distance_km,
+                self._crs_key,
+            )
+            item = self._old_cache.get(key)
+            self.cache_hits += item is not None
+            if item is None:
+                item = self._project_zone(zone, radius)
+            self.build_cache[key] = item
+            if isinstance(item, str):
+                self.skipped.append((zone.code, item))
                 continue
-            area = float(projected.area) if zone.kind != "route" else 0.0
-            self._lonlat_bounds[zone.code] = (lon0, lat0, lon1, lat1)
+            projected, area, lonlat = item
+            self._lonlat_bounds[zone.code] = lonlat
+            self._geom_keys[zone.code] = key[1]
             out.append((zone, projected, area))
         return out
+
+    def _project_zone(self, zone: Zone, radius: float):
+        """(projected geometry, area, lon/lat bounds), or the reason it cannot be used."""
+        try:
+            geom = shapely.geometry.shape(zone.geometry)
+            lon0, lat0, lon1, lat1 = geom.bounds
+            if not all(map(math.isfinite, (lon0, lat0, lon1, lat1))) or lon1 - lon0 > 180:
+                raise ValueError("geometry has invalid coordinates or crosses the antimeridian")
+            projected = self.projector.geometry(geom)
+            if zone.geometry.get("type") == "Point":
+                projected = projected.buffer(radius, quad_segs=self.config.circle_segments)
+            bounds = np.asarray(projected.bounds)
+            if not np.isfinite(bounds).all() or projected.is_empty:
+                raise ValueError("geometry does not project into the city's CRS")
+            if np.abs(bounds).max() > self.config.max_zone_distance_km * 1000.0 * 1.5:
+                raise ValueError("zone lies too far from the city centre")
+            if zone.kind != "route" and not projected.is_valid:
+                projected = shapely.make_valid(projected)
+                if not isinstance(projected, shapely.Polygon | shapely.MultiPolygon):
+                    projected = shapely.unary_union(
+                        [g for g in shapely.get_parts(projected) if g.area > 0]
+                    )
+            bounds = np.asarray(projected.bounds)
+            if not np.isfinite(bounds).all() or projected.is_empty:
+                raise ValueError("geometry does not project into the city's CRS")
+        except (ValueError, KeyError, TypeError, shapely.errors.ShapelyError) as exc:
+            return str(exc)
+        area = float(projected.area) if zone.kind != "route" else 0.0
+        return projected, area, (lon0, lat0, lon1, lat1)
 
     def _build_windows(self) -> None:
         """Weekly bitmaps: restricted zones' ban windows, disposal sites' opening hours."""
@@ -322,40 +352,36 @@ class GeofenceIndex:
         extent = max((x1 - x0) * (y1 - y0), 1.0)
         if extent / (cell * cell) > self.config.max_zone_cells:
             cell = math.sqrt(extent / self.config.max_zone_cells)
-        x0 -= cell
-        y0 -= cell
+        # origin on the lattice of multiples of `cell`, so per-zone cells can be cached
+        ox = math.floor(x0 / cell) - 1
+        oy = math.floor(y0 / cell) - 1
+        x0, y0 = ox * cell, oy * cell
         nx = int((x1 - x0) // cell) + 2
         ny = int((y1 - y0) // cell) + 2
         cells: list[np.ndarray] = []
         zone_ids: list[np.ndarray] = []
         insides: list[np.ndarray] = []
-        refs: list[np.ndarray] = []  # per entry: reference point x, y, inside flag
+        refs: list[np.ndarray] = []  # per entry: reference inside, GEOS fallback
         edge_lists: list[np.ndarray] = []  # per entry: ids of its polygon edges
         edge_segs: list[np.ndarray] = []  # polygon edges (x0, y0, x1, y1) of all zones
         seg_base = 0
         edge_counts: list[np.ndarray] = []
-        for j, (bx0, by0, bx1, by1) in zip(area_idx, bounds, strict=True):
-            ix0, ix1 = int((bx0 - x0) // cell), int((bx1 - x0) // cell)
-            iy0, iy1 = int((by0 - y0) // cell), int((by1 - y0) // cell)
-            gx, gy = np.meshgrid(np.arange(ix0, ix1 + 1), np.arange(iy0, iy1 + 1))
-            gx, gy = gx.ravel(), gy.ravel()
-            boxes = shapely.box(
-                x0 + gx * cell, y0 + gy * cell, x0 + (gx + 1) * cell, y0 + (gy + 1) * cell
-            )
-            geom = self._prepared[j]
-            hit = shapely.intersects(geom, boxes)
-            gx, gy = gx[hit], gy[hit]
-            inside = shapely.covers(geom, boxes[hit])
-            cid = (gy * nx + gx).astype(np.int64)
-            ref, (segs, seg_ids), counts = _edge_cells(geom, x0, y0, cell, nx, cid, inside)
-            edge_segs.append(segs)
-            edges = (seg_ids + seg_base).astype(np.int32)
-            seg_base += len(segs)
+        for j in area_idx:
+            key = ("cells", self._geom_keys[self.zones[j].code], cell, self._crs_key)
+            item = self._old_cache.get(key)
+            self.cache_hits += item is not None
+            if item is None:
+                item = _zone_cells(self._prepared[j], cell)
+            self.build_cache[key] = item
+            gx, gy, inside, ref, segs, seg_ids, counts = item
+            cid = (gy - oy) * nx + (gx - ox)
             cells.append(cid)
             zone_ids.append(np.full(cid.size, j, dtype=np.int32))
             insides.append(inside)
             refs.append(ref)
-            edge_lists.append(edges)
+            edge_segs.append(segs)
+            edge_lists.append((seg_ids + seg_base).astype(np.int32))
+            seg_base += len(segs)
             edge_counts.append(counts)
         cell_of = np.concatenate(cells)
         order = np.argsort(cell_of, kind="stable")
@@ -363,13 +389,13 @@ class GeofenceIndex:
         self._cell_zone = np.concatenate(zone_ids)[order]
         self._cell_inside = np.concatenate(insides)[order]
         ref = np.concatenate(refs)[order]
-        self._ref_in = ref[:, 2] > 0.5
+        self._ref_in = ref[:, 0]
         counts = np.concatenate(edge_counts)
         self._entry_edges = np.concatenate(edge_lists)
         edges = np.concatenate(edge_segs)
         first = np.cumsum(counts) - counts  # entry order before sorting
         self._entry_edge_start = first[order].astype(np.int32)
-        self._entry_edge_count = np.where(ref[:, 3] > 0.5, -1, counts[order]).astype(np.int32)
+        self._entry_edge_count = np.where(ref[:, 1], -1, counts[order]).astype(np.int32)
         self._edge_x0, self._edge_y0 = edges[:, 0].copy(), edges[:, 1].copy()
         self._edge_x1, self._edge_y1 = edges[:, 2].copy(), edges[:, 3].copy()
         counts_per_cell = np.bincount(cell_of, minlength=nx * ny)
@@ -406,21 +432,13 @@ class GeofenceIndex:
             width = self.width_m[j]
             radius = max(float(self.config.route_distance_cap_m), 2.0 * width)
             self._route_radius[r] = radius
-            segs = _segments(self._geoms[j])
-            bx0 = min(segs[:, 0].min(), segs[:, 2].min()) - radius
-            by0 = min(segs[:, 1].min(), segs[:, 3].min()) - radius
-            bx1 = max(segs[:, 0].max(), segs[:, 2].max()) + radius
-            by1 = max(segs[:, 1].max(), segs[:, 3].max()) + radius
-            ox, oy = math.floor(bx0 / cell) * cell, math.floor(by0 / cell) * cell
-            ncx = int((bx1 - ox) // cell) + 1
-            ncy = int((by1 - oy) // cell) + 1
-            ntx, nty = -(-ncx // _TILE), -(-ncy // _TILE)
-            cell_ids, seg_ids = _route_cells(segs, ox, oy, cell, ntx * _TILE, radius)
-            # local cell (cx, cy) -> tile and position in tile
-            cx = cell_ids % (ntx * _TILE)
-            cy = cell_ids // (ntx * _TILE)
-            tile = (cy // _TILE) * ntx + cx // _TILE
-            pos = (cy % _TILE) * _TILE + cx % _TILE
+            key = ("route", self._geom_keys[self.zones[j].code], radius, cell, self._crs_key)
+            item = self._old_cache.get(key)
+            self.cache_hits += item is not None
+            if item is None:
+                item = _route_grid(self._geoms[j], cell, radius)
+            self.build_cache[key] = item
+            segs, ox, oy, ntx, nty, tile, pos, seg_ids = item
             used, tile_inv = np.unique(tile, return_inverse=True)
             tile_block = np.full(ntx * nty, -1, dtype=np.int64)
             tile_block[used] = block_base + np.arange(len(used))
@@ -721,63 +739,64 @@ def _expand(fix: np.ndarray, start: np.ndarray, count: np.ndarray) -> tuple[np.n
     return rep_fix, pos
 
 
-def _edge_cells(
-    geom: shapely.Geometry,
-    x0: float,
-    y0: float,
-    cell: float,
-    nx: int,
-    cid: np.ndarray,
-    inside: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For one zone's grid entries (cell ids `cid`, `inside` = cell wholly covered): a
-    reference point per entry with its inside-ness, and per boundary entry the zone's edges
-    whose bounding box overlaps the cell (count -1 where the reference point is too close to
-    the boundary to be trusted: those use GEOS)."""
-    gx = cid % nx
-    gy = cid // nx
-    # an off-centre reference point, unlikely to sit on an edge of man-made polygons
-    rx = x0 + (gx + _REF_X) * cell
-    ry = y0 + (gy + _REF_Y) * cell
-    ref_in = inside.copy()
-    counts = np.zeros(cid.size, dtype=np.int64)
+def _zone_cells(geom: shapely.Geometry, cell: float):
+    """One zone's grid entries on the lattice of multiples of `cell` (absolute indexes):
+    gx, gy, inside (cell wholly covered), ref (reference point inside, GEOS fallback), and
+    for boundary cells the zone's edges whose bounding box overlaps the cell: segments
+    (x0, y0, x1, y1), per-entry edge ids (grouped by entry) and counts."""
+    bx0, by0, bx1, by1 = geom.bounds
+    ix0, ix1 = math.floor(bx0 / cell), math.floor(bx1 / cell)
+    iy0, iy1 = math.floor(by0 / cell), math.floor(by1 / cell)
+    gx, gy = np.meshgrid(np.arange(ix0, ix1 + 1), np.arange(iy0, iy1 + 1))
+    gx, gy = gx.ravel().astype(np.int64), gy.ravel().astype(np.int64)
+    boxes = shapely.box(gx * cell, gy * cell, (gx + 1) * cell, (gy + 1) * cell)
+    hit = shapely.intersects(geom, boxes)
+    gx, gy = gx[hit], gy[hit]
+    inside = shapely.covers(geom, boxes[hit])
+    ref = np.zeros((gx.size, 2), dtype=bool)
+    ref[:, 0] = inside
+    counts = np.zeros(gx.size, dtype=np.int64)
     edge_rows = np.flatnonzero(~inside)
     if not edge_rows.size:
-        empty = (np.zeros((0, 4)), np.zeros(0, dtype=np.int64))
-        return np.column_stack([rx, ry, ref_in, inside & False]), empty, counts
-    ref_in[edge_rows] = shapely.intersects_xy(geom, rx[edge_rows], ry[edge_rows])
-    rings = shapely.get_rings(geom)
+        return gx, gy, inside, ref, np.zeros((0, 4)), np.zeros(0, dtype=np.int64), counts
+    # an off-centre reference point, unlikely to sit on an edge of man-made polygons
+    rx = (gx[edge_rows] + _REF_X) * cell
+    ry = (gy[edge_rows] + _REF_Y) * cell
+    ref[edge_rows, 0] = shapely.intersects_xy(geom, rx, ry)
+    # a reference point on (or within a micrometre of) the boundary: let GEOS decide
+    ref[edge_rows, 1] = shapely.distance(geom.boundary, shapely.points(rx, ry)) < 1e-6
     segs = []
-    for ring in rings:
+    for ring in shapely.get_rings(geom):
         xy = shapely.get_coordinates(ring)
         segs.append(np.hstack([xy[:-1], xy[1:]]))
     segs = np.vstack(segs)
     segs = segs[(segs[:, 0] != segs[:, 2]) | (segs[:, 1] != segs[:, 3])]
-    sx0 = np.floor((np.minimum(segs[:, 0], segs[:, 2]) - x0) / cell).astype(np.int64)
-    sx1 = np.floor((np.maximum(segs[:, 0], segs[:, 2]) - x0) / cell).astype(np.int64)
-    sy0 = np.floor((np.minimum(segs[:, 1], segs[:, 3]) - y0) / cell).astype(np.int64)
-    sy1 = np.floor((np.maximum(segs[:, 1], segs[:, 3]) - y0) / cell).astype(np.int64)
+    sx0 = np.floor(np.minimum(segs[:, 0], segs[:, 2]) / cell).astype(np.int64)
+    sx1 = np.floor(np.maximum(segs[:, 0], segs[:, 2]) / cell).astype(np.int64)
+    sy0 = np.floor(np.minimum(segs[:, 1], segs[:, 3]) / cell).astype(np.int64)
+    sy1 = np.floor(np.maximum(segs[:, 1], segs[:, 3]) / cell).astype(np.int64)
     wx = sx1 - sx0 + 1
     n = wx * (sy1 - sy0 + 1)
     seg = np.repeat(np.arange(len(segs)), n)
     k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    pair_cell = (sy0[seg] + k // wx[seg]) * nx + sx0[seg] + k % wx[seg]
+    width = ix1 - ix0 + 3  # local keys, with a margin for edges on the bounding box
+    pair_key = (sy0[seg] + k // wx[seg] - iy0 + 1) * width + (sx0[seg] + k % wx[seg] - ix0 + 1)
     # map each (cell, segment) to the zone's boundary entry of that cell
-    edge_cid = cid[edge_rows]
-    order = np.argsort(edge_cid)
-    where = np.searchsorted(edge_cid[order], pair_cell)
-    where = np.minimum(where, edge_cid.size - 1)
-    found = edge_cid[order][where] == pair_cell
+    edge_key = (gy[edge_rows] - iy0 + 1) * width + (gx[edge_rows] - ix0 + 1)
+    order = np.argsort(edge_key)
+    where = np.minimum(np.searchsorted(edge_key[order], pair_key), edge_key.size - 1)
+    found = edge_key[order][where] == pair_key
     entry = edge_rows[order][where[found]]
     seg = seg[found]
     by_entry = np.argsort(entry, kind="stable")
     entry, seg = entry[by_entry], seg[by_entry]
-    counts += np.bincount(entry, minlength=cid.size)
-    # a reference point on (or within a micrometre of) the boundary: let GEOS decide
-    near = shapely.distance(geom.boundary, shapely.points(rx[edge_rows], ry[edge_rows])) < 1e-6
-    geos = np.zeros(cid.size, dtype=bool)
-    geos[edge_rows[near]] = True
-    return np.column_stack([rx, ry, ref_in, geos]), (segs, seg), counts
+    counts += np.bincount(entry, minlength=gx.size)
+    return gx, gy, inside, ref, segs, seg, counts
+
+
+def _geometry_digest(geometry: dict[str, Any]) -> str:
+    text = json.dumps(geometry, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _segments(geom: shapely.Geometry) -> np.ndarray:
@@ -794,6 +813,26 @@ def _segments(geom: shapely.Geometry) -> np.ndarray:
         return segs[keep]
     xy = shapely.get_coordinates(geom)[:1]
     return np.hstack([xy, xy])
+
+
+def _route_grid(geom: shapely.Geometry, cell: float, radius: float) -> tuple:
+    """One route's part of the route index: its segments, grid origin and tile counts, and
+    the (tile, position in tile, segment) entries of its cells."""
+    segs = _segments(geom)
+    bx0 = min(segs[:, 0].min(), segs[:, 2].min()) - radius
+    by0 = min(segs[:, 1].min(), segs[:, 3].min()) - radius
+    bx1 = max(segs[:, 0].max(), segs[:, 2].max()) + radius
+    by1 = max(segs[:, 1].max(), segs[:, 3].max()) + radius
+    ox, oy = math.floor(bx0 / cell) * cell, math.floor(by0 / cell) * cell
+    ncx = int((bx1 - ox) // cell) + 1
+    ncy = int((by1 - oy) // cell) + 1
+    ntx, nty = -(-ncx // _TILE), -(-ncy // _TILE)
+    cell_ids, seg_ids = _route_cells(segs, ox, oy, cell, ntx * _TILE, radius)
+    cx = cell_ids % (ntx * _TILE)
+    cy = cell_ids // (ntx * _TILE)
+    tile = (cy // _TILE) * ntx + cx // _TILE
+    pos = (cy % _TILE) * _TILE + cx % _TILE
+    return segs, ox, oy, ntx, nty, tile, pos, seg_ids
 
 
 def _route_cells(

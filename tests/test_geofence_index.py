@@ -542,3 +542,33 @@ def test_config_from_settings():
 
     cfg = GeofenceConfig.from_settings(load_settings())
     assert cfg.route_distance_cap_m == 100.0 and cfg.route_cell_m > 0
+
+
+def test_incremental_rebuild_reuses_unchanged_zones_and_matches_a_fresh_build():
+    from geofence.bench import synthetic_fixes, synthetic_zones
+
+    zones = synthetic_zones(CITY, n_polygons=40, n_routes=6, route_vertices=200, seed=11)
+    first = GeofenceIndex(zones, city=CITY)
+    assert first.cache_hits == 0
+    # move one polygon by 300 m and drop one route
+    moved = zones[0]
+    ring = np.array(moved.geometry["coordinates"][0])
+    x, y = PROJ.forward(ring[:, 0], ring[:, 1])
+    lon, lat = PROJ.inverse(x + 300, y)
+    moved = Zone(
+        **{
+            **moved.__dict__,
+            "geometry": {"type": "Polygon", "coordinates": [np.column_stack([lon, lat]).tolist()]},
+        }
+    )
+    changed = [moved] + zones[1:-1]
+    incremental = GeofenceIndex(changed, city=CITY, cache=first.build_cache)
+    fresh = GeofenceIndex(changed, city=CITY)
+    assert incremental.cache_hits >= 2 * 39 + 5  # geometry + cells of 39 polygons, 5 routes
+    assert len(incremental.build_cache) < len(first.build_cache) + 3  # stale parts dropped
+    fixes = synthetic_fixes(fresh, CITY, 20_000, seed=12)
+    a = incremental.evaluate(fixes.lon, fixes.lat, fixes.t, fixes.route)
+    b = fresh.evaluate(fixes.lon, fixes.lat, fixes.t, fixes.route)
+    assert np.array_equal(a.classification.fix, b.classification.fix)
+    assert np.array_equal(a.classification.zone, b.classification.zone)
+    assert np.allclose(a.route_distance_m, b.route_distance_m, rtol=0, atol=1e-9)
