@@ -168,7 +168,7 @@ def list_cmd(mctx, kind, district) -> None:
 
 
 @zones.command("ban-day")
-@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD")
 @click.option("--zone", "zone_code", help="Restricted zone code; all restricted zones if omitted.")
 @click.option("--start", help="Start of the ban (HH:MM local); the whole day if omitted.")
 @click.option("--end", help="End of the ban (HH:MM local; not after start = past midnight).")

@@ -39,7 +39,11 @@ class ZoneImportError(ValueError):
         shown = errors[:_MAX_REPORTED]
         more = len(errors) - len(shown)
         text = "\n  ".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
-        count = f"{len(errors)} bad feature(s)" if len(errors) != 1 else "1 bad feature"
+        bad = sum(1 for e in errors if e.startswith("feature "))
+        if bad == 0:
+            super().__init__(f"{head}nothing imported: {text}")
+            return
+        count = f"{bad} bad feature(s)" if bad != 1 else "1 bad feature"
         super().__init__(f"{head}{count}, nothing imported:\n  {text}")
 
 

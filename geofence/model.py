@@ -217,7 +217,9 @@ def zone_from_properties(
         attrs["radius_m"] = _positive(attrs["radius_m"], "radius_m")
     if kind == "route":
         if "width_m" not in attrs:
-            raise ZoneError("a route needs width_m (corridor half-width in metres)")
+            raise ZoneError(
+                "a route needs width_m (corridor half-width in metres; or --width-m on import)"
+            )
         attrs["width_m"] = _positive(attrs["width_m"], "width_m")
     if kind == "speed":
         if "speed_limit_kmh" not in attrs:
