@@ -127,7 +127,12 @@ class LocalClock:
             return np.zeros(0, dtype=np.int64)
         lo, hi = int(t.min()), int(t.max())
         step = 6 * 3600
-        grid = list(range(lo - lo % 900, hi + step, step))
+        if hi - lo <= 40 * 86400:
+            grid = list(range(lo - lo % 900, hi + step, step))
+        else:  # a batch spanning years (e.g. one bogus timestamp): sample where fixes are
+            buckets = np.unique(np.floor_divide(t, step))
+            grid = sorted({int(b) * step for b in buckets} | {int(b + 1) * step for b in buckets})
+            grid[0] = min(grid[0], lo - lo % 900)
         if grid[-1] < hi:
             grid.append(hi)
         change_at: list[int] = []  # first second of each new offset

@@ -572,3 +572,24 @@ def test_incremental_rebuild_reuses_unchanged_zones_and_matches_a_fresh_build():
     assert np.array_equal(a.classification.fix, b.classification.fix)
     assert np.array_equal(a.classification.zone, b.classification.zone)
     assert np.allclose(a.route_distance_m, b.route_distance_m, rtol=0, atol=1e-9)
+
+
+def test_local_clock_offsets_across_a_long_span_are_correct_and_cheap():
+    import time
+
+    from geofence.timewin import LocalClock
+
+    clock = LocalClock("Europe/Berlin")
+    rng = np.random.default_rng(4)
+    t = np.r_[0, rng.integers(1_700_000_000, 1_800_000_000, 2000), 4_000_000_000]
+    start = time.perf_counter()
+    got = clock.offsets(t)
+    assert time.perf_counter() - start < 2.0
+    berlin = ZoneInfo("Europe/Berlin")
+    expected = [
+        int(
+            dt.datetime.fromtimestamp(int(v), dt.UTC).astimezone(berlin).utcoffset().total_seconds()
+        )
+        for v in t
+    ]
+    assert got.tolist() == expected
