@@ -96,15 +96,19 @@ def _register_subcommands() -> None:
     from core.demo import demo
     from geofence.cli import bench_geofence, zones
     from telemetry.cli import bench_ingest, collect, maintain_cmd
+    from web.cli import bench_web, user_cmd, web_cmd
 
     cli.add_command(collect)
     cli.add_command(maintain_cmd)
     cli.add_command(demo)
     cli.add_command(zones)
+    cli.add_command(web_cmd)
+    cli.add_command(user_cmd)
     cli.add_command(permits)
     cli.add_command(black_trucks)
     bench.add_command(bench_ingest)
     bench.add_command(bench_geofence)
+    bench.add_command(bench_web)
 
 
 def main() -> None:

@@ -1,1 +1,93 @@
-"""web (see the open issues)."""
+"""The dashboard and the API: a Flask application built by `create_app()`.
+
+Run it with `muck web` (development server) or `gunicorn 'web:create_app()'` (production).
+One blueprint per page family: auth, overview, livemap, trucks (track replay), registry,
+admin (users, audit log), api, health.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request, session
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFProtect
+
+from core.config import load_settings
+
+HERE = Path(__file__).resolve().parent
+LOCALES = ("zh", "en")
+csrf = CSRFProtect()
+
+
+def _select_locale() -> str:
+    from flask import current_app
+
+    lang = session.get("lang")
+    if lang in LOCALES:
+        return lang
+    return current_app.config["MUCK_SETTINGS"]["web"]["default_locale"]
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the application. `test_config` overrides Flask config keys; it may carry
+    `MUCK_SETTINGS` (a core.config.Settings) instead of loading $MUCK_CONFIG."""
+    app = Flask(__name__, instance_relative_config=False)
+    test_config = dict(test_config or {})
+    settings = test_config.pop("MUCK_SETTINGS", None) or load_settings()
+    web = settings["web"]
+    app.config.update(
+        MUCK_SETTINGS=settings,
+        DATABASE_URL=settings.database_url,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=web["session_lifetime_min"]),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=web["secure_cookies"],
+        MAX_CONTENT_LENGTH=web["max_upload_bytes"] + 65536,
+        BABEL_DEFAULT_LOCALE=web["default_locale"],
+        BABEL_DEFAULT_TIMEZONE="UTC",
+        BABEL_TRANSLATION_DIRECTORIES=str(HERE / "translations"),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        JSON_AS_ASCII=False,
+    )
+    app.config.update(test_config)
+
+    from web import db
+
+    db.init_app(app)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ.get("MUCK_SECRET_KEY") or db.shared_secret(app)
+
+    Babel(app, locale_selector=_select_locale)
+    csrf.init_app(app)
+
+    from web import admin, api, auth, health, livemap, overview, registry_views, trucks
+
+    auth.init_app(app)
+    for module in (auth, health, overview, livemap, trucks, registry_views, admin, api):
+        app.register_blueprint(module.bp)
+    csrf.exempt(api.bp)  # token or session auth; the API has no state-changing routes yet
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.template_filter("localtime")
+    def _localtime(value):
+        from web.params import city_tz
+
+        return value.astimezone(city_tz()).strftime("%Y-%m-%d %H:%M:%S")
+
+    @app.context_processor
+    def _template_globals():
+        from flask_babel import get_locale
+
+        return {"current_locale": str(get_locale()), "request_path": request.path}
+
+    return app

@@ -1,0 +1,215 @@
+"""`/api/v1/`: JSON for the dashboard's scripts and for machine clients (Bearer tokens).
+
+Lists are paginated (`page`, `per_page`; the response carries `total` and `next`). The live
+endpoint is cursor-based instead: a map needs every truck once, then only changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask_login import current_user
+
+from geofence.coords import normalise_crs
+from geofence.io import export_geojson
+from geofence.store import load_zones
+from web.auth import require
+from web.db import get_db
+from web.live import live_trucks
+from web.params import bad, city_tz, int_arg, page_args, settings, time_range
+from web.queries import local_day_start, overview, track, truck_detail
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+_encoder = msgspec.json.Encoder()
+
+
+def _crs() -> str:
+    raw = request.args.get("crs") or settings()["web"]["tile_crs"]
+    try:
+        return normalise_crs(raw)
+    except ValueError as exc:
+        bad(f"crs: {exc}")
+
+
+def _paginated(items: list[dict[str, Any]], total: int, page, endpoint: str, **kw) -> Any:
+    args = {k: v for k, v in request.args.items() if k not in ("page", "per_page")}
+    nxt = None
+    if page.offset + len(items) < total:
+        nxt = url_for(endpoint, **kw, **args, page=page.page + 1, per_page=page.per_page)
+    return jsonify(
+        items=items,
+        page=page.page,
+        per_page=page.per_page,
+        total=total,
+        pages=page.pages(total),
+        next=nxt,
+    )
+
+
+@bp.route("/trucks/live")
+@require("map")
+def trucks_live():
+    """Every active truck's latest state, or (with `since`) only the trucks changed since."""
+    raw = request.args.get("since")
+    since = None
+    if raw:
+        if not raw.isdigit() or len(raw) > 19:
+            bad("since must be the cursor returned by the previous response")
+        since = int(raw)
+    payload = live_trucks(
+        get_db(), since, overlap_s=settings()["web"]["live_overlap_s"], crs=_crs()
+    )
+    return Response(_encoder.encode(payload), mimetype="application/json")
+
+
+_TRUCK_SORT = {
+    "plate": "t.plate",
+    "id": "t.id",
+    "last_report": "s.fix_time DESC NULLS LAST, t.plate",
+}
+
+
+@bp.route("/trucks")
+@require("map")
+def trucks():
+    """Registered trucks with their last report; `q` searches the plate, `company_id` filters."""
+    page = page_args(api=True)
+    q = (request.args.get("q") or "").strip()
+    company = int_arg("company_id", 0, lo=0) or None
+    sort = request.args.get("sort") or "plate"
+    if sort not in _TRUCK_SORT:
+        bad(f"sort must be one of {', '.join(_TRUCK_SORT)}")
+    where = """WHERE (%(q)s = '' OR t.plate ILIKE '%%' || %(q)s || '%%')
+               AND (%(company)s::bigint IS NULL OR t.company_id = %(company)s)"""
+    params = {"q": q, "company": company, "limit": page.per_page, "offset": page.offset}
+    with get_db().cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM trucks t {where}", params)  # noqa: S608 (fixed text)
+        total = cur.fetchone()[0]
+        cur.execute(
+            f"""SELECT t.id, t.plate, t.plate_color, t.company_id, c.name, t.active,
+                       s.fix_time, s.lon, s.lat, s.speed_kmh, s.load::text
+                FROM trucks t LEFT JOIN companies c ON c.id = t.company_id
+                LEFT JOIN truck_state s ON s.truck_id = t.id {where}
+                ORDER BY {_TRUCK_SORT[sort]} LIMIT %(limit)s OFFSET %(offset)s""",  # noqa: S608 (whitelisted)
+            params,
+        )
+        rows = cur.fetchall()
+    keys = (
+        "id",
+        "plate",
+        "plate_color",
+        "company_id",
+        "company",
+        "active",
+        "last_report",
+        "lon",
+        "lat",
+        "speed",
+        "load",
+    )
+    items = [dict(zip(keys, r, strict=True)) for r in rows]
+    for item in items:
+        item["last_report"] = item["last_report"].isoformat() if item["last_report"] else None
+    return _paginated(items, total, page, "api.trucks")
+
+
+@bp.route("/trucks/<int:truck_id>")
+@require("map")
+def truck(truck_id: int):
+    detail = truck_detail(get_db(), truck_id)
+    if detail is None:
+        return jsonify(error=f"no truck {truck_id}"), 404
+    return jsonify(detail)
+
+
+@bp.route("/trucks/<int:truck_id>/track")
+@require("map")
+def truck_track(truck_id: int):
+    """Positions of one truck between `from` and `to` (default: the last hour)."""
+    start, end = time_range()
+    conn = get_db()
+    if truck_detail(conn, truck_id) is None:
+        return jsonify(error=f"no truck {truck_id}"), 404
+    limit = settings()["web"]["track_max_points"]
+    payload = track(conn, truck_id, start, end, limit=limit, crs=_crs())
+    return Response(_encoder.encode(payload), mimetype="application/json")
+
+
+@bp.route("/companies")
+@require("map")
+def companies():
+    page = page_args(api=True)
+    q = (request.args.get("q") or "").strip()
+    where = "WHERE (%(q)s = '' OR name ILIKE '%%' || %(q)s || '%%' OR credit_code = upper(%(q)s))"
+    params = {"q": q, "limit": page.per_page, "offset": page.offset}
+    with get_db().cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM companies {where}", params)  # noqa: S608 (fixed text)
+        total = cur.fetchone()[0]
+        cur.execute(
+            f"""SELECT id, name, credit_code, credit_code_valid, active FROM companies {where}
+                ORDER BY name, id LIMIT %(limit)s OFFSET %(offset)s""",  # noqa: S608 (fixed text)
+            params,
+        )
+        keys = ("id", "name", "credit_code", "credit_code_valid", "active")
+        items = [dict(zip(keys, r, strict=True)) for r in cur.fetchall()]
+    return _paginated(items, total, page, "api.companies")
+
+
+@bp.route("/zones")
+@require("map")
+def zones():
+    """Active zones as a GeoJSON FeatureCollection (in `crs`, default the tiles' CRS), paginated."""
+    page = page_args(api=True)
+    kind = request.args.get("kind") or None
+    if kind and kind not in ("site", "disposal", "route", "restricted", "speed"):
+        bad("kind must be one of site, disposal, route, restricted, speed")
+    crs = _crs()
+    all_zones = load_zones(
+        get_db(), kind=kind, district=request.args.get("district") or None, active_only=True
+    )
+    chosen = all_zones[page.offset : page.offset + page.per_page]
+    collection = export_geojson(chosen, crs=crs)
+    for feature, zone in zip(collection["features"], chosen, strict=True):
+        feature["id"] = zone.id
+    nxt = None
+    if page.offset + len(chosen) < len(all_zones):
+        args = {k: v for k, v in request.args.items() if k not in ("page", "per_page")}
+        nxt = url_for("api.zones", **args, page=page.page + 1, per_page=page.per_page)
+    collection.update(
+        page=page.page,
+        per_page=page.per_page,
+        total=len(all_zones),
+        pages=page.pages(len(all_zones)),
+        next=nxt,
+        crs=crs,
+    )
+    return jsonify(collection)
+
+
+@bp.route("/overview")
+@require("overview")
+def overview_counts():
+    web = settings()
+    return jsonify(
+        overview(
+            get_db(),
+            dark_after_s=web.thresholds["dark_after_s"],
+            day_start=local_day_start(city_tz()),
+        )
+    )
+
+
+@bp.route("/me")
+@require("overview")
+def me():
+    return jsonify(id=current_user.id, username=current_user.username, role=current_user.role)
+
+
+@bp.route("/openapi.json")
+@require("overview")
+def openapi():
+    from web.openapi import document
+
+    return jsonify(document(current_app))

@@ -1,0 +1,130 @@
+"""Benchmark of the live map's update: /api/v1/trucks/live for 20,000 trucks (full and delta).
+
+Runs in a scratch database created next to MUCK_DATABASE_URL's and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from urllib.parse import urlparse, urlunparse
+
+import psycopg2
+from psycopg2 import sql
+
+from core.config import Settings
+from core.db import connect
+from core.migrate import migrate
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunparse(urlparse(url)._replace(path="/" + name))
+
+
+def seed(conn, trucks: int, center: tuple[float, float]) -> None:
+    """`trucks` trucks in 50 companies, each with a state scattered over ±0.3° of the centre."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO companies (name) SELECT '运输公司 ' || g FROM generate_series(1, 50) g"""
+        )
+        cur.execute(
+            """INSERT INTO trucks (plate, company_id, updated_at)
+               SELECT '粤B' || lpad(g::text, 5, '0'), 1 + g % 50, now() - interval '1 hour'
+               FROM generate_series(1, %s) g""",
+            (trucks,),
+        )
+        cur.execute(
+            """INSERT INTO truck_state (truck_id, device_id, fix_time, received_at, lat, lon,
+                                        speed_kmh, heading, lid, lift, load, acc, updated_at)
+               SELECT id, 'DEV' || id, now() - random() * interval '10 minutes', now(),
+                      %s + (random() - 0.5) * 0.6, %s + (random() - 0.5) * 0.6,
+                      (random() * 60)::real, (random() * 359)::int,
+                      'closed', 'down', (ARRAY['empty','half','full'])[1 + id % 3]::load_state,
+                      true, now() - interval '1 hour'
+               FROM trucks""",
+            (center[1], center[0]),
+        )
+        cur.execute("ANALYZE trucks; ANALYZE truck_state; ANALYZE companies")
+    conn.commit()
+
+
+def _time(client, url: str, headers: dict, repeat: int) -> tuple[list[float], int, int]:
+    times, size, count = [], 0, 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        resp = client.get(url, headers=headers)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert resp.status_code == 200, resp.get_data(as_text=True)[:200]
+        size = len(resp.data)
+        count = resp.get_json()["count"]
+    return times, size, count
+
+
+def _fmt(name: str, times: list[float], size: int, count: int) -> str:
+    times = sorted(times)
+    p50 = statistics.median(times)
+    p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
+    return f"{name:<28} trucks={count:>6}  p50={p50:6.1f} ms  p95={p95:6.1f} ms  body={size / 1024:7.0f} KiB"
+
+
+def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> str:
+    from web import create_app
+    from web.users import create_token, create_user
+
+    admin_url = settings.database_url
+    if not admin_url:
+        from core.config import ConfigError
+
+        raise ConfigError("MUCK_DATABASE_URL is not set")
+    name = "muck_bench_web_" + uuid.uuid4().hex[:8]
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_db(admin_url, name)
+    lines = []
+    try:
+        conn = connect(url)
+        migrate(conn, settings)
+        t0 = time.perf_counter()
+        seed(conn, trucks, (settings.city["center_lon"], settings.city["center_lat"]))
+        lines.append(f"seeded {trucks} trucks in {time.perf_counter() - t0:.1f} s")
+        with conn.cursor() as cur:
+            create_user(cur, "bench", "bench-password", "supervisor", actor="bench")
+            token = create_token(cur, "bench", "bench", actor="bench")
+        conn.commit()
+        bench_settings = Settings(settings.sections, url, settings.mqtt_url, settings.source)
+        app = create_app({"MUCK_SETTINGS": bench_settings, "SECRET_KEY": "bench"})
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {token}"}
+        client.get("/api/v1/trucks/live", headers=headers)  # warm the pool and caches
+        full = _time(client, "/api/v1/trucks/live", headers, repeat)
+        lines.append(_fmt("full snapshot", *full))
+        cursor = client.get("/api/v1/trucks/live", headers=headers).get_json()["cursor"]
+        with conn.cursor() as cur:
+            cur.execute(
+                """UPDATE truck_state SET lat = lat + 0.0005, fix_time = now(), updated_at = now()
+                   WHERE truck_id <= %s""",
+                (changed,),
+            )
+        conn.commit()
+        delta = _time(client, f"/api/v1/trucks/live?since={cursor}", headers, repeat)
+        lines.append(_fmt(f"delta ({changed} changed)", *delta))
+        after = client.get(f"/api/v1/trucks/live?since={cursor}", headers=headers).get_json()[
+            "cursor"
+        ]
+        empty = _time(client, f"/api/v1/trucks/live?since={after}", headers, repeat)
+        lines.append(_fmt("delta (nothing changed)", *empty))
+        conv = _time(client, "/api/v1/trucks/live?crs=gcj02", headers, repeat)
+        lines.append(_fmt("full snapshot, GCJ-02", *conv))
+        app.extensions["muck_pool"].close()
+        conn.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.close()
+    return "\n".join(lines)

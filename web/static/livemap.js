@@ -1,0 +1,217 @@
+/* Live map: every truck drawn on one canvas (no DOM element per truck), updated with deltas. */
+(function () {
+  'use strict';
+  const {config: cfg, i18n: T, urls} = window.MUCK;
+  const C = window.MuckCommon;
+  const COLORS = {empty: '#2e7d32', loaded: '#ef6c00', violation: '#d50000', dark: '#616161', unknown: '#1565c0'};
+  const map = C.createMap('map');
+  const trucks = new Map();            // id -> truck state
+  const companies = {};                // id -> name
+  const districtBounds = {};           // district -> L.LatLngBounds of its zones
+  const filters = {company: '', district: '', plate: '', states: new Set(Object.keys(COLORS))};
+  let cursor = null, clockOffset = 0, selected = null, trackLine = null, drawn = null;
+  const api = window.muckMap = {trucks, drawnCount: 0, updates: 0, positions: {}, trackPoints: 0, selected: null};
+
+  // ---- the canvas layer --------------------------------------------------------------
+  const canvas = document.createElement('canvas');
+  canvas.className = 'muck-trucks';
+  Object.assign(canvas.style, {position: 'absolute', left: 0, top: 0, zIndex: 450, pointerEvents: 'none'});
+  map.getContainer().appendChild(canvas);
+  const ctx = canvas.getContext('2d');
+  let frame = 0;
+  function schedule() { if (!frame) frame = requestAnimationFrame(draw); }
+  function resize() {
+    const size = map.getSize(), ratio = window.devicePixelRatio || 1;
+    canvas.width = size.x * ratio; canvas.height = size.y * ratio;
+    canvas.style.width = size.x + 'px'; canvas.style.height = size.y + 'px';
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    schedule();
+  }
+  map.on('resize', resize);
+  map.on('move zoom viewreset', schedule);
+  map.on('zoomstart', () => { canvas.style.visibility = 'hidden'; });
+  map.on('zoomend', () => { canvas.style.visibility = 'visible'; schedule(); });
+
+  function stateOf(t, now) {
+    if (now - t.fix_ms > cfg.darkAfterMs) return 'dark';
+    if (t.violation) return 'violation';    // placeholder until compliance provides violations
+    if (t.load === 'half' || t.load === 'full') return 'loaded';
+    if (t.load === 'empty') return 'empty';
+    return 'unknown';
+  }
+
+  function visible(t, state) {
+    if (!filters.states.has(state)) return false;
+    if (filters.company && String(t.company_id) !== filters.company) return false;
+    if (filters.plate && t.plate.indexOf(filters.plate) < 0) return false;
+    if (filters.district) {
+      const b = districtBounds[filters.district];
+      if (!b || !b.contains([t.lat, t.lon])) return false;
+    }
+    return true;
+  }
+
+  function draw() {
+    frame = 0;
+    const size = map.getSize();
+    ctx.clearRect(0, 0, size.x, size.y);
+    const now = Date.now() + clockOffset;
+    const xs = [], ys = [], ids = [];
+    const counts = {total: 0, shown: 0, dark: 0};
+    const zoom = map.getZoom();
+    const r = zoom >= 15 ? 7 : zoom >= 12 ? 5 : 3;
+    for (const t of trucks.values()) {
+      counts.total++;
+      const state = stateOf(t, now);
+      if (state === 'dark') counts.dark++;
+      if (!visible(t, state)) continue;
+      const p = map.latLngToContainerPoint([t.lat, t.lon]);
+      if (p.x < -10 || p.y < -10 || p.x > size.x + 10 || p.y > size.y + 10) continue;
+      counts.shown++;
+      xs.push(p.x); ys.push(p.y); ids.push(t.id);
+      ctx.fillStyle = COLORS[state];
+      ctx.beginPath();
+      if (t.heading !== null && t.heading !== undefined && r > 3) {
+        const a = t.heading * Math.PI / 180;  // 0 = north, clockwise
+        const s = Math.sin(a), c = Math.cos(a);
+        ctx.moveTo(p.x + s * r * 1.6, p.y - c * r * 1.6);
+        ctx.lineTo(p.x - s * r + c * r * 0.9, p.y + c * r + s * r * 0.9);
+        ctx.lineTo(p.x - s * r - c * r * 0.9, p.y + c * r - s * r * 0.9);
+        ctx.closePath();
+      } else {
+        ctx.arc(p.x, p.y, r, 0, 2 * Math.PI);
+      }
+      ctx.fill();
+      if (selected === t.id) {
+        ctx.strokeStyle = '#000'; ctx.lineWidth = 2;
+        ctx.beginPath(); ctx.arc(p.x, p.y, r + 5, 0, 2 * Math.PI); ctx.stroke();
+      }
+    }
+    drawn = {xs, ys, ids};
+    api.drawnCount = ids.length;
+    api.positions = {};
+    for (let i = 0; i < ids.length; i++) api.positions[ids[i]] = [xs[i], ys[i]];
+    document.getElementById('stats').textContent =
+      counts.total + ' ' + T.trucks + ' · ' + counts.shown + ' ' + T.shown + ' · ' + counts.dark + ' ' + T.dark;
+  }
+
+  // ---- data --------------------------------------------------------------------------
+  function apply(payload) {
+    const cols = payload.trucks, n = payload.count;
+    for (let i = 0; i < n; i++) {
+      const id = cols.id[i];
+      if (!cols.active[i]) { trucks.delete(id); continue; }
+      trucks.set(id, {id, plate: cols.plate[i], company_id: cols.company_id[i], lon: cols.lon[i], lat: cols.lat[i],
+        speed: cols.speed[i], heading: cols.heading[i], load: cols.load[i], lid: cols.lid[i], lift: cols.lift[i],
+        acc: cols.acc[i], fix_ms: cols.fix_ms[i], alarms: cols.alarms[i]});
+    }
+    let added = false;
+    for (const [cid, name] of Object.entries(payload.companies)) {
+      if (!(cid in companies)) { companies[cid] = name; added = true; }
+    }
+    if (added) fillCompanies();
+    clockOffset = payload.server_ms - Date.now();
+    cursor = payload.cursor;
+    api.updates++;
+    document.getElementById('updated').textContent = T.updated + ' ' + C.fmtTime(payload.server_ms);
+    if (selected !== null && trucks.has(selected)) showInfo(trucks.get(selected), false);
+    schedule();
+  }
+
+  async function poll() {
+    try {
+      const url = urls.live + (cursor ? '?since=' + encodeURIComponent(cursor) : '');
+      apply(await C.getJSON(url));
+    } catch (err) {
+      document.getElementById('updated').textContent = T.error + ' (' + err.message + ')';
+    }
+    setTimeout(poll, cfg.pollMs);
+  }
+  api.pollNow = poll;
+
+  function fillCompanies() {
+    const sel = document.getElementById('f-company');
+    const current = sel.value;
+    while (sel.options.length > 1) sel.remove(1);
+    Object.entries(companies).sort((a, b) => a[1].localeCompare(b[1], 'zh')).forEach(([id, name]) => sel.add(new Option(name, id)));
+    sel.value = current;
+  }
+
+  // ---- selection ---------------------------------------------------------------------
+  function label(v) { return v === null || v === undefined ? T.none : (T[v] || v); }
+
+  async function showInfo(t, loadTrack) {
+    const rows = [[T.plate, t.plate], [T.company, companies[t.company_id] || T.none],
+      [T.speed, t.speed === null ? T.none : t.speed.toFixed(0) + ' km/h'], [T.heading, t.heading === null ? T.none : t.heading + '°'],
+      [T.lid, label(t.lid)], [T.lift, label(t.lift)], [T.load, label(t.load)], [T.lastReport, C.fmtTime(t.fix_ms)]];
+    if (t.alarms && t.alarms.length) rows.push([T.alarms, t.alarms.join(', ')]);
+    const el = document.getElementById('truck-info');
+    el.innerHTML = '';
+    const table = document.createElement('table');
+    for (const [k, v] of rows) {
+      const tr = table.insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v;
+    }
+    el.appendChild(table);
+    const link = document.createElement('a');
+    link.href = urls.trackPage.replace('/0/', '/' + t.id + '/');
+    link.textContent = T.track; link.id = 'track-link';
+    el.appendChild(link);
+    const note = document.createElement('p'); note.className = 'muted'; note.id = 'track-note';
+    el.appendChild(note);
+    if (!loadTrack) return;
+    const data = await C.getJSON(urls.trackApi.replace('/0/', '/' + t.id + '/'));
+    if (trackLine) map.removeLayer(trackLine);
+    const pts = data.points.lat.map((lat, i) => [lat, data.points.lon[i]]);
+    trackLine = L.polyline(pts, {color: '#000', weight: 3, opacity: 0.7}).addTo(map);
+    api.trackPoints = pts.length;
+    note.textContent = T.lastHour + ': ' + pts.length + ' ' + T.points;
+  }
+
+  function select(id) {
+    selected = id; api.selected = id;
+    if (trackLine) { map.removeLayer(trackLine); trackLine = null; api.trackPoints = 0; }
+    if (id === null) { document.getElementById('truck-info').innerHTML = ''; schedule(); return; }
+    showInfo(trucks.get(id), true);
+    schedule();
+  }
+  api.select = select;
+
+  map.on('click', (e) => {
+    if (!drawn) return;
+    const {x, y} = e.containerPoint;
+    let best = null, bestD = 12 * 12;
+    for (let i = 0; i < drawn.ids.length; i++) {
+      const dx = drawn.xs[i] - x, dy = drawn.ys[i] - y, d = dx * dx + dy * dy;
+      if (d < bestD) { bestD = d; best = drawn.ids[i]; }
+    }
+    select(best);
+  });
+
+  // ---- filters -----------------------------------------------------------------------
+  document.getElementById('f-company').addEventListener('change', (e) => { filters.company = e.target.value; schedule(); });
+  document.getElementById('f-plate').addEventListener('input', (e) => { filters.plate = e.target.value.trim().toUpperCase(); schedule(); });
+  document.getElementById('f-district').addEventListener('change', (e) => {
+    filters.district = e.target.value;
+    if (filters.district && districtBounds[filters.district]) map.fitBounds(districtBounds[filters.district]);
+    schedule();
+  });
+  document.querySelectorAll('#f-states input').forEach((box) => box.addEventListener('change', () => {
+    filters.states = new Set([...document.querySelectorAll('#f-states input:checked')].map((b) => b.value));
+    schedule();
+  }));
+
+  resize();
+  setInterval(schedule, 10000);   // trucks go dark as time passes, without any new data
+  C.loadZones(map, urls.zones).then((features) => {
+    for (const f of features) {
+      const d = f.properties.district;
+      if (!d) continue;
+      const b = L.geoJSON(f).getBounds();
+      districtBounds[d] = districtBounds[d] ? districtBounds[d].extend(b) : b;
+    }
+    const sel = document.getElementById('f-district');
+    Object.keys(districtBounds).sort().forEach((d) => sel.add(new Option(d, d)));
+    api.zonesLoaded = features.length;
+  }).catch((err) => console.error(err));
+  poll();
+})();
