@@ -66,9 +66,13 @@ def detect_runs(
     *,
     min_duration_s: float,
     max_gap_s: float,
+    qualify_value: float = np.inf,
 ) -> tuple[Episodes, RunCarry]:
     """slot: truck slot per fix (fixes sorted by slot, then t). Returns the episodes to
-    report and the carry after the batch (a new object; the input is not modified)."""
+    report and the carry after the batch (a new object; the input is not modified).
+
+    A run also qualifies, whatever its duration, once its worst value reaches
+    `qualify_value` (e.g. a load-drop fix inside a lift run proves dumping at once)."""
     n = t.size
     out = RunCarry(
         carry.active.copy(),
@@ -104,7 +108,7 @@ def detect_runs(
     # For carried runs, include the carry worst for every fix of the run.
     worst = np.where(carried, np.maximum(worst, carry.worst[slot]), worst)
     duration = t - start_t
-    qualified = cond & (duration >= min_duration_s)
+    qualified = cond & ((duration >= min_duration_s) | (worst >= qualify_value))
     fired_before = np.where(carried, carry.fired[slot], False)
     first_qualify = qualified & ~fired_before & ~_seen_before(run_key, qualified)
     # A run ends at a fix whose condition holds and whose successor (same truck) does not
@@ -124,7 +128,11 @@ def detect_runs(
     hs = slot[head]
     carried_end = hs[
         carry.active[hs]
-        & (carry.fired[hs] | (carry.last_t[hs] - carry.start_t[hs] >= min_duration_s))
+        & (
+            carry.fired[hs]
+            | (carry.last_t[hs] - carry.start_t[hs] >= min_duration_s)
+            | (carry.worst[hs] >= qualify_value)
+        )
     ]
     episodes = Episodes(
         truck_slot=np.r_[carried_end, slot[rows]],

@@ -93,23 +93,25 @@ class Settings:
         return Settings(merged, self.database_url, self.mqtt_url, self.source)
 
 
-def _merge(base: dict[str, dict[str, Any]], override: dict[str, Any], origin: str) -> None:
-    for section, values in override.items():
-        if section not in base:
-            raise ConfigError(f"{origin}: unknown section [{section}]")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{origin}: [{section}] must be a table")
-        for key, value in values.items():
-            if key not in base[section]:
-                raise ConfigError(f"{origin}: unknown key {section}.{key}")
-            expected = type(base[section][key])
-            if expected is float and isinstance(value, int):
-                value = float(value)
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(
-                    f"{origin}: {section}.{key} must be {expected.__name__}, got {value!r}"
-                )
-            base[section][key] = value
+def _merge(base: dict[str, Any], override: dict[str, Any], origin: str, path: str = "") -> None:
+    """Override `base` in place with `override`, key by key (nested tables merge too)."""
+    for key, value in override.items():
+        name = f"{path}{key}"
+        if key not in base:
+            kind = "section" if not path else "key"
+            raise ConfigError(f"{origin}: unknown {kind} {name}")
+        expected = base[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: [{name}] must be a table")
+            _merge(expected, value, origin, name + ".")
+            continue
+        kind = type(expected)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{origin}: {name} must be {kind.__name__}, got {value!r}")
+        base[key] = value
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

@@ -544,6 +544,22 @@ class GeofenceIndex:
         batch = self._batch(lon, lat)
         return self._route_distance(batch, self._routes(route, batch.n))
 
+    def route_distance_exact(self, lon: Any, lat: Any, route: Any) -> np.ndarray:
+        """Exact distance (m) from each fix to its route, without the search-radius cap.
+
+        GEOS per point (tens of thousands of fixes/s): for the few fixes beyond
+        `route_radius_m`, e.g. the worst distance of a route deviation shown as evidence."""
+        batch = self._batch(lon, lat)
+        route = self._routes(route, batch.n)
+        out = np.full(batch.n, np.inf)
+        valid = (route >= 0) & (route < len(self.zones))
+        valid[valid] = self.kind[route[valid]] == KIND_CODE["route"]
+        x, y = self.projector.forward(_as_float(lon, "lon"), _as_float(lat, "lat"))
+        for r in np.unique(route[valid]):
+            sel = valid & (route == r)
+            out[sel] = shapely.distance(shapely.points(x[sel], y[sel]), self._geoms[int(r)])
+        return out
+
     def evaluate(self, lon: Any, lat: Any, t: Any, route: Any = None) -> Evaluation:
         """classify() and, when `route` is given, route_distance(), projecting only once."""
         batch = self._batch(lon, lat)

@@ -1,0 +1,397 @@
+"""The compliance engine: runs the rule pipeline on every stored batch, inside the batch's
+transaction, so rule state is checkpointed with the fixes that produced it.
+
+Per batch: the newly stored fixes of registered trucks → one `FixFrame` (geofence and
+permits evaluated for all of them at once) → each rule's condition streams → the episode
+detector with the carry loaded from `truck_state` (rows locked, so collectors sharing a
+subscription never process one truck at the same time) → violations → new carry.
+
+Late fixes (older than a truck's checkpoint, e.g. a blind-area re-upload) are not skipped:
+that truck is replayed from the newest rule snapshot before the late fix, over every stored
+fix since, and the violations of the replayed window are reconciled (unchanged, revised,
+added, or withdrawn — each change recorded as an event). Shuffled, duplicated and late input
+therefore ends with the same violations as the same fixes in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import psycopg2.extras
+
+from compliance.frame import FixColumns, FixFrame, build_frame
+from compliance.permits import PermitCatalog
+from compliance.rules.base import Carried, Rule
+from compliance.rules.dark import GoingDark
+from compliance.rules.dumping import IllegalDumping, UnapprovedDisposal
+from compliance.rules.permit import NoValidPermit
+from compliance.rules.restricted import RestrictedHours, RestrictedZone
+from compliance.rules.route import RouteDeviation
+from compliance.rules.speeding import Speeding
+from compliance.rules.unsealed import UnsealedTransport
+from compliance.runs import RunCarry, detect_runs
+from compliance.violations import EpisodeRow, ViolationWriter
+from core.config import Settings
+from geofence.catalog import ZoneCatalog
+
+log = logging.getLogger(__name__)
+
+# The order rules run in, written down in one place.
+PIPELINE: tuple[type[Rule], ...] = (
+    RouteDeviation,
+    UnsealedTransport,
+    IllegalDumping,
+    UnapprovedDisposal,
+    Speeding,
+    RestrictedZone,
+    RestrictedHours,
+    GoingDark,
+    NoValidPermit,
+)
+
+_STATE_VERSION = 1
+_RUN_FIELDS = 5  # active, start_t, last_t, worst, fired
+# JSON has no infinity: "never" and "no value yet" are stored as this and read back as -inf.
+_NEVER = -1e300
+
+
+class TruckState(msgspec.Struct, omit_defaults=True):
+    """What is checkpointed per truck (truck_state.rule_state)."""
+
+    v: int = _STATE_VERSION
+    layout: str = ""
+    cp: float = _NEVER  # device time of the last fix processed
+    last: list[float] = []  # last_t, last_loaded, last_operating, on_route
+    runs: list[float] = []  # _RUN_FIELDS per stream, in pipeline order
+    snap: float = _NEVER  # device time of the last snapshot taken
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(TruckState).decode
+
+
+@dataclass
+class Outcome:
+    episodes: list[EpisodeRow]
+    states: dict[int, TruckState]
+
+
+def _stored(value: float) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else _NEVER
+
+
+class ComplianceEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        zones: ZoneCatalog | None = None,
+        permits: PermitCatalog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.zones = zones or ZoneCatalog(settings)
+        self.permits = permits or PermitCatalog(settings)
+        cfg = settings["compliance"]
+        self.moving_kmh = float(cfg["moving_kmh"])
+        self.max_gap_s = float(cfg["max_gap_s"])
+        self.snapshot_every_s = float(cfg["snapshot_every_s"])
+        self.default_speed_limit = float(settings.thresholds["speed_limit_other_kmh"])
+        rules = settings["rules"]
+        self.rules: list[Rule] = [rule(rules[rule.kind], settings) for rule in PIPELINE]
+        self.streams = [(r, name) for r in self.rules for name in r.stream_names]
+        self.layout = ",".join(f"{r.kind}.{name}" for r, name in self.streams)
+        self.writer = ViolationWriter(settings)
+
+    # -- catalogues ------------------------------------------------------------------------
+    def refresh(self, conn) -> None:
+        """Reload zones and permits if they changed (call with a connection of its own:
+        the catalogues commit their read transactions)."""
+        self.zones.maybe_refresh(conn)
+        self.permits.maybe_refresh(conn)
+
+    def load(self, conn) -> None:
+        self.zones.load(conn)
+        self.permits.load(conn)
+
+    # -- state -----------------------------------------------------------------------------
+    def _fresh(self) -> TruckState:
+        return TruckState(layout=self.layout)
+
+    def _parse(self, raw: Any) -> TruckState:
+        if not raw:
+            return self._fresh()
+        state = _decode(raw if isinstance(raw, bytes | str) else msgspec.json.encode(raw))
+        if state.v != _STATE_VERSION or state.layout != self.layout:
+            log.info("rule layout changed; truck rule state restarts")
+            return self._fresh()
+        return state
+
+    def _carries(self, states: list[TruckState]) -> tuple[Carried, list[RunCarry]]:
+        m = len(states)
+        last = np.array(
+            [s.last if s.last else [_NEVER, 0.0, 0.0, 1.0] for s in states], float
+        ).reshape(m, 4)
+        last[last <= _NEVER] = -np.inf
+        carried = Carried(last[:, 0], last[:, 1] > 0, last[:, 2] > 0, last[:, 3] > 0)
+        width = _RUN_FIELDS * len(self.streams)
+        empty = [0.0, 0.0, _NEVER, _NEVER, 0.0] * len(self.streams)
+        runs = np.array([s.runs if s.runs else empty for s in states], float).reshape(m, width)
+        runs[runs <= _NEVER] = -np.inf
+        carries = []
+        for k in range(len(self.streams)):
+            block = runs[:, k * _RUN_FIELDS : (k + 1) * _RUN_FIELDS]
+            carries.append(
+                RunCarry(
+                    block[:, 0] > 0,
+                    block[:, 1].copy(),
+                    block[:, 2].copy(),
+                    block[:, 3].copy(),
+                    block[:, 4] > 0,
+                    np.full(m, -1, np.int64),
+                )
+            )
+        return carried, carries
+
+    # -- the pipeline ----------------------------------------------------------------------
+    def evaluate(self, cols: FixColumns, states: dict[int, TruckState], index=None) -> Outcome:
+        """Run every rule over `cols` (fixes of any trucks, any order) from `states`."""
+        index = index or self.zones.index
+        frame = build_frame(
+            cols,
+            index,
+            self.permits,
+            default_speed_limit_kmh=self.default_speed_limit,
+            moving_kmh=self.moving_kmh,
+        )
+        trucks = [int(t) for t in frame.trucks]
+        before = [states.get(t) or self._fresh() for t in trucks]
+        carried, carries = self._carries(before)
+        episodes: list[EpisodeRow] = []
+        new_runs = []
+        k = 0
+        for rule in self.rules:
+            for stream in rule.streams(frame, carried):
+                found, carry = detect_runs(
+                    frame.slot,
+                    frame.t,
+                    stream.cond,
+                    stream.value,
+                    carries[k],
+                    min_duration_s=stream.min_duration_s,
+                    max_gap_s=self.max_gap_s,
+                    qualify_value=stream.qualify_value,
+                )
+                new_runs.append(carry)
+                episodes.extend(self._rows(rule, stream.name, frame, found))
+                k += 1
+            points = rule.point_episodes(frame, carried)
+            if points is not None and points.fix.size:
+                episodes.extend(self._point_rows(rule, frame, points))
+        new_last = self._last(frame, carried)
+        out: dict[int, TruckState] = {}
+        for slot, truck in enumerate(trucks):
+            runs: list[float] = []
+            for carry in new_runs:
+                runs += [
+                    float(carry.active[slot]),
+                    _stored(carry.start_t[slot]),
+                    _stored(carry.last_t[slot]),
+                    _stored(carry.worst[slot]),
+                    float(carry.fired[slot]),
+                ]
+            out[truck] = TruckState(
+                layout=self.layout,
+                cp=_stored(new_last[slot, 0]),
+                last=[_stored(x) for x in new_last[slot]],
+                runs=runs,
+                snap=before[slot].snap,
+            )
+        return Outcome(episodes, out)
+
+    def _last(self, frame: FixFrame, carried: Carried) -> np.ndarray:
+        last = frame.seg_last
+        s = frame.slot[last]
+        out = np.column_stack(
+            [carried.last_t, carried.last_loaded, carried.last_operating, carried.on_route]
+        ).astype(float)
+        operating = frame.moving | frame.loaded | (frame.cols.acc == 1)
+        out[s, 0] = frame.t[last]
+        out[s, 1] = frame.loaded[last]
+        out[s, 2] = operating[last]
+        route_rule = next((r for r in self.rules if isinstance(r, RouteDeviation)), None)
+        if route_rule is not None:
+            out[s, 3] = route_rule.on_route(frame, carried)[last]
+        return out
+
+    def _rows(self, rule: Rule, stream: str, frame: FixFrame, found) -> list[EpisodeRow]:
+        rows = []
+        for i in range(len(found)):
+            slot = int(found.truck_slot[i])
+            at = int(found.first_fix[i]) if found.first_fix[i] >= 0 else int(found.last_fix[i])
+            end = None if np.isnan(found.end_t[i]) else float(found.end_t[i])
+            rows.append(
+                self._row(
+                    rule,
+                    stream,
+                    frame,
+                    slot,
+                    at,
+                    float(found.start_t[i]),
+                    end,
+                    float(found.worst[i]),
+                    located=found.first_fix[i] >= 0,
+                )
+            )
+        return rows
+
+    def _point_rows(self, rule: Rule, frame: FixFrame, points) -> list[EpisodeRow]:
+        return [
+            self._row(
+                rule,
+                "gap",
+                frame,
+                int(frame.slot[i]),
+                int(i),
+                float(s),
+                float(e),
+                float(w),
+                located=True,
+            )
+            for i, s, e, w in zip(
+                points.fix, points.start_t, points.end_t, points.worst, strict=True
+            )
+        ]
+
+    def _row(self, rule, stream, frame, slot, at, start, end, worst, located) -> EpisodeRow:
+        permit = frame.permit[at] if 0 <= at < len(frame) else None
+        duration = (end if end is not None else float(frame.t[at])) - start
+        zone = None
+        if 0 <= at < len(frame):
+            for zone_idx in (frame.restricted[at], frame.disposal[at], frame.site[at]):
+                if zone_idx >= 0:
+                    zone = str(self.zones.index.codes[zone_idx])
+                    break
+        return EpisodeRow(
+            truck_id=int(frame.trucks[slot]),
+            kind=rule.kind,
+            stream=stream,
+            start=start,
+            end=end,
+            worst=worst if math.isfinite(worst) else None,
+            unit=rule.unit,
+            severity=rule.severity(duration, worst),
+            permit_no=permit.number if permit is not None else None,
+            zone_code=zone,
+            lat=float(frame.cols.lat[at]) if located else None,
+            lon=float(frame.cols.lon[at]) if located else None,
+            points=rule.points,
+            legal_basis=rule.legal_basis,
+            params=rule.parameters(),
+        )
+
+    # -- the after-store hook ----------------------------------------------------------
+    def after_store(self, cur, batch) -> None:
+        """Hook for telemetry.store.BatchWriter: evaluate the fixes this batch inserted."""
+        rows = []
+        for i in batch.inserted:
+            truck = batch.truck_ids[i]
+            if truck is None:
+                continue
+            f = batch.fixes[i]
+            rows.append(
+                (
+                    truck,
+                    f.fix_ms / 1000.0,
+                    f.lon,
+                    f.lat,
+                    f.speed,
+                    f.lid,
+                    f.lift,
+                    f.load,
+                    f.acc,
+                    f.alarms,
+                )
+            )
+        if rows:
+            self.process(cur, FixColumns.from_rows(rows))
+
+    def process(self, cur, cols: FixColumns) -> None:
+        trucks = sorted({int(t) for t in cols.truck_id})
+        cur.execute(
+            """SELECT truck_id, rule_state FROM truck_state WHERE truck_id = ANY(%s)
+               ORDER BY truck_id FOR UPDATE""",
+            (trucks,),
+        )
+        states = {truck: self._parse(raw) for truck, raw in cur.fetchall()}
+        cp = np.array([states[int(t)].cp if int(t) in states else _NEVER for t in cols.truck_id])
+        late_trucks = set(np.unique(cols.truck_id[cols.t <= cp]).tolist())
+        on_time = ~np.isin(cols.truck_id, list(late_trucks))
+        if on_time.any():
+            outcome = self.evaluate(cols.take(np.flatnonzero(on_time)), states)
+            self.writer.write(cur, outcome.episodes)
+            self._save(cur, outcome.states)
+        for truck in sorted(late_trucks):
+            late = cols.t[(cols.truck_id == truck)]
+            self._replay(cur, truck, float(late.min()))
+
+    def _save(self, cur, states: dict[int, TruckState]) -> None:
+        snapshots = []
+        rows = []
+        for truck, state in states.items():
+            if state.cp > _NEVER and (
+                state.snap <= _NEVER
+                or state.cp // self.snapshot_every_s > state.snap // self.snapshot_every_s
+            ):
+                state.snap = state.cp
+                snapshots.append((truck, state.cp, _encode(state).decode()))
+            rows.append((truck, _encode(state).decode(), state.cp))
+        psycopg2.extras.execute_values(
+            cur,
+            """UPDATE truck_state AS s SET rule_state = v.state::jsonb,
+                   rule_checkpoint = to_timestamp(v.cp)
+               FROM (VALUES %s) AS v(truck_id, state, cp) WHERE s.truck_id = v.truck_id""",
+            rows,
+        )
+        if snapshots:
+            psycopg2.extras.execute_values(
+                cur,
+                """INSERT INTO rule_snapshots (truck_id, at, state) VALUES %s
+                   ON CONFLICT (truck_id, at) DO UPDATE SET state = EXCLUDED.state""",
+                snapshots,
+                template="(%s, %s, %s::jsonb)",
+            )
+
+    def _replay(self, cur, truck: int, earliest: float) -> None:
+        """Re-run a truck's rules from the newest snapshot before `earliest`."""
+        cur.execute(
+            """SELECT at, state FROM rule_snapshots WHERE truck_id = %s AND at < %s
+               ORDER BY at DESC LIMIT 1""",
+            (truck, earliest),
+        )
+        found = cur.fetchone()
+        since, state = (found[0], self._parse(found[1])) if found else (_NEVER, self._fresh())
+        cur.execute(
+            """SELECT truck_id, extract(epoch FROM fix_time)::float8, lon, lat, speed_kmh,
+                      lid::text, lift::text, load::text, acc, alarms
+               FROM positions WHERE truck_id = %s AND fix_time > to_timestamp(%s)
+               ORDER BY fix_time""",
+            (truck, max(since, 0.0)),
+        )
+        rows = cur.fetchall()
+        # Snapshots after the replay start were computed without the late fixes.
+        cur.execute(
+            "DELETE FROM rule_snapshots WHERE truck_id = %s AND at >= %s",
+            (truck, since),
+        )
+        if not rows:
+            return
+        outcome = self.evaluate(FixColumns.from_rows(rows), {truck: state})
+        self.writer.reconcile(cur, truck, since, outcome.episodes)
+        new_state = outcome.states[truck]
+        new_state.snap = since
+        self._save(cur, outcome.states)

@@ -1,0 +1,186 @@
+"""The fixes of one batch, as arrays, enriched with everything the rules ask about them.
+
+Built once per batch for all trucks together: fixes sorted by (truck, device time), one
+geofence evaluation for the whole batch, the permit valid at each fix and the distance from
+its approved route. Rules then only combine boolean arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from compliance.permits import Permit, PermitCatalog
+from geofence.index import GeofenceIndex
+
+LOAD_CODE = {None: -1, "empty": 0, "half": 1, "full": 2}
+DARK_ALARMS = frozenset({"antenna_cut", "power_cut", "gnss_fault"})
+
+
+@dataclass
+class FixColumns:
+    """Raw columns of fixes of registered trucks, in any order."""
+
+    truck_id: np.ndarray  # int64
+    t: np.ndarray  # float64 epoch seconds (device time)
+    lon: np.ndarray
+    lat: np.ndarray
+    speed: np.ndarray
+    lid_open: np.ndarray  # bool
+    lift_up: np.ndarray  # bool
+    load: np.ndarray  # int8: -1 unknown, 0 empty, 1 half, 2 full
+    acc: np.ndarray  # int8: -1 unknown, 0 off, 1 on
+    alarm: np.ndarray  # bool: antenna cut, power cut or GNSS fault reported
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple]) -> FixColumns:
+        """rows: (truck_id, t, lon, lat, speed, lid, lift, load, acc, alarms)."""
+        n = len(rows)
+        truck = np.fromiter((r[0] for r in rows), np.int64, n)
+        t = np.fromiter((r[1] for r in rows), np.float64, n)
+        lon = np.fromiter((r[2] for r in rows), np.float64, n)
+        lat = np.fromiter((r[3] for r in rows), np.float64, n)
+        speed = np.fromiter((r[4] or 0.0 for r in rows), np.float64, n)
+        lid = np.fromiter((r[5] == "open" for r in rows), bool, n)
+        lift = np.fromiter((r[6] == "up" for r in rows), bool, n)
+        load = np.fromiter((LOAD_CODE.get(r[7], -1) for r in rows), np.int8, n)
+        acc = np.fromiter((-1 if r[8] is None else int(r[8]) for r in rows), np.int8, n)
+        alarm = np.fromiter(
+            (bool(r[9]) and not DARK_ALARMS.isdisjoint(r[9]) for r in rows), bool, n
+        )
+        return cls(truck, t, lon, lat, speed, lid, lift, load, acc, alarm)
+
+    def take(self, order: np.ndarray) -> FixColumns:
+        return FixColumns(*(getattr(self, f)[order] for f in self.__dataclass_fields__))
+
+
+@dataclass
+class FixFrame:
+    cols: FixColumns  # sorted by (truck, t)
+    slot: np.ndarray  # truck slot per fix
+    trucks: np.ndarray  # truck id per slot
+    seg_start: np.ndarray
+    seg_last: np.ndarray
+    moving: np.ndarray
+    loaded: np.ndarray
+    site: np.ndarray  # zone index of the construction site containing the fix, -1
+    disposal: np.ndarray  # zone index of a disposal site containing the fix, -1
+    disposal_open: np.ndarray  # that disposal site is within its opening hours
+    restricted: np.ndarray  # zone index of a restricted zone whose ban is in force, -1
+    speed_limit: np.ndarray  # km/h applicable at the fix
+    permit: list[Permit | None]  # valid permit per fix
+    has_permit: np.ndarray
+    route_distance: np.ndarray  # m from the permit's nearest approved route; nan if none
+    route_width: np.ndarray  # corridor width of that route; nan if none
+    approved_disposal: np.ndarray  # the disposal site at the fix is on the permit
+    origin_site: np.ndarray  # the site at the fix is the permit's origin
+    operating: np.ndarray  # inside the permit's operating hours
+
+    @property
+    def t(self) -> np.ndarray:
+        return self.cols.t
+
+    def __len__(self) -> int:
+        return int(self.cols.t.size)
+
+
+def build_frame(
+    cols: FixColumns,
+    index: GeofenceIndex,
+    permits: PermitCatalog,
+    *,
+    default_speed_limit_kmh: float,
+    moving_kmh: float,
+) -> FixFrame:
+    order = np.lexsort((cols.t, cols.truck_id))
+    cols = cols.take(order)
+    n = cols.t.size
+    trucks, slot = np.unique(cols.truck_id, return_inverse=True)
+    seg_start = np.r_[True, slot[1:] != slot[:-1]] if n else np.zeros(0, bool)
+    seg_last = np.r_[slot[1:] != slot[:-1], True] if n else np.zeros(0, bool)
+    cls = index.classify(cols.lon, cols.lat, cols.t.astype(np.int64))
+    site = cls.site_at()
+    disposal = cls.disposal_site_at()
+    disposal_open = cls.disposal_site_at(open_only=True) >= 0
+    restricted = cls.restricted_active_at()
+    # Speed zones carry the limit of their area (an expressway corridor, a school zone);
+    # elsewhere the default limit for other roads applies.
+    zone_limit = cls.speed_limit_at()
+    speed_limit = np.where(np.isfinite(zone_limit), zone_limit, default_speed_limit_kmh)
+
+    permit: list[Permit | None] = [None] * n
+    has_permit = np.zeros(n, bool)
+    route_distance = np.full(n, np.nan)
+    route_width = np.full(n, np.nan)
+    approved_disposal = np.zeros(n, bool)
+    origin_site = np.zeros(n, bool)
+    operating = np.ones(n, bool)
+    codes = index.codes
+    for i in range(n):
+        found = permits.permits_for(int(cols.truck_id[i]), float(cols.t[i]))
+        if not found:
+            continue
+        p = found[0]
+        permit[i] = p
+        has_permit[i] = True
+        operating[i] = p.operating_at(float(cols.t[i]))
+        if disposal[i] >= 0:
+            approved_disposal[i] = codes[disposal[i]] in p.disposal_sites
+        if site[i] >= 0:
+            origin_site[i] = codes[site[i]] == p.origin_site
+    # Route distance: one vectorised call per route position (permits rarely have more
+    # than one or two approved routes); the nearest approved route counts.
+    max_routes = max((len(p.routes) for p in permit if p is not None), default=0)
+    for k in range(max_routes):
+        route_idx = np.full(n, -1, np.int64)
+        for i, p in enumerate(permit):
+            if p is not None and k < len(p.routes):
+                route_idx[i] = index.zone_index(p.routes[k])
+        sel = route_idx >= 0
+        if not sel.any():
+            continue
+        d = np.full(n, np.nan)
+        d[sel] = index.route_distance(cols.lon[sel], cols.lat[sel], route_idx[sel])
+        # Beyond the index's search radius the fast path says only "at least this far";
+        # deviating fixes are few, so measure those exactly (the worst value is evidence).
+        capped = sel & (d >= index.route_radius_m(np.where(sel, route_idx, -1)))
+        if capped.any():
+            d[capped] = index.route_distance_exact(
+                cols.lon[capped], cols.lat[capped], route_idx[capped]
+            )
+        w = np.full(n, np.nan)
+        w[sel] = index.width_m[route_idx[sel]]
+        better = sel & (np.isnan(route_distance) | (d - w < route_distance - route_width))
+        route_distance = np.where(better, d, route_distance)
+        route_width = np.where(better, w, route_width)
+    return FixFrame(
+        cols=cols,
+        slot=slot,
+        trucks=trucks,
+        seg_start=seg_start,
+        seg_last=seg_last,
+        moving=cols.speed >= moving_kmh,
+        loaded=cols.load >= 1,
+        site=site,
+        disposal=disposal,
+        disposal_open=disposal_open,
+        restricted=restricted,
+        speed_limit=speed_limit,
+        permit=permit,
+        has_permit=has_permit,
+        route_distance=route_distance,
+        route_width=route_width,
+        approved_disposal=approved_disposal,
+        origin_site=origin_site,
+        operating=operating,
+    )
+
+
+def previous(frame: FixFrame, values: np.ndarray, carried: np.ndarray) -> np.ndarray:
+    """Each fix's predecessor value within its truck; the carried value at a truck's first fix."""
+    if len(frame) == 0:
+        return values.copy()
+    shifted = np.r_[values[:1], values[:-1]]
+    return np.where(frame.seg_start, carried[frame.slot], shifted)

@@ -1,0 +1,36 @@
+"""不在线 / 屏蔽 GPS: no report for longer than `thresholds.dark_after_s` while the truck was
+operating (found on the next fix, or earlier by the sweep in compliance.sweep), and terminal
+alarms for a cut antenna, lost main power or a GNSS fault. Worst = minutes dark."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compliance.frame import previous
+from compliance.rules.base import Carried, PointEpisodes, Rule, Stream
+
+
+class GoingDark(Rule):
+    kind = "going_dark"
+    unit = "min"
+    stream_names = ("terminal_alarm",)
+
+    def __init__(self, spec, settings) -> None:
+        super().__init__(spec, settings)
+        self.dark_after_s = float(settings.thresholds["dark_after_s"])
+        self.serious_after_s = float(spec["serious_after_s"])
+
+    def streams(self, frame, carried: Carried) -> list[Stream]:
+        return [Stream("terminal_alarm", frame.cols.alarm, np.zeros(len(frame)), 0.0)]
+
+    def point_episodes(self, frame, carried: Carried) -> PointEpisodes | None:
+        t = frame.t
+        prev_t = previous(frame, t, carried.last_t)
+        operating = frame.moving | frame.loaded | (frame.cols.acc == 1)
+        prev_operating = previous(frame, operating, carried.last_operating)
+        gap = t - prev_t
+        hit = np.flatnonzero(np.isfinite(prev_t) & (gap > self.dark_after_s) & prev_operating)
+        return PointEpisodes(hit, prev_t[hit], t[hit], gap[hit] / 60.0)
+
+    def severity(self, duration_s: float, worst: float) -> str:
+        return "serious" if duration_s >= self.serious_after_s else "minor"

@@ -1,0 +1,31 @@
+"""闯禁区 / 禁行时段: inside a restricted zone while its ban is in force; carrying loads
+outside the permit's operating hours."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compliance.rules.base import Carried, Rule, Stream
+
+
+class RestrictedZone(Rule):
+    kind = "restricted_zone"
+    unit = "km/h"
+    stream_names = ("inside_banned_zone",)
+
+    def streams(self, frame, carried: Carried) -> list[Stream]:
+        return [
+            Stream(
+                "inside_banned_zone", frame.restricted >= 0, frame.cols.speed, self.min_duration_s
+            )
+        ]
+
+
+class RestrictedHours(Rule):
+    kind = "restricted_hours"
+    unit = "s"
+    stream_names = ("loaded_outside_hours",)
+
+    def streams(self, frame, carried: Carried) -> list[Stream]:
+        cond = frame.loaded & frame.moving & frame.has_permit & ~frame.operating
+        return [Stream("loaded_outside_hours", cond, np.ones(len(frame)), self.min_duration_s)]

@@ -1,0 +1,161 @@
+"""One scenario per rule, with 10-20 m GPS noise, on both sides of its threshold: the
+violation appears exactly once when it should, and never when it should not."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.compliance_city import (
+    EMPTY,
+    LOADED,
+    Pipeline,
+    Trace,
+    build_city,
+    kinds,
+    normal_trip,
+    violations,
+)
+
+
+@pytest.fixture
+def city(db, settings):
+    return build_city(db, settings)
+
+
+def run(db, settings, *traces: Trace) -> list[str]:
+    pipeline = Pipeline(settings, db)
+    messages = []
+    for trace in traces:
+        messages += trace.messages()
+    messages.sort(key=lambda m: m.payload)  # interleave nothing special; order by content
+    pipeline.feed(sorted(messages, key=_ts))
+    return kinds(db)
+
+
+def _ts(message) -> int:
+    import msgspec
+
+    return msgspec.json.decode(message.payload)["ts"]
+
+
+def test_a_normal_trip_raises_nothing(db, settings, city):
+    assert run(db, settings, normal_trip(Trace("T1", city.base_ms))) == []
+
+
+@pytest.mark.parametrize(
+    ("kmh", "seconds", "expected"),
+    [(55, 120, ["speeding"]), (43, 300, []), (55, 20, [])],
+    ids=["over-long", "within-tolerance", "too-short"],
+)
+def test_speeding(db, settings, city, kmh, seconds, expected):
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED)
+    trace.drive(1000, 0, 35, **LOADED)
+    trace.drive(1000 + kmh / 3.6 * seconds, 0, kmh, **LOADED)
+    trace.drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == expected
+
+
+def test_speed_zone_limit_applies(db, settings, city):
+    trace = Trace("T1", city.base_ms, x=1800, y=-2000).dwell(30, **EMPTY)
+    trace.drive(3200, -2000, 38, **EMPTY)  # 38 km/h: fine on other roads, over 30 here
+    assert run(db, settings, trace) == ["speeding"]
+
+
+@pytest.mark.parametrize(
+    ("lid_seconds", "in_site", "expected"),
+    [(180, False, ["unsealed_transport"]), (40, False, []), (180, True, [])],
+    ids=["open-in-transit", "too-short", "inside-site"],
+)
+def test_unsealed_transport(db, settings, city, lid_seconds, in_site, expected):
+    opened = {"load": "full", "lid": "open", "lift": "down"}
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED)
+    if in_site:  # still covering the load while manoeuvring inside the site
+        trace.drive(80, 80, 8, **opened).drive(-80, 80, 8, **opened).drive(0, 0, 8, **LOADED)
+        trace.drive(4950, 0, 35, **LOADED)
+    else:
+        trace.drive(1000, 0, 35, **LOADED)
+        trace.drive(1000 + 35 / 3.6 * lid_seconds, 0, 35, **opened)
+        trace.drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == expected
+
+
+@pytest.mark.parametrize(
+    ("offset_m", "expected"), [(160, ["route_deviation"]), (20, [])], ids=["off", "inside-corridor"]
+)
+def test_route_deviation(db, settings, city, offset_m, expected):
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED)
+    trace.drive(1000, 0, 35, **LOADED).drive(1000, offset_m, 20, **LOADED)
+    trace.drive(3500, offset_m, 35, **LOADED).drive(3500, 0, 20, **LOADED)
+    trace.drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == expected
+    if expected:
+        (row,) = violations(db)
+        assert 130 <= float(row[5]) <= 200  # worst metres off route
+
+
+def unload_at(trace: Trace, x: float, y: float) -> Trace:
+    """Unload at (x, y) on the way along the approved route, then drive on empty."""
+    trace.drive(x, y, 30, **LOADED).dwell(30, **LOADED)
+    trace.dwell(60, load="full", lid="open", lift="up").dwell(30, **EMPTY)
+    return trace.drive(4950, 0, 30, **EMPTY)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [((2500, 20), ["illegal_dumping"]), ((5000, 0), []), ((3500, 0), ["unapproved_disposal"])],
+    ids=["outside-sites", "approved-site", "other-disposal-site"],
+)
+def test_dumping_and_unapproved_disposal(db, settings, city, where, expected):
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED).drive(1000, 0, 35, **LOADED)
+    assert run(db, settings, unload_at(trace, *where)) == expected
+
+
+def test_load_drop_without_lift_sensor_outside_sites_is_dumping(db, settings, city):
+    trace = Trace("T1", city.base_ms).dwell(180, load="full").drive(2500, 0, 35, load="full")
+    trace.dwell(60, load="full").dwell(60, load="empty").drive(4950, 0, 30, load="empty")
+    assert run(db, settings, trace) == ["illegal_dumping"]
+
+
+@pytest.mark.parametrize(
+    ("y", "expected"), [(2000, ["restricted_zone"]), (1640, [])], ids=["through", "skirting"]
+)
+def test_restricted_zone(db, settings, city, y, expected):
+    trace = Trace("T1", city.base_ms, x=1800, y=y).dwell(30, **EMPTY)
+    trace.drive(3200, y, 30, **EMPTY)  # 300 m half-width: the zone edge is at y = 1700
+    assert run(db, settings, trace) == expected
+
+
+def test_restricted_hours(db, settings):
+    import datetime as dt
+
+    now = dt.datetime.now().astimezone()
+    # Operating hours that exclude the scenario (which runs 4 h ago, for about 30 min).
+    start = (now - dt.timedelta(hours=12)).strftime("%H:00")
+    end = (now - dt.timedelta(hours=10)).strftime("%H:00")
+    city = build_city(db, settings, hours=[{"start": start, "end": end}])
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED).drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == ["restricted_hours"]
+
+
+@pytest.mark.parametrize(
+    ("gap_s", "expected"), [(600, ["going_dark"]), (120, [])], ids=["dark", "short-gap"]
+)
+def test_going_dark(db, settings, city, gap_s, expected):
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED).drive(2000, 0, 35, **LOADED)
+    trace.gap(gap_s).drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == expected
+    if expected:
+        (row,) = violations(db)
+        assert 9.5 <= float(row[5]) <= 10.5  # minutes dark
+
+
+def test_terminal_alarm_is_going_dark(db, settings, city):
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED).drive(2000, 0, 35, **LOADED)
+    trace.drive(2300, 0, 35, alarms=["antenna_cut"], **LOADED).drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == ["going_dark"]
+
+
+@pytest.mark.parametrize(("device", "expected"), [("T2", ["no_valid_permit"]), ("T1", [])])
+def test_no_valid_permit(db, settings, city, device, expected):
+    trace = Trace(device, city.base_ms).dwell(180, **LOADED).drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == expected
