@@ -375,3 +375,23 @@ def test_cli_errors_are_clean(db, runner, tmp_path):
     assert result.exit_code == 1
     result = runner("permits", "list", "--valid-at", "yesterday")
     assert result.exit_code == 2 and "is not a time" in result.output
+
+
+def test_example_files_import_against_the_example_zones(db):
+    from pathlib import Path
+
+    from geofence.io import read_zones_file
+
+    root = Path(__file__).resolve().parent.parent
+    upsert_zones(db, read_zones_file(root / "geofence" / "examples" / "zones.geojson"))
+    with transaction(db) as cur:
+        company = upsert_company(cur, "示范渣土运输有限公司", "91440300MA5DEMO01X")
+        for i in range(8):
+            upsert_truck(cur, f"粤B{10000 + i:05d}", company)
+    csv_records = read_permits_file(root / "compliance" / "examples" / "permits.csv")
+    json_records = read_permits_file(root / "compliance" / "examples" / "permits.json")
+    assert import_permits(db, csv_records) == {"inserted": 2, "updated": 0}
+    assert import_permits(db, json_records) == {"inserted": 2, "updated": 0}
+    weekdays = get_permit(db, "深建渣准〔2026〕0124号")
+    assert weekdays.operating_hours[1] == {"days": [6, 7], "start": "20:00", "end": "06:00"}
+    assert get_permit(db, "深建渣准〔2026〕0126号").plates == ("粤B10006",)
