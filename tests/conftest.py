@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from psycopg2 import sql
 
 from core.config import load_settings
 from core.db import connect
@@ -51,10 +52,8 @@ def settings(database_url, broker, monkeypatch):
 _KEEP = ("schema_migrations",)
 
 
-@pytest.fixture
-def db(database_url):
-    """A connection to the session database, emptied before the test."""
-    conn = connect(database_url)
+def truncate_all(conn) -> None:
+    """Empty every table but the migration record (sessions share one migrated database)."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT c.relname FROM pg_class c
@@ -65,14 +64,19 @@ def db(database_url):
         )
         tables = [row[0] for row in cur.fetchall()]
         if tables:
-            from psycopg2 import sql
-
             cur.execute(
                 sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
                     sql.SQL(", ").join(sql.Identifier(t) for t in tables)
                 )
             )
     conn.commit()
+
+
+@pytest.fixture
+def db(database_url):
+    """A connection to the session database, emptied before the test."""
+    conn = connect(database_url)
+    truncate_all(conn)
     yield conn
     conn.close()
 
