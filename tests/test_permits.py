@@ -336,7 +336,14 @@ def runner(database_url, monkeypatch):
     def run(*args):
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
-    return run
+    yield run
+    # click caches each command's help option with the names of the context it first ran
+    # in (`-h, --help` under `muck`); forget them so docs rendered later in this session
+    # (tests/test_cli.py) are the same as from a fresh process.
+    from core.cli_docs import _walk
+
+    for _, command in _walk(cli, ["muck"]):
+        command._help_option = None
 
 
 def test_cli_import_list_show_revoke(db, runner, tmp_path):
