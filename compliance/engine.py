@@ -35,6 +35,7 @@ from compliance.rules.route import RouteDeviation
 from compliance.rules.speeding import Speeding
 from compliance.rules.unsealed import UnsealedTransport
 from compliance.runs import RunCarry, detect_runs
+from compliance.trips import TripRow, advance, decode_carry, encode_carry, write_trips
 from compliance.violations import EpisodeRow, ViolationWriter
 from core.config import Settings
 from geofence.catalog import ZoneCatalog
@@ -69,6 +70,7 @@ class TruckState(msgspec.Struct, omit_defaults=True):
     last: list[float] = []  # last_t, last_loaded, last_operating, on_route
     runs: list[float] = []  # _RUN_FIELDS per stream, in pipeline order
     snap: float = _NEVER  # device time of the last snapshot taken
+    trip: list = []  # compliance.trips carry
 
 
 _encode = msgspec.json.Encoder().encode
@@ -79,6 +81,7 @@ _decode = msgspec.json.Decoder(TruckState).decode
 class Outcome:
     episodes: list[EpisodeRow]
     states: dict[int, TruckState]
+    trips: list[TripRow]
 
 
 def _stored(value: float) -> float:
@@ -100,6 +103,7 @@ class ComplianceEngine:
         self.moving_kmh = float(cfg["moving_kmh"])
         self.max_gap_s = float(cfg["max_gap_s"])
         self.snapshot_every_s = float(cfg["snapshot_every_s"])
+        self.abandon_after_s = float(cfg["abandon_trip_after_s"])
         self.default_speed_limit = float(settings.thresholds["speed_limit_other_kmh"])
         rules = settings["rules"]
         self.rules: list[Rule] = [rule(rules[rule.kind], settings) for rule in PIPELINE]
@@ -193,6 +197,9 @@ class ComplianceEngine:
             if points is not None and points.fix.size:
                 episodes.extend(self._point_rows(rule, frame, points))
         new_last = self._last(frame, carried)
+        trips, trip_carry = advance(
+            frame, decode_carry([s.trip for s in before]), frame.codes, self.abandon_after_s
+        )
         out: dict[int, TruckState] = {}
         for slot, truck in enumerate(trucks):
             runs: list[float] = []
@@ -210,8 +217,9 @@ class ComplianceEngine:
                 last=[_stored(x) for x in new_last[slot]],
                 runs=runs,
                 snap=before[slot].snap,
+                trip=encode_carry(trip_carry, slot),
             )
-        return Outcome(episodes, out)
+        return Outcome(episodes, out, trips)
 
     def _last(self, frame: FixFrame, carried: Carried) -> np.ndarray:
         last = frame.seg_last
@@ -274,7 +282,7 @@ class ComplianceEngine:
         if 0 <= at < len(frame):
             for zone_idx in (frame.restricted[at], frame.disposal[at], frame.site[at]):
                 if zone_idx >= 0:
-                    zone = str(self.zones.index.codes[zone_idx])
+                    zone = str(frame.codes[zone_idx])
                     break
         return EpisodeRow(
             truck_id=int(frame.trucks[slot]),
@@ -334,6 +342,7 @@ class ComplianceEngine:
         if on_time.any():
             outcome = self.evaluate(cols.take(np.flatnonzero(on_time)), states)
             self.writer.write(cur, outcome.episodes)
+            write_trips(cur, outcome.trips)
             self._save(cur, outcome.states)
         for truck in sorted(late_trucks):
             late = cols.t[(cols.truck_id == truck)]
@@ -392,6 +401,7 @@ class ComplianceEngine:
             return
         outcome = self.evaluate(FixColumns.from_rows(rows), {truck: state})
         self.writer.reconcile(cur, truck, since, outcome.episodes)
+        write_trips(cur, outcome.trips)
         new_state = outcome.states[truck]
         new_state.snap = since
         self._save(cur, outcome.states)

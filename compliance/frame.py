@@ -77,6 +77,7 @@ class FixFrame:
     approved_disposal: np.ndarray  # the disposal site at the fix is on the permit
     origin_site: np.ndarray  # the site at the fix is the permit's origin
     operating: np.ndarray  # inside the permit's operating hours
+    codes: np.ndarray  # zone code per zone index of the geofence index used
 
     @property
     def t(self) -> np.ndarray:
@@ -175,6 +176,7 @@ def build_frame(
         approved_disposal=approved_disposal,
         origin_site=origin_site,
         operating=operating,
+        codes=index.codes,
     )
 
 

@@ -159,3 +159,22 @@ def test_terminal_alarm_is_going_dark(db, settings, city):
 def test_no_valid_permit(db, settings, city, device, expected):
     trace = Trace(device, city.base_ms).dwell(180, **LOADED).drive(4950, 0, 35, **LOADED)
     assert run(db, settings, trace) == expected
+
+
+def test_trips_are_recorded_with_origin_destination_and_distance(db, settings, city):
+    trace = normal_trip(Trace("T1", city.base_ms))
+    elsewhere = Trace("T1", trace.t_ms + 60_000, x=100, y=0)
+    elsewhere.drive(0, 0, 10, **EMPTY).dwell(120, **LOADED).drive(2500, 0, 35, **LOADED)
+    unload_at(elsewhere, 2500, 20)
+    assert run(db, settings, trace, elsewhere) == ["illegal_dumping"]
+    with db.cursor() as cur:
+        cur.execute(
+            """SELECT permit_no, origin_code, destination_code, status, distance_m,
+                      extract(epoch FROM unloaded_at - loaded_at)
+               FROM trips ORDER BY loaded_at"""
+        )
+        first, second = cur.fetchall()
+    db.commit()
+    assert first[:4] == ("深渣准〔2026〕0001号", "SITE-A", "DISP-B", "completed")
+    assert 4700 <= first[4] <= 5300  # metres driven loaded from SITE-A to DISP-B
+    assert second[1:4] == ("SITE-A", None, "unloaded_elsewhere")
