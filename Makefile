@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test test-browser lint format bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/muck bench geofence
 	$(BIN)/muck bench ingest
+	$(BIN)/muck bench web
+
+# Browser tests only (Debian /usr/bin/chromium; skipped when it is missing).
+test-browser: $(STAMP)
+	$(BIN)/pytest -q tests/browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
