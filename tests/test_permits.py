@@ -374,6 +374,13 @@ def test_cli_errors_are_clean(db, runner, tmp_path):
     assert result.exit_code == 1
     assert "line 1, field 'origin_site': no zone with code 'NOWHERE'" in result.output
     assert "Traceback" not in result.output
+    result = runner("permits", "import", "--dry-run", str(bad))
+    assert result.exit_code == 1 and "no zone with code 'NOWHERE'" in result.output
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([_json_permit()]), encoding="utf-8")
+    result = runner("permits", "import", "--dry-run", str(good))
+    assert result.exit_code == 0 and "1 valid permits; nothing stored" in result.output
+    assert list_permits(db) == []
     result = runner("permits", "import", str(tmp_path / "missing.csv"))
     assert result.exit_code == 1 and "cannot read the file" in result.output
     result = runner("permits", "show", "NOPE")
