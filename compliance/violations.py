@@ -166,9 +166,13 @@ class ViolationWriter:
                 [(vid, "system", action) for vid, action in events],
             )
         ids = [vid for vid, _, _ in returned]
+        self.attach_evidence(cur, ids)
+        return ids
+
+    def attach_evidence(self, cur, ids: list[int]) -> None:
+        """Copy the fixes around each violation from positions into its evidence."""
         if ids:
             cur.execute(_EVIDENCE, {"margin": self.margin_s, "limit": self.max_fixes, "ids": ids})
-        return ids
 
     def reconcile(self, cur, truck_id: int, since: float, episodes: list[EpisodeRow]) -> None:
         """Make the truck's violations in the replayed window match a replay's episodes."""
@@ -209,9 +213,7 @@ class ViolationWriter:
                     "re-evaluated after late fixes arrived",
                 )
                 if row.end is not None:
-                    cur.execute(
-                        _EVIDENCE, {"margin": self.margin_s, "limit": self.max_fixes, "ids": [vid]}
-                    )
+                    self.attach_evidence(cur, [vid])
         if new_rows:
             self.write(cur, new_rows)
 

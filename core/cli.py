@@ -93,9 +93,10 @@ def bench() -> None:
 
 def _register_subcommands() -> None:
     from compliance.cli import black_trucks, permits
+    from core.collect import collect
     from core.demo import demo
     from geofence.cli import bench_geofence, zones
-    from telemetry.cli import bench_ingest, collect, maintain_cmd
+    from telemetry.cli import bench_ingest, maintain_cmd
     from web.cli import bench_web, user_cmd, web_cmd
 
     cli.add_command(collect)

@@ -47,6 +47,7 @@ def demo(
 
     Prints live counts until Ctrl-C, then stops everything cleanly.
     """
+    from compliance.service import RulesService
     from core.config import load_settings
     from core.db import connect
     from core.embedded import EmbeddedBroker, EmbeddedDatabase
@@ -78,7 +79,10 @@ def demo(
         )
         devices = register_fleet(conn, trucks)
 
-        collector = Collector(settings, client_id="muck-demo-collector")
+        rules = RulesService(settings)
+        rules.start()
+        started.append(rules)
+        collector = Collector(settings, client_id="muck-demo-collector", after_store=rules.hooks)
         collector.start()
         if not collector.wait_connected(15):
             raise click.ClickException(f"cannot connect to MQTT at {settings.mqtt_url}")
@@ -97,13 +101,14 @@ def demo(
             with conn.cursor() as cur:
                 cur.execute(
                     """SELECT (SELECT count(*) FROM truck_state),
-                              (SELECT count(*) FROM positions WHERE truck_id IS NULL)"""
+                              (SELECT count(*) FROM positions WHERE truck_id IS NULL),
+                              (SELECT count(*) FROM violations WHERE status <> 'withdrawn')"""
                 )
-                live, unregistered = cur.fetchone()
+                live, unregistered, violations = cur.fetchone()
             conn.commit()
             click.echo(
                 f"published={fleet.published} {collector.stats.describe()} "
-                f"trucks_live={live} unregistered_fixes={unregistered}"
+                f"trucks_live={live} unregistered_fixes={unregistered} violations={violations}"
             )
             if duration and time.monotonic() - began >= duration:
                 break

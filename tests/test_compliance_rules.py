@@ -178,3 +178,26 @@ def test_trips_are_recorded_with_origin_destination_and_distance(db, settings, c
     assert first[:4] == ("深渣准〔2026〕0001号", "SITE-A", "DISP-B", "completed")
     assert 4700 <= first[4] <= 5300  # metres driven loaded from SITE-A to DISP-B
     assert second[1:4] == ("SITE-A", None, "unloaded_elsewhere")
+
+
+def test_dark_sweep_opens_a_violation_that_the_next_fix_closes(db, settings, city):
+    import datetime as dt
+
+    from compliance.sweep import sweep_dark
+
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED).drive(2000, 0, 35, **LOADED)
+    pipeline = Pipeline(settings, db)
+    pipeline.feed(trace.messages())
+    last_fix = trace.t_ms / 1000 - trace.interval_s
+    now = dt.datetime.fromtimestamp(last_fix + 900, dt.UTC)
+    opened = sweep_dark(db, settings, now)
+    assert len(opened) == 1
+    assert sweep_dark(db, settings, now + dt.timedelta(minutes=1)) == []  # extended, not new
+    (row,) = violations(db)
+    assert row[1:3] == ("going_dark", "gap") and row[4] is None and float(row[5]) >= 15.0
+    # The truck reports again 20 minutes after its last fix: the same violation closes.
+    trace.fixes.clear()
+    trace.gap(1200 - trace.interval_s).drive(4950, 0, 35, **LOADED)
+    pipeline.feed(trace.messages())
+    (row,) = violations(db)
+    assert row[1] == "going_dark" and row[4] is not None and 19.5 <= float(row[5]) <= 20.5

@@ -1,0 +1,94 @@
+"""Compliance inside a collector process: the rules on every stored batch, plus the jobs
+that run on the clock (catalogue reloads, the going-dark sweep, black-truck matching).
+
+    rules = RulesService(settings); rules.start()
+    collector = Collector(settings, after_store=rules.hooks)
+
+The rules run in the collector's transaction (telemetry stays unaware of compliance: it only
+calls the hooks it is given). Clock jobs run one at a time on a connection of their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from compliance.black_trucks import scan as scan_black_trucks
+from compliance.engine import ComplianceEngine
+from compliance.sweep import sweep_dark
+from core.db import connect_settings
+
+log = logging.getLogger(__name__)
+
+
+class RulesService:
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.engine = ComplianceEngine(settings)
+        self._conn = None
+        self._scheduler: BackgroundScheduler | None = None
+
+    @property
+    def hooks(self) -> list:
+        return [self.engine.after_store]
+
+    def _connection(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = connect_settings(self.settings, application_name="muck-rules")
+        return self._conn
+
+    def _job(self, name: str, fn) -> None:
+        try:
+            fn(self._connection())
+        except Exception as exc:  # noqa: BLE001 - a clock job must never stop ingestion
+            log.warning("%s failed: %s", name, exc)
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._conn = None
+
+    def start(self) -> None:
+        self.engine.load(self._connection())
+        cfg = self.settings["compliance"]
+        scheduler = BackgroundScheduler(
+            timezone="UTC",
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+        scheduler.add_job(
+            self._job,
+            "interval",
+            seconds=float(cfg["permits_reload_poll_s"]),
+            args=("catalogue reload", self.engine.refresh),
+        )
+        scheduler.add_job(
+            self._job,
+            "interval",
+            seconds=float(cfg["dark_sweep_s"]),
+            args=("going-dark sweep", self.sweep),
+        )
+        scheduler.add_job(
+            self._job,
+            "interval",
+            seconds=60,
+            args=("black-truck scan", lambda conn: scan_black_trucks(conn, self.settings)),
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def sweep(self, conn) -> list[int]:
+        return sweep_dark(conn, self.settings, dt.datetime.now(dt.UTC))
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
