@@ -804,3 +804,14 @@ def test_cli_user_create_and_token(db, database_url, monkeypatch):
     assert resp.get_json()["role"] == "admin"
     close_app(app)
     assert [r[0] for r in _audit(db, "user.create")] == ["cli"]
+
+
+def test_live_json_fast_path_matches_python_path(db, ids):
+    from web.live import live_trucks, live_trucks_json
+
+    for since in (None, 1):
+        fast = json.loads(live_trucks_json(db, since, overlap_s=0))
+        slow = live_trucks(db, since, overlap_s=0)
+        for doc in (fast, slow):
+            doc.pop("server_ms")
+        assert fast == json.loads(json.dumps(slow))

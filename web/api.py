@@ -17,7 +17,7 @@ from geofence.io import export_geojson
 from geofence.store import load_zones
 from web.auth import require
 from web.db import get_db
-from web.live import live_trucks
+from web.live import live_trucks, live_trucks_json
 from web.params import bad, city_tz, int_arg, page_args, settings, time_range
 from web.queries import local_day_start, overview, track, truck_detail
 
@@ -58,10 +58,12 @@ def trucks_live():
         if not raw.isdigit() or len(raw) > 19:
             bad("since must be the cursor returned by the previous response")
         since = int(raw)
-    payload = live_trucks(
-        get_db(), since, overlap_s=settings()["web"]["live_overlap_s"], crs=_crs()
-    )
-    return Response(_encoder.encode(payload), mimetype="application/json")
+    crs, overlap = _crs(), settings()["web"]["live_overlap_s"]
+    if crs == "wgs84":
+        body = live_trucks_json(get_db(), since, overlap_s=overlap)
+    else:
+        body = _encoder.encode(live_trucks(get_db(), since, overlap_s=overlap, crs=crs))
+    return Response(body, mimetype="application/json")
 
 
 _TRUCK_SORT = {

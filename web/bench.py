@@ -30,7 +30,7 @@ def seed(conn, trucks: int, center: tuple[float, float]) -> None:
         )
         cur.execute(
             """INSERT INTO trucks (plate, company_id, updated_at)
-               SELECT '粤B' || lpad(g::text, 5, '0'), 1 + g % 50, now() - interval '1 hour'
+               SELECT '粤B' || lpad(g::text, 5, '0'), 1 + g %% 50, now() - interval '2 hours'
                FROM generate_series(1, %s) g""",
             (trucks,),
         )
@@ -40,8 +40,8 @@ def seed(conn, trucks: int, center: tuple[float, float]) -> None:
                SELECT id, 'DEV' || id, now() - random() * interval '10 minutes', now(),
                       %s + (random() - 0.5) * 0.6, %s + (random() - 0.5) * 0.6,
                       (random() * 60)::real, (random() * 359)::int,
-                      'closed', 'down', (ARRAY['empty','half','full'])[1 + id % 3]::load_state,
-                      true, now() - interval '1 hour'
+                      'closed', 'down', (ARRAY['empty','half','full'])[1 + id %% 3]::load_state,
+                      true, now() - interval '1 hour' - random() * interval '10 minutes'
                FROM trucks""",
             (center[1], center[0]),
         )

@@ -4,6 +4,13 @@
 from flask_babel import lazy_gettext as _l
 
 TERMS = (
-    _l("supervisor"), _l("enforcement"), _l("credit"), _l("admin"),
-    _l("site"), _l("disposal"), _l("route"), _l("restricted"), _l("speed"),
+    _l("supervisor"),
+    _l("enforcement"),
+    _l("credit"),
+    _l("admin"),
+    _l("site"),
+    _l("disposal"),
+    _l("route"),
+    _l("restricted"),
+    _l("speed"),
 )

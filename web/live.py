@@ -48,6 +48,65 @@ _DELTA = _SELECT + (  # noqa: S608 (constant fragments only)
 )
 
 
+# The same rows aggregated into column arrays by PostgreSQL: one text value instead of
+# 20,000 Python tuples (the WGS-84 fast path; other CRSs convert in numpy).
+_AGG = """
+    SELECT count(*), max(greatest(s.updated_at, t.updated_at)),
+           json_build_object(
+             'id', coalesce(json_agg(s.truck_id), '[]'), 'plate', coalesce(json_agg(t.plate), '[]'),
+             'company_id', coalesce(json_agg(t.company_id), '[]'), 'active', coalesce(json_agg(t.active), '[]'),
+             'lon', coalesce(json_agg(s.lon), '[]'), 'lat', coalesce(json_agg(s.lat), '[]'),
+             'speed', coalesce(json_agg(s.speed_kmh), '[]'), 'heading', coalesce(json_agg(s.heading), '[]'),
+             'load', coalesce(json_agg(s.load), '[]'), 'lid', coalesce(json_agg(s.lid), '[]'),
+             'lift', coalesce(json_agg(s.lift), '[]'), 'acc', coalesce(json_agg(s.acc), '[]'),
+             'fix_ms', coalesce(json_agg((extract(epoch FROM s.fix_time) * 1000)::bigint), '[]'),
+             'alarms', coalesce(json_agg(s.alarms), '[]'))::text,
+           array_agg(DISTINCT t.company_id) FILTER (WHERE t.company_id IS NOT NULL)
+    FROM truck_state s JOIN trucks t ON t.id = s.truck_id
+"""
+_AGG_FULL = _AGG + " WHERE t.active"
+_AGG_DELTA = _AGG + (  # noqa: S608 (constant fragments only)
+    " WHERE s.truck_id IN (SELECT truck_id FROM truck_state WHERE updated_at > %(since)s"
+    " UNION SELECT id FROM trucks WHERE updated_at > %(since)s)"
+)
+
+
+def live_trucks_json(conn, since: int | None, *, overlap_s: float) -> bytes:
+    """`live_trucks` for WGS-84 as ready JSON bytes, built by PostgreSQL (same document)."""
+    import json
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        server_now = cur.fetchone()[0]
+        if since is None:
+            cur.execute(_AGG_FULL)
+        else:
+            start = cursor_to_time(since) - dt.timedelta(seconds=overlap_s)
+            cur.execute(_AGG_DELTA, {"since": start})
+        count, top, columns, company_ids = cur.fetchone()
+        companies = {}
+        if company_ids:
+            cur.execute("SELECT id, name FROM companies WHERE id = ANY(%s)", (company_ids,))
+            companies = {str(cid): name for cid, name in cur.fetchall()}
+    conn.rollback()
+    newest = cursor_to_time(since) if since is not None else None
+    if top is not None and (newest is None or top > newest):
+        newest = top
+    if newest is None:
+        newest = server_now
+    head = {
+        "full": since is None,
+        "cursor": str(time_to_cursor(newest)),
+        "server_ms": int(server_now.timestamp() * 1000),
+        "count": count,
+        "crs": "wgs84",
+        "fields": list(FIELDS),
+        "companies": companies,
+    }
+    text = json.dumps(head, ensure_ascii=False)
+    return (text[:-1] + ', "trucks": ' + columns + "}").encode()
+
+
 def cursor_to_time(cursor: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=cursor)
 

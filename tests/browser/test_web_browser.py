@@ -71,7 +71,10 @@ def test_live_map_draws_moves_and_opens_a_track(server, page, db):
     _, ids = seed_fleet(db, n=40)
     _login(page, server, "watcher")
     page.goto(server + "/map")
-    page.wait_for_function("window.muckMap && window.muckMap.trucks.size === 40 && window.muckMap.drawnCount > 5", timeout=15000)
+    page.wait_for_function(
+        "window.muckMap && window.muckMap.trucks.size === 40 && window.muckMap.drawnCount > 5",
+        timeout=15000,
+    )
     # the trucks are pixels on the canvas, not DOM elements
     assert page.locator(".leaflet-marker-icon").count() == 0
     x, y = page.evaluate(f"window.muckMap.positions[{ids[0]}]")
