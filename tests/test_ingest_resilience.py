@@ -34,6 +34,18 @@ def stream(devices: int, per_device: int, start_ms: int) -> list[tuple[str, byte
     ]
 
 
+def publish_paced(url: str, messages: list, per_second: int) -> None:
+    """Publish at about `per_second` messages/s (one connection) and wait for every PUBACK."""
+    step = max(1, per_second // 10)
+
+    def paced():
+        for i in range(0, len(messages), step):
+            yield from messages[i : i + step]
+            time.sleep(0.1)
+
+    publish(url, paced())
+
+
 def stored(conn) -> int:
     return count(conn, "SELECT count(*) FROM positions")
 
@@ -116,9 +128,10 @@ def test_database_outage_loses_nothing(broker, stoppable_database, monkeypatch, 
     )
     messages = stream(devices=20, per_device=150, start_ms=now_ms() - 3_600_000)
     with running_collector(settings) as collector:
-        publisher = threading.Thread(target=publish, args=(broker.url, messages))
+        # Spread the stream over ~6 s so that the outage falls in the middle of it.
+        publisher = threading.Thread(target=publish_paced, args=(broker.url, messages, 500))
         publisher.start()
-        time.sleep(0.5)
+        time.sleep(1.0)
         restart_after(4.0)
         publisher.join()
         conn = connect(url)
