@@ -299,3 +299,95 @@ def change_status(
         )
     conn.commit()
     return target
+
+
+KINDS = (
+    "route_deviation",
+    "unsealed_transport",
+    "illegal_dumping",
+    "unapproved_disposal",
+    "speeding",
+    "restricted_zone",
+    "restricted_hours",
+    "going_dark",
+    "no_valid_permit",
+)
+STATUSES = ("new", "confirmed", "dismissed", "case_opened", "closed", "withdrawn")
+
+
+@dataclass
+class ViolationSummary:
+    id: int
+    plate: str
+    company: str | None
+    kind: str
+    started_at: Any
+    ended_at: Any
+    worst_value: float | None
+    worst_unit: str
+    severity: str
+    status: str
+    permit_no: str | None
+    zone_code: str | None
+
+
+def list_violations(
+    conn,
+    *,
+    kind: str | None = None,
+    status: str | None = None,
+    plate: str | None = None,
+    since=None,
+    until=None,
+    limit: int = 100,
+) -> list[ViolationSummary]:
+    """Newest first, filtered; every filter is a bound parameter."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT v.id, t.plate, c.name, v.kind, v.started_at, v.ended_at, v.worst_value,
+                      v.worst_unit, v.severity, v.status, v.permit_no, v.zone_code
+               FROM violations v JOIN trucks t ON t.id = v.truck_id
+               LEFT JOIN companies c ON c.id = v.company_id
+               WHERE (%(kind)s::text IS NULL OR v.kind = %(kind)s)
+                 AND (%(status)s::text IS NULL OR v.status = %(status)s)
+                 AND (%(plate)s::text IS NULL OR t.plate = %(plate)s)
+                 AND (%(since)s::timestamptz IS NULL OR v.started_at >= %(since)s)
+                 AND (%(until)s::timestamptz IS NULL OR v.started_at < %(until)s)
+               ORDER BY v.started_at DESC, v.id DESC LIMIT %(limit)s""",
+            {
+                "kind": kind,
+                "status": status,
+                "plate": plate,
+                "since": since,
+                "until": until,
+                "limit": limit,
+            },
+        )
+        rows = [ViolationSummary(*row) for row in cur.fetchall()]
+    conn.commit()
+    return rows
+
+
+def get_violation(conn, violation_id: int) -> tuple[dict, list[dict]] | None:
+    """The violation with its evidence, and its events in order."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT to_jsonb(v) || jsonb_build_object('plate', t.plate, 'company', c.name,
+                                                        'credit_code', c.credit_code)
+               FROM violations v JOIN trucks t ON t.id = v.truck_id
+               LEFT JOIN companies c ON c.id = v.company_id WHERE v.id = %s""",
+            (violation_id,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            conn.commit()
+            return None
+        cur.execute(
+            """SELECT jsonb_build_object('at', at, 'actor', actor, 'action', action,
+                                         'before', before, 'after', after, 'note', note)
+               FROM violation_events WHERE violation_id = %s ORDER BY at, id""",
+            (violation_id,),
+        )
+        events = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    return row[0], events
