@@ -472,3 +472,46 @@ for _action, _help in (
         )(_cmd)
     _cmd = click.argument("violation_id", type=int)(_cmd)
     violations.command(_action)(_cmd)
+
+
+@click.command("rules")
+@click.option(
+    "--trucks",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Registered trucks (one fix each per round).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Rounds of fixes (10 s apart) for each measurement.",
+)
+@click.option(
+    "--polygons",
+    type=click.IntRange(min=0),
+    default=1800,
+    show_default=True,
+    help="Synthetic polygon zones.",
+)
+@click.option(
+    "--routes",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Synthetic route corridors of 1,000 vertices.",
+)
+@pass_ctx
+def bench_rules(mctx, trucks, rounds, polygons, routes) -> None:
+    """What the compliance rules add to ingesting a batch (scratch database, dropped after)."""
+    from compliance.bench import run_rules_bench
+
+    if not mctx.settings.database_url:
+        raise click.ClickException("MUCK_DATABASE_URL is not set")
+    click.echo(
+        run_rules_bench(
+            mctx.settings, trucks=trucks, rounds=rounds, polygons=polygons, routes=routes
+        )
+    )

@@ -15,6 +15,8 @@ therefore ends with the same violations as the same fixes in order.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -22,7 +24,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import psycopg2.extras
 
 from compliance.frame import FixColumns, FixFrame, build_frame
 from compliance.permits import PermitCatalog
@@ -55,8 +56,7 @@ PIPELINE: tuple[type[Rule], ...] = (
     NoValidPermit,
 )
 
-_STATE_VERSION = 1
-_RUN_FIELDS = 5  # active, start_t, last_t, worst, fired
+_STATE_VERSION = 2
 # JSON has no infinity: "never" and "no value yet" are stored as this and read back as -inf.
 _NEVER = -1e300
 
@@ -68,7 +68,8 @@ class TruckState(msgspec.Struct, omit_defaults=True):
     layout: str = ""
     cp: float = _NEVER  # device time of the last fix processed
     last: list[float] = []  # last_t, last_loaded, last_operating, on_route
-    runs: list[float] = []  # _RUN_FIELDS per stream, in pipeline order
+    # Open runs only (most trucks have none): stream position -> [start_t, worst, fired].
+    runs: dict[int, list[float]] = {}
     snap: float = _NEVER  # device time of the last snapshot taken
     trip: list = []  # compliance.trips carry
 
@@ -77,16 +78,18 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(TruckState).decode
 
 
+_STATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS rule_state_staging (
+    truck_id bigint, state jsonb, cp float8
+) ON COMMIT DELETE ROWS
+"""
+
+
 @dataclass
 class Outcome:
     episodes: list[EpisodeRow]
     states: dict[int, TruckState]
     trips: list[TripRow]
-
-
-def _stored(value: float) -> float:
-    value = float(value)
-    return value if math.isfinite(value) else _NEVER
 
 
 class ComplianceEngine:
@@ -108,7 +111,10 @@ class ComplianceEngine:
         rules = settings["rules"]
         self.rules: list[Rule] = [rule(rules[rule.kind], settings) for rule in PIPELINE]
         self.streams = [(r, name) for r in self.rules for name in r.stream_names]
-        self.layout = ",".join(f"{r.kind}.{name}" for r, name in self.streams)
+        # Stored with each state (as a short hash) so that a changed pipeline starts afresh
+        # instead of misreading old carries.
+        layout = ",".join(f"{r.kind}.{name}" for r, name in self.streams)
+        self.layout = hashlib.sha1(layout.encode()).hexdigest()[:10]
         self.writer = ViolationWriter(settings)
 
     # -- catalogues ------------------------------------------------------------------------
@@ -131,7 +137,8 @@ class ComplianceEngine:
             return self._fresh()
         state = _decode(raw if isinstance(raw, bytes | str) else msgspec.json.encode(raw))
         if state.v != _STATE_VERSION or state.layout != self.layout:
-            log.info("rule layout changed; truck rule state restarts")
+            if state.layout:
+                log.info("rule pipeline changed; truck rule state restarts")
             return self._fresh()
         return state
 
@@ -142,23 +149,16 @@ class ComplianceEngine:
         ).reshape(m, 4)
         last[last <= _NEVER] = -np.inf
         carried = Carried(last[:, 0], last[:, 1] > 0, last[:, 2] > 0, last[:, 3] > 0)
-        width = _RUN_FIELDS * len(self.streams)
-        empty = [0.0, 0.0, _NEVER, _NEVER, 0.0] * len(self.streams)
-        runs = np.array([s.runs if s.runs else empty for s in states], float).reshape(m, width)
-        runs[runs <= _NEVER] = -np.inf
-        carries = []
-        for k in range(len(self.streams)):
-            block = runs[:, k * _RUN_FIELDS : (k + 1) * _RUN_FIELDS]
-            carries.append(
-                RunCarry(
-                    block[:, 0] > 0,
-                    block[:, 1].copy(),
-                    block[:, 2].copy(),
-                    block[:, 3].copy(),
-                    block[:, 4] > 0,
-                    np.full(m, -1, np.int64),
-                )
-            )
+        carries = [RunCarry.empty(m) for _ in self.streams]
+        for slot, state in enumerate(states):
+            for k, (start_t, worst, fired) in state.runs.items():
+                carry = carries[int(k)]
+                carry.active[slot] = True
+                carry.start_t[slot] = start_t
+                carry.worst[slot] = -np.inf if worst <= _NEVER else worst
+                carry.fired[slot] = fired > 0
+        for carry in carries:
+            carry.last_t[:] = carried.last_t  # every stream has seen the truck's last fix
         return carried, carries
 
     # -- the pipeline ----------------------------------------------------------------------
@@ -201,21 +201,22 @@ class ComplianceEngine:
             frame, decode_carry([s.trip for s in before]), frame.codes, self.abandon_after_s
         )
         out: dict[int, TruckState] = {}
-        for slot, truck in enumerate(trucks):
-            runs: list[float] = []
-            for carry in new_runs:
-                runs += [
-                    float(carry.active[slot]),
-                    _stored(carry.start_t[slot]),
-                    _stored(carry.last_t[slot]),
-                    _stored(carry.worst[slot]),
+        open_runs: list[dict[int, list[float]]] = [{} for _ in trucks]
+        for k, carry in enumerate(new_runs):
+            for slot in np.flatnonzero(carry.active).tolist():
+                worst = carry.worst[slot]
+                open_runs[slot][k] = [
+                    float(carry.start_t[slot]),
+                    float(worst) if np.isfinite(worst) else _NEVER,
                     float(carry.fired[slot]),
                 ]
+        lasts = np.where(np.isfinite(new_last), new_last, _NEVER).tolist()
+        for slot, truck in enumerate(trucks):
             out[truck] = TruckState(
                 layout=self.layout,
-                cp=_stored(new_last[slot, 0]),
-                last=[_stored(x) for x in new_last[slot]],
-                runs=runs,
+                cp=lasts[slot][0],
+                last=lasts[slot],
+                runs=open_runs[slot],
                 snap=before[slot].snap,
                 trip=encode_carry(trip_carry, slot),
             )
@@ -331,7 +332,7 @@ class ComplianceEngine:
     def process(self, cur, cols: FixColumns) -> None:
         trucks = sorted({int(t) for t in cols.truck_id})
         cur.execute(
-            """SELECT truck_id, rule_state FROM truck_state WHERE truck_id = ANY(%s)
+            """SELECT truck_id, rule_state::text FROM truck_state WHERE truck_id = ANY(%s)
                ORDER BY truck_id FOR UPDATE""",
             (trucks,),
         )
@@ -349,36 +350,39 @@ class ComplianceEngine:
             self._replay(cur, truck, float(late.min()))
 
     def _save(self, cur, states: dict[int, TruckState]) -> None:
-        snapshots = []
-        rows = []
+        """Checkpoint the carries (COPY into a staging table, one UPDATE), and snapshot the
+        trucks whose device time crossed a `snapshot_every_s` boundary."""
+        every = self.snapshot_every_s
+        lines, snapshots = [], []
         for truck, state in states.items():
-            if state.cp > _NEVER and (
-                state.snap <= _NEVER
-                or state.cp // self.snapshot_every_s > state.snap // self.snapshot_every_s
-            ):
+            if state.snap > _NEVER and state.cp // every > state.snap // every:
                 state.snap = state.cp
-                snapshots.append((truck, state.cp, _encode(state).decode()))
-            rows.append((truck, _encode(state).decode(), state.cp))
-        psycopg2.extras.execute_values(
-            cur,
-            """UPDATE truck_state AS s SET rule_state = v.state::jsonb,
+                snapshots.append(truck)
+            elif state.snap <= _NEVER:
+                state.snap = state.cp  # start counting; no snapshot needed before the first
+            text = _encode(state).decode().replace("\\", "\\\\")
+            lines.append(f"{truck}\t{text}\t{state.cp!r}\n")
+        cur.execute(_STATE_STAGING)
+        cur.copy_expert("COPY rule_state_staging FROM STDIN", io.StringIO("".join(lines)))
+        cur.execute(
+            """UPDATE truck_state AS s SET rule_state = v.state,
                    rule_checkpoint = to_timestamp(v.cp)
-               FROM (VALUES %s) AS v(truck_id, state, cp) WHERE s.truck_id = v.truck_id""",
-            rows,
+               FROM rule_state_staging v WHERE s.truck_id = v.truck_id"""
         )
         if snapshots:
-            psycopg2.extras.execute_values(
-                cur,
-                """INSERT INTO rule_snapshots (truck_id, at, state) VALUES %s
+            cur.execute(
+                """INSERT INTO rule_snapshots (truck_id, at, state)
+                   SELECT truck_id, cp, state FROM rule_state_staging
+                   WHERE truck_id = ANY(%s)
                    ON CONFLICT (truck_id, at) DO UPDATE SET state = EXCLUDED.state""",
-                snapshots,
-                template="(%s, %s, %s::jsonb)",
+                (snapshots,),
             )
+        cur.execute("DELETE FROM rule_state_staging")
 
     def _replay(self, cur, truck: int, earliest: float) -> None:
         """Re-run a truck's rules from the newest snapshot before `earliest`."""
         cur.execute(
-            """SELECT at, state FROM rule_snapshots WHERE truck_id = %s AND at < %s
+            """SELECT at, state::text FROM rule_snapshots WHERE truck_id = %s AND at < %s
                ORDER BY at DESC LIMIT 1""",
             (truck, earliest),
         )

@@ -59,6 +59,7 @@ class FixColumns:
 @dataclass
 class FixFrame:
     cols: FixColumns  # sorted by (truck, t)
+    index: GeofenceIndex  # the geofence index the frame was evaluated with
     slot: np.ndarray  # truck slot per fix
     trucks: np.ndarray  # truck id per slot
     seg_start: np.ndarray
@@ -72,7 +73,9 @@ class FixFrame:
     speed_limit: np.ndarray  # km/h applicable at the fix
     permit: list[Permit | None]  # valid permit per fix
     has_permit: np.ndarray
-    route_distance: np.ndarray  # m from the permit's nearest approved route; nan if none
+    route_distance: np.ndarray  # m from the permit's nearest approved route; nan if none;
+    # capped at the index's search radius (>= 2 x width): "at least this far" beyond it
+    route_index: np.ndarray  # zone index of that route, -1 if none
     route_width: np.ndarray  # corridor width of that route; nan if none
     approved_disposal: np.ndarray  # the disposal site at the fix is on the permit
     origin_site: np.ndarray  # the site at the fix is the permit's origin
@@ -134,6 +137,7 @@ def build_frame(
     # Route distance: one vectorised call per route position (permits rarely have more
     # than one or two approved routes); the nearest approved route counts.
     max_routes = max((len(p.routes) for p in permit if p is not None), default=0)
+    route_index = np.full(n, -1, np.int64)
     for k in range(max_routes):
         route_idx = np.full(n, -1, np.int64)
         for i, p in enumerate(permit):
@@ -144,20 +148,15 @@ def build_frame(
             continue
         d = np.full(n, np.nan)
         d[sel] = index.route_distance(cols.lon[sel], cols.lat[sel], route_idx[sel])
-        # Beyond the index's search radius the fast path says only "at least this far";
-        # deviating fixes are few, so measure those exactly (the worst value is evidence).
-        capped = sel & (d >= index.route_radius_m(np.where(sel, route_idx, -1)))
-        if capped.any():
-            d[capped] = index.route_distance_exact(
-                cols.lon[capped], cols.lat[capped], route_idx[capped]
-            )
         w = np.full(n, np.nan)
         w[sel] = index.width_m[route_idx[sel]]
         better = sel & (np.isnan(route_distance) | (d - w < route_distance - route_width))
         route_distance = np.where(better, d, route_distance)
         route_width = np.where(better, w, route_width)
+        route_index = np.where(better, route_idx, route_index)
     return FixFrame(
         cols=cols,
+        index=index,
         slot=slot,
         trucks=trucks,
         seg_start=seg_start,
@@ -173,6 +172,7 @@ def build_frame(
         has_permit=has_permit,
         route_distance=route_distance,
         route_width=route_width,
+        route_index=route_index,
         approved_disposal=approved_disposal,
         origin_site=origin_site,
         operating=operating,

@@ -92,7 +92,7 @@ def bench() -> None:
 
 
 def _register_subcommands() -> None:
-    from compliance.cli import black_trucks, permits, violations
+    from compliance.cli import bench_rules, black_trucks, permits, violations
     from core.collect import collect
     from core.demo import demo
     from geofence.cli import bench_geofence, zones
@@ -110,6 +110,7 @@ def _register_subcommands() -> None:
     cli.add_command(violations)
     bench.add_command(bench_ingest)
     bench.add_command(bench_geofence)
+    bench.add_command(bench_rules)
     bench.add_command(bench_web)
 
 

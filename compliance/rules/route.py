@@ -39,6 +39,15 @@ class RouteDeviation(Rule):
         on = self.on_route(frame, carried)
         cond = frame.loaded & frame.has_permit & ~on & (frame.site < 0) & (frame.disposal < 0)
         distance = np.nan_to_num(frame.route_distance, nan=0.0)
+        # The fast distance is capped at the index's search radius; the worst value is
+        # evidence, so measure the deviating fixes beyond it exactly (they are few).
+        radius = frame.index.route_radius_m(frame.route_index)
+        far = cond & (frame.route_index >= 0) & (distance >= radius)
+        if far.any():
+            distance = distance.copy()
+            distance[far] = frame.index.route_distance_exact(
+                frame.cols.lon[far], frame.cols.lat[far], frame.route_index[far]
+            )
         return [Stream("off_route", cond, distance, self.min_duration_s)]
 
     def severity(self, duration_s: float, worst: float) -> str:
