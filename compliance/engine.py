@@ -59,6 +59,7 @@ PIPELINE: tuple[type[Rule], ...] = (
 _STATE_VERSION = 2
 # JSON has no infinity: "never" and "no value yet" are stored as this and read back as -inf.
 _NEVER = -1e300
+_NEW_TRUCK_LOCK = 0x7275  # advisory-lock namespace for trucks without a truck_state row
 
 
 class TruckState(msgspec.Struct, omit_defaults=True):
@@ -76,13 +77,6 @@ class TruckState(msgspec.Struct, omit_defaults=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(TruckState).decode
-
-
-_STATE_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS rule_state_staging (
-    truck_id bigint, state jsonb, cp float8
-) ON COMMIT DELETE ROWS
-"""
 
 
 @dataclass
@@ -331,12 +325,22 @@ class ComplianceEngine:
 
     def process(self, cur, cols: FixColumns) -> None:
         trucks = sorted({int(t) for t in cols.truck_id})
-        cur.execute(
-            """SELECT truck_id, rule_state::text FROM truck_state WHERE truck_id = ANY(%s)
-               ORDER BY truck_id FOR UPDATE""",
-            (trucks,),
-        )
+        # Lock the trucks' rows: collectors sharing a subscription never evaluate one truck
+        # at the same time, and each starts from the state the other committed.
+        select = """SELECT truck_id, rule_state::text FROM truck_state
+                    WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
+        cur.execute(select, (trucks,))
         states = {truck: self._parse(raw) for truck, raw in cur.fetchall()}
+        new = [t for t in trucks if t not in states]
+        if new:
+            # No row to lock yet: a transaction-scoped advisory lock per new truck, then look
+            # again (another collector may have committed the truck's first batch meanwhile).
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t",
+                (_NEW_TRUCK_LOCK, new),
+            )
+            cur.execute(select, (new,))
+            states.update({truck: self._parse(raw) for truck, raw in cur.fetchall()})
         cp = np.array([states[int(t)].cp if int(t) in states else _NEVER for t in cols.truck_id])
         late_trucks = set(np.unique(cols.truck_id[cols.t <= cp]).tolist())
         on_time = ~np.isin(cols.truck_id, list(late_trucks))
@@ -350,8 +354,9 @@ class ComplianceEngine:
             self._replay(cur, truck, float(late.min()))
 
     def _save(self, cur, states: dict[int, TruckState]) -> None:
-        """Checkpoint the carries (COPY into a staging table, one UPDATE), and snapshot the
-        trucks whose device time crossed a `snapshot_every_s` boundary."""
+        """Hand the new carries to the batch's truck_state write (telemetry.store merges
+        truck_state_staging into the same row update), and snapshot the trucks whose device
+        time crossed a `snapshot_every_s` boundary."""
         every = self.snapshot_every_s
         lines, snapshots = [], []
         for truck, state in states.items():
@@ -362,22 +367,15 @@ class ComplianceEngine:
                 state.snap = state.cp  # start counting; no snapshot needed before the first
             text = _encode(state).decode().replace("\\", "\\\\")
             lines.append(f"{truck}\t{text}\t{state.cp!r}\n")
-        cur.execute(_STATE_STAGING)
-        cur.copy_expert("COPY rule_state_staging FROM STDIN", io.StringIO("".join(lines)))
-        cur.execute(
-            """UPDATE truck_state AS s SET rule_state = v.state,
-                   rule_checkpoint = to_timestamp(v.cp)
-               FROM rule_state_staging v WHERE s.truck_id = v.truck_id"""
-        )
+        cur.copy_expert("COPY truck_state_staging FROM STDIN", io.StringIO("".join(lines)))
         if snapshots:
             cur.execute(
                 """INSERT INTO rule_snapshots (truck_id, at, state)
-                   SELECT truck_id, cp, state FROM rule_state_staging
+                   SELECT truck_id, checkpoint, rule_state FROM truck_state_staging
                    WHERE truck_id = ANY(%s)
                    ON CONFLICT (truck_id, at) DO UPDATE SET state = EXCLUDED.state""",
                 (snapshots,),
             )
-        cur.execute("DELETE FROM rule_state_staging")
 
     def _replay(self, cur, truck: int, earliest: float) -> None:
         """Re-run a truck's rules from the newest snapshot before `earliest`."""

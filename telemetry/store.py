@@ -26,6 +26,11 @@ CREATE TEMP TABLE IF NOT EXISTS positions_staging (
     lat float8, lon float8, speed_kmh real, heading smallint, altitude_m real,
     lid lid_state, lift lift_state, load load_state, weight_kg real, acc boolean,
     alarms text[], sats smallint, hdop real, seq bigint
+) ON COMMIT DELETE ROWS;
+-- After-store hooks (the compliance rules) put each truck's new rule state here; the
+-- truck_state upsert below merges it.
+CREATE TEMP TABLE IF NOT EXISTS truck_state_staging (
+    truck_id bigint PRIMARY KEY, rule_state jsonb NOT NULL, checkpoint float8 NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
@@ -60,24 +65,45 @@ WHERE (p.lat, p.lon, p.speed_kmh, p.heading, p.lid, p.lift, p.load, p.acc)
       (s.lat, s.lon, s.speed_kmh, s.heading, s.lid, s.lift, s.load, s.acc)
 """
 
+# The latest fix of each truck in the batch, merged with the rule state that after-store hooks
+# left in truck_state_staging (rule state is checkpointed in the same row, with one write).
+# A late fix never moves the position back, but its rule state still lands.
 _TRUCK_STATE = """
 INSERT INTO truck_state AS t (truck_id, device_id, fix_time, received_at, lat, lon, speed_kmh,
-                              heading, lid, lift, load, acc, alarms, updated_at)
-SELECT DISTINCT ON (truck_id)
-       truck_id, device_id,
-       timestamptz 'epoch' + fix_ms * interval '1 millisecond',
-       timestamptz 'epoch' + received_ms * interval '1 millisecond',
-       lat, lon, speed_kmh, heading, lid, lift, load, acc, alarms, now()
-FROM positions_staging
-WHERE truck_id IS NOT NULL
-ORDER BY truck_id, fix_ms DESC
+                              heading, lid, lift, load, acc, alarms, rule_state,
+                              rule_checkpoint, updated_at)
+SELECT l.truck_id, l.device_id, l.fix_time, l.received_at, l.lat, l.lon, l.speed_kmh,
+       l.heading, l.lid, l.lift, l.load, l.acc, l.alarms,
+       COALESCE(r.rule_state, '{}'::jsonb), to_timestamp(r.checkpoint), now()
+FROM (
+    SELECT DISTINCT ON (truck_id)
+           truck_id, device_id,
+           timestamptz 'epoch' + fix_ms * interval '1 millisecond' AS fix_time,
+           timestamptz 'epoch' + received_ms * interval '1 millisecond' AS received_at,
+           lat, lon, speed_kmh, heading, lid, lift, load, acc, alarms
+    FROM positions_staging
+    WHERE truck_id IS NOT NULL
+    ORDER BY truck_id, fix_ms DESC
+) l
+LEFT JOIN truck_state_staging r ON r.truck_id = l.truck_id
 ON CONFLICT (truck_id) DO UPDATE SET
-    device_id = EXCLUDED.device_id, fix_time = EXCLUDED.fix_time,
-    received_at = EXCLUDED.received_at, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
-    speed_kmh = EXCLUDED.speed_kmh, heading = EXCLUDED.heading, lid = EXCLUDED.lid,
-    lift = EXCLUDED.lift, load = EXCLUDED.load, acc = EXCLUDED.acc,
-    alarms = EXCLUDED.alarms, updated_at = now()
-WHERE t.fix_time < EXCLUDED.fix_time
+    device_id = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.device_id ELSE t.device_id END,
+    received_at = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.received_at ELSE t.received_at END,
+    lat = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.lat ELSE t.lat END,
+    lon = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.lon ELSE t.lon END,
+    speed_kmh = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.speed_kmh ELSE t.speed_kmh END,
+    heading = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.heading ELSE t.heading END,
+    lid = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.lid ELSE t.lid END,
+    lift = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.lift ELSE t.lift END,
+    load = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.load ELSE t.load END,
+    acc = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.acc ELSE t.acc END,
+    alarms = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.alarms ELSE t.alarms END,
+    fix_time = GREATEST(t.fix_time, EXCLUDED.fix_time),
+    rule_state = CASE WHEN EXCLUDED.rule_checkpoint IS NULL THEN t.rule_state
+                      ELSE EXCLUDED.rule_state END,
+    rule_checkpoint = COALESCE(EXCLUDED.rule_checkpoint, t.rule_checkpoint),
+    updated_at = now()
+WHERE t.fix_time < EXCLUDED.fix_time OR EXCLUDED.rule_checkpoint IS NOT NULL
 """
 
 
@@ -206,6 +232,10 @@ class BatchWriter:
                                 )
                             )
                         result.duplicates -= len(result.conflicts)
+                    # Rules run here: after the fixes are in, before truck_state is written,
+                    # so that the state they checkpoint goes into the same row write.
+                    for hook in self.after_store:
+                        hook(cur, batch)
                     cur.execute(_TRUCK_STATE)
                 quarantined = batch.quarantined + result.conflicts
                 if quarantined:
@@ -262,8 +292,6 @@ class BatchWriter:
                             for device, (status, ms) in batch.statuses.items()
                         ],
                     )
-                for hook in self.after_store:
-                    hook(cur, batch)
             conn.commit()
         except BaseException:
             self._known_days = None
