@@ -79,7 +79,9 @@ def advance(
     first = np.flatnonzero(frame.seg_start)
     base = np.zeros(frame.trucks.size)  # cum value the open trip's distance counts from
     base[frame.slot[first]] = np.r_[0.0, cum][first]
-    site_code = np.where(frame.site >= 0, codes[np.maximum(frame.site, 0)], None)
+    site_code = np.full(len(frame), None, dtype=object)
+    has_site = frame.site >= 0
+    site_code[has_site] = codes[frame.site[has_site]]
     for i in np.flatnonzero((loaded != was_loaded) | (frame.site >= 0)):
         s = int(frame.slot[i])
         if loaded[i] and not was_loaded[i]:

@@ -122,6 +122,9 @@ class BenchReport:
     store_seconds: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     ceiling_rate: float | None = None
+    registered: bool = False
+    rules: bool = True
+    alert_latency_ms: dict[str, float] = field(default_factory=dict)
     collector_duplicates: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -129,7 +132,9 @@ class BenchReport:
         lost = self.messages - self.stored
         lines = [
             f"messages published: {self.messages} from {self.publishers} publisher process(es), "
-            f"QoS {self.qos}, {self.collectors} collector process(es)",
+            f"QoS {self.qos}, {self.collectors} collector process(es), "
+            f"devices {'registered' if self.registered else 'unregistered'}, "
+            f"rules {'on' if self.rules else 'off'}",
             f"publish rate:       {self.messages / self.publish_seconds:,.0f} msg/s"
             if self.publish_seconds
             else "publish rate: n/a",
@@ -141,6 +146,11 @@ class BenchReport:
             "latency publish→write: "
             + ", ".join(f"{k} {v:.0f} ms" for k, v in self.latency_ms.items()),
         ]
+        if self.alert_latency_ms:
+            lines.append(
+                "alerts (publish of the fix that made a violation certain → violation row): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in self.alert_latency_ms.items())
+            )
         if self.ceiling_rate is not None:
             lines.append(
                 f"broker ceiling:     {self.ceiling_rate:,.0f} msg/s to a subscriber that does nothing"
@@ -229,6 +239,8 @@ def run_ingest_bench(
     rate: float,
     qos: int,
     measure_ceiling: bool = True,
+    registered: bool = False,
+    rules: bool = True,
 ) -> BenchReport:
     url = settings.mqtt_endpoint().url()
     report = BenchReport(messages, publishers, collectors, qos)
@@ -244,9 +256,13 @@ def run_ingest_bench(
     )
     env = {**os.environ, "MUCK_CONFIG": str(config)}
     muck = str(Path(sys.executable).with_name("muck"))
+    conn = connect_settings(settings, application_name="muck-bench")
+    if registered:
+        _register(conn, run, device_ids)
+    flags = ["--no-maintenance"] + ([] if rules else ["--no-rules"])
     procs = [
         subprocess.Popen(
-            [muck, "collect", "--client-id", f"bench-{run}-{i}", "--no-maintenance"],
+            [muck, "collect", "--client-id", f"bench-{run}-{i}", *flags],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -254,7 +270,6 @@ def run_ingest_bench(
         )
         for i in range(collectors)
     ]
-    conn = connect_settings(settings, application_name="muck-bench")
     try:
         time.sleep(2.0)  # collectors connect and subscribe
         services_before = _service_cpu()
@@ -293,6 +308,8 @@ def run_ingest_bench(
             )
             (p50, p95, p99), worst = cur.fetchone()
         report.latency_ms = {"p50": p50, "p95": p95, "p99": p99, "max": float(worst)}
+        if registered and rules:
+            report.alert_latency_ms = _alert_latency(conn, run)
         collector_cpu = 0.0
         for proc in procs:
             try:
@@ -320,5 +337,78 @@ def run_ingest_bench(
         with conn.cursor() as cur:
             cur.execute("DELETE FROM positions WHERE device_id LIKE %s", (f"B{run}%",))
         conn.commit()
+        if registered:
+            _unregister(conn, run)
         conn.close()
+    report.registered, report.rules = registered, rules
     return report
+
+
+def _alert_latency(conn, run: str) -> dict[str, float]:
+    """For each violation of the bench's trucks: the fix that first satisfied the rule's
+    minimum duration was published at its `ts`; the violation row was written at
+    `detected_at` (its transaction's start, a few ms before commit)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT count(*),
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+               FROM (
+                   SELECT extract(epoch FROM v.detected_at - q.fix_time) * 1000 AS ms
+                   FROM violations v JOIN trucks t ON t.id = v.truck_id
+                   JOIN companies c ON c.id = t.company_id AND c.name = %s
+                   CROSS JOIN LATERAL (
+                       SELECT min(p.fix_time) AS fix_time FROM positions p
+                       WHERE p.truck_id = v.truck_id
+                         AND p.fix_time >= v.started_at
+                             + make_interval(secs => (v.rule_params ->> 'min_duration_s')::float8)
+                   ) q
+                   WHERE q.fix_time IS NOT NULL
+               ) x""",
+            (f"bench {run}",),
+        )
+        n, p50, p99, worst = cur.fetchone()
+    conn.commit()
+    if not n:
+        return {}
+    return {"violations": float(n), "p50 ms": p50, "p99 ms": p99, "max ms": float(worst)}
+
+
+def _register(conn, run: str, device_ids: list[str]) -> None:
+    """Register the bench's devices as trucks of a scratch company, so the rules run on them."""
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO companies (name) VALUES (%s) RETURNING id", (f"bench {run}",))
+        company = cur.fetchone()[0]
+        cur.execute(
+            """INSERT INTO trucks (plate, company_id)
+               SELECT %s || lpad(g::text, 6, '0'), %s FROM generate_series(0, %s) g""",
+            (f"BENCH{run}", company, len(device_ids) - 1),
+        )
+        cur.execute(
+            """INSERT INTO terminals (device_id, truck_id, valid_from)
+               SELECT %s || lpad(substr(t.plate, %s)::text, 5, '0'), t.id, now() - interval '1 day'
+               FROM trucks t WHERE t.company_id = %s""",
+            (f"B{run}", len(f"BENCH{run}") + 2, company),
+        )
+    conn.commit()
+
+
+def _unregister(conn, run: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM companies WHERE name = %s", (f"bench {run}",))
+        company = cur.fetchone()[0]
+        for table in ("violation_events",):
+            cur.execute(
+                f"""DELETE FROM {table} WHERE violation_id IN (
+                       SELECT v.id FROM violations v JOIN trucks t ON t.id = v.truck_id
+                       WHERE t.company_id = %s)""",  # noqa: S608 - fixed table name
+                (company,),
+            )
+        for table in ("violations", "trips", "rule_snapshots", "truck_state", "terminals"):
+            cur.execute(
+                f"DELETE FROM {table} WHERE truck_id IN (SELECT id FROM trucks WHERE company_id = %s)",  # noqa: S608 - fixed table name
+                (company,),
+            )
+        cur.execute("DELETE FROM trucks WHERE company_id = %s", (company,))
+        cur.execute("DELETE FROM companies WHERE id = %s", (company,))
+    conn.commit()

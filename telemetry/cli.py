@@ -39,6 +39,12 @@ def maintain_cmd(mctx: MuckContext) -> None:
     "--rate", type=float, default=0, help="Target total publish rate (0: as fast as possible)."
 )
 @click.option("--skip-ceiling", is_flag=True, help="Skip the broker-only ceiling measurement.")
+@click.option(
+    "--registered",
+    is_flag=True,
+    help="Register the devices as trucks first, so the compliance rules run on every fix.",
+)
+@click.option("--no-rules", is_flag=True, help="Run the collectors with --no-rules.")
 @pass_ctx
 def bench_ingest(
     mctx: MuckContext,
@@ -48,6 +54,8 @@ def bench_ingest(
     collectors: int,
     rate: float,
     skip_ceiling: bool,
+    registered: bool,
+    no_rules: bool,
 ) -> None:
     """End-to-end ingestion benchmark against MUCK_MQTT_URL and MUCK_DATABASE_URL.
 
@@ -66,5 +74,7 @@ def bench_ingest(
         rate=rate,
         qos=1,
         measure_ceiling=not skip_ceiling,
+        registered=registered,
+        rules=not no_rules,
     )
     click.echo(report)

@@ -129,6 +129,7 @@ class Collector:
         delay = self.retry_initial_s
         incoming = [Incoming(topic, payload) for topic, payload, _, _ in received]
         batch = None
+        run_hooks = True
         while True:
             started = time.perf_counter()
             try:
@@ -136,7 +137,7 @@ class Collector:
                 if batch is None:
                     with writer.conn.cursor() as cur:
                         batch = self.ingestor.build(incoming, cur)
-                result = writer.write(batch)
+                result = writer.write(batch, run_hooks=run_hooks)
             except _TRANSIENT_DB_ERRORS as exc:
                 self.stats.db_errors.inc()
                 self._drop_writer()
@@ -146,8 +147,36 @@ class Collector:
                     return False
                 delay = min(delay * 2, self.retry_max_s)
                 continue
+            except Exception:
+                if batch is None or not run_hooks or not self.after_store:
+                    raise
+                # A fault in an after-store hook (the rules) must not stop ingestion: store
+                # the batch without hooks, loudly. The rules resume with the next batch.
+                log.exception("after-store hook failed; storing the batch without it")
+                self.stats.hook_errors.inc()
+                run_hooks = False
+                continue
             self.ingestor.count(batch, result, len(received), time.perf_counter() - started)
             return True
+
+    def _quarantine_all(self, received: list[Received], exc: BaseException) -> bool:
+        """Last resort for a batch that cannot be stored for a reason other than an outage
+        (a bug): keep every message, with the error, so nothing is lost and nothing stalls."""
+        from telemetry.store import Batch, Quarantined
+
+        now = int(time.time() * 1000)
+        batch = Batch(received_ms=now)
+        batch.quarantined = [
+            Quarantined(now, topic, None, "internal_error", repr(exc)[:1000], payload)
+            for topic, payload, _, _ in received
+        ]
+        try:
+            result = self._ensure_writer().write(batch)
+        except Exception:  # noqa: BLE001 - the database itself fails: retry as an outage
+            self._drop_writer()
+            return False
+        self.ingestor.count(batch, result, len(received), 0.0)
+        return True
 
     # -- writer loop --------------------------------------------------------------------
     def _writer_loop(self) -> None:
@@ -173,7 +202,19 @@ class Collector:
                     break
                 acks.append((generation, more))
                 pending.extend(more)
-            if not self._store(pending):
+            while True:
+                try:
+                    stored = self._store(pending)
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop ingestion
+                    log.exception(
+                        "a batch of %d messages cannot be stored; quarantining it", len(pending)
+                    )
+                    stored = self._quarantine_all(pending, exc)
+                    if not stored and not self._stop.is_set():
+                        self._stop.wait(self.retry_initial_s)
+                        continue
+                break
+            if not stored:
                 return  # stopping with the database down: nothing acknowledged, all redelivered
             for generation, part in acks:
                 self.transport.ack(generation, [mid for _, _, mid, qos in part if qos])

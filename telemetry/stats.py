@@ -31,6 +31,11 @@ class IngestStats:
         self.db_errors = Counter(
             "muck_ingest_db_errors", "Failed batch writes (retried)", registry=r
         )
+        self.hook_errors = Counter(
+            "muck_ingest_hook_errors",
+            "Batches stored without their after-store hooks (the rules) after a fault",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "muck_ingest_batch_seconds",
             "Time to decode and commit one batch",
@@ -52,6 +57,7 @@ class IngestStats:
             "sightings": self.sightings._value.get(),
             "batches": self.batches._value.get(),
             "db_errors": self.db_errors._value.get(),
+            "hook_errors": self.hook_errors._value.get(),
         }
 
     def describe(self) -> str:
@@ -63,5 +69,5 @@ class IngestStats:
             f"received={int(s['received'])} stored={int(s['stored'])} "
             f"duplicates={int(s['duplicates'])} quarantined={int(total_q)} ({by_reason}) "
             f"sightings={int(s['sightings'])} batches={int(s['batches'])} "
-            f"db_errors={int(s['db_errors'])}"
+            f"db_errors={int(s['db_errors'])} hook_errors={int(s['hook_errors'])}"
         )

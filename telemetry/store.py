@@ -201,7 +201,7 @@ class BatchWriter:
             self._known_days = set(partitions.existing_partitions(cur))
             partitions.ensure_days(cur, days, self._known_days)
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, run_hooks: bool = True) -> WriteResult:
         result = WriteResult()
         conn = self.conn
         try:
@@ -234,7 +234,7 @@ class BatchWriter:
                         result.duplicates -= len(result.conflicts)
                     # Rules run here: after the fixes are in, before truck_state is written,
                     # so that the state they checkpoint goes into the same row write.
-                    for hook in self.after_store:
+                    for hook in self.after_store if run_hooks else ():
                         hook(cur, batch)
                     cur.execute(_TRUCK_STATE)
                 quarantined = batch.quarantined + result.conflicts

@@ -201,3 +201,19 @@ def test_dark_sweep_opens_a_violation_that_the_next_fix_closes(db, settings, cit
     pipeline.feed(trace.messages())
     (row,) = violations(db)
     assert row[1] == "going_dark" and row[4] is not None and 19.5 <= float(row[5]) <= 20.5
+
+
+def test_rules_run_with_no_zones_and_no_permits(db, settings):
+    """A city before its administrator has drawn anything: every registered truck carrying
+    loads is without a permit, and nothing fails."""
+    import datetime as dt
+
+    from registry.service import bind_terminal, upsert_company, upsert_truck
+
+    with db.cursor() as cur:
+        truck = upsert_truck(cur, "粤B20001", upsert_company(cur, "空白城市公司", None))
+        bind_terminal(cur, "BARE1", truck, dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    db.commit()
+    base = (int(dt.datetime.now(dt.UTC).timestamp()) - 3600) * 1000
+    trace = Trace("BARE1", base).dwell(60, **LOADED).drive(3000, 0, 35, **LOADED)
+    assert run(db, settings, trace) == ["no_valid_permit"]

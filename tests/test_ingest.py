@@ -227,3 +227,36 @@ def test_duplicates_inside_one_batch_are_stored_once_and_counted(settings, db):
     assert (result.stored, result.duplicates, result.conflicts) == (2, 2, [])
     assert sorted(batch.inserted) == [0, 3]
     assert count(db, "SELECT count(*) FROM positions WHERE device_id = 'DUP1'") == 2
+
+
+def test_a_failing_rule_hook_never_stops_ingestion(settings, broker, db):
+    calls = []
+
+    def broken_rules(cur, batch):
+        calls.append(len(batch.fixes))
+        raise ZeroDivisionError("bug in a rule")
+
+    register(db, "DEV7")
+    now = now_ms()
+    with running_collector(settings, after_store=[broken_rules]) as collector:
+        publish(broker.url, [(T.telemetry("DEV7"), fix(now - 9000 + i * 1000)) for i in range(5)])
+        assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") == 5)
+        assert collector.stats.snapshot()["hook_errors"] >= 1
+    assert calls, "the hook was called"
+    assert count(db, "SELECT count(*) FROM truck_state") == 1
+
+
+def test_a_batch_that_cannot_be_stored_is_quarantined_not_lost(settings, broker, db, monkeypatch):
+    from telemetry.ingest import Ingestor
+
+    def broken_build(self, messages, cur):
+        raise RuntimeError("bug while decoding")
+
+    monkeypatch.setattr(Ingestor, "build", broken_build)
+    with running_collector(settings):
+        publish(broker.url, [(T.telemetry("DEV8"), fix(now_ms() - 1000))])
+        assert wait_until(
+            lambda: (
+                count(db, "SELECT count(*) FROM quarantine WHERE reason = 'internal_error'") == 1
+            )
+        )
