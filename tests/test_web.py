@@ -154,6 +154,15 @@ ROUTES = [
     ("/api/v1/trucks/{truck}/track", "map"),
     ("/api/v1/companies", "map"),
     ("/api/v1/zones", "map"),
+    ("/violations/", "violations"),
+    ("/violations/{violation}", "violations"),
+    ("/violations/export.csv", "enforce"),
+    ("/violations/export.xlsx", "enforce"),
+    ("/black-trucks/", "violations"),
+    ("/black-trucks/{black_truck}", "violations"),
+    ("/api/v1/violations", "violations"),
+    ("/api/v1/violations/{violation}", "violations"),
+    ("/api/v1/black-trucks", "violations"),
     ("/registry/companies", "registry"),
     ("/registry/companies/new", "registry"),
     ("/registry/companies/{company}/edit", "registry"),
@@ -170,6 +179,8 @@ ROUTES = [
 ALLOWED = {
     "overview": {"supervisor", "enforcement", "credit", "admin"},
     "map": {"supervisor", "enforcement", "admin"},
+    "violations": {"supervisor", "enforcement", "admin"},
+    "enforce": {"enforcement", "admin"},
     "registry": {"admin"},
     "users": {"admin"},
 }
@@ -188,8 +199,27 @@ def ids(db):
             (trucks[0],),
         )
         terminal = cur.fetchone()[0]
+        cur.execute(
+            """INSERT INTO violations (truck_id, company_id, kind, stream, started_at, updated_at)
+               VALUES (%s, %s, 'speeding', 'over_limit', now() - interval '2 hours',
+                       now() - interval '2 hours') RETURNING id""",
+            (trucks[0], company),
+        )
+        violation = cur.fetchone()[0]
+        cur.execute(
+            """INSERT INTO black_trucks (kind, key, first_seen, last_seen, sightings,
+                   confident_sightings, last_evidence_at)
+               VALUES ('plate', '粤B66666', now(), now(), 1, 1, now()) RETURNING id"""
+        )
+        black_truck = cur.fetchone()[0]
     db.commit()
-    return {"company": company, "truck": trucks[0], "terminal": terminal}
+    return {
+        "company": company,
+        "truck": trucks[0],
+        "terminal": terminal,
+        "violation": violation,
+        "black_truck": black_truck,
+    }
 
 
 def test_every_get_route_is_listed(app):

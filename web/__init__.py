@@ -1,8 +1,8 @@
 """The dashboard and the API: a Flask application built by `create_app()`.
 
 Run it with `muck web` (development server) or `gunicorn 'web:create_app()'` (production).
-One blueprint per page family: auth, overview, livemap, trucks (track replay), registry,
-admin (users, audit log), api, health.
+One blueprint per page family: auth, overview, livemap, trucks (track replay), violations,
+black_trucks, registry, admin (users, audit log), api, health.
 """
 
 from __future__ import annotations
@@ -64,12 +64,36 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     Babel(app, locale_selector=_select_locale)
     csrf.init_app(app)
 
-    from web import admin, api, auth, health, livemap, overview, registry_views, trucks
+    from web import (
+        admin,
+        api,
+        auth,
+        black_trucks,
+        health,
+        livemap,
+        overview,
+        registry_views,
+        trucks,
+        violations,
+    )
 
     auth.init_app(app)
-    for module in (auth, health, overview, livemap, trucks, registry_views, admin, api):
+    for module in (
+        auth,
+        health,
+        overview,
+        livemap,
+        trucks,
+        violations,
+        black_trucks,
+        registry_views,
+        admin,
+        api,
+    ):
         app.register_blueprint(module.bp)
-    csrf.exempt(api.bp)  # token or session auth; the API has no state-changing routes yet
+    # Token or session auth. The API's POST routes check the CSRF token themselves when the
+    # user came from the session cookie (web.api.require_csrf_for_session).
+    csrf.exempt(api.bp)
 
     @app.after_request
     def _security_headers(response):

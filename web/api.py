@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 
 from geofence.coords import normalise_crs
@@ -33,7 +33,9 @@ def _crs() -> str:
         bad(f"crs: {exc}")
 
 
-def _paginated(items: list[dict[str, Any]], total: int, page, endpoint: str, **kw) -> Any:
+def _paginated(
+    items: list[dict[str, Any]], total: int, page, endpoint: str, extra=None, **kw
+) -> Any:
     args = {k: v for k, v in request.args.items() if k not in ("page", "per_page")}
     nxt = None
     if page.offset + len(items) < total:
@@ -45,6 +47,7 @@ def _paginated(items: list[dict[str, Any]], total: int, page, endpoint: str, **k
         total=total,
         pages=page.pages(total),
         next=nxt,
+        **(extra or {}),
     )
 
 
@@ -188,6 +191,98 @@ def zones():
         crs=crs,
     )
     return jsonify(collection)
+
+
+# ---- violations and black trucks ------------------------------------------------------------
+
+
+@bp.route("/violations")
+@require("violations")
+def violations():
+    """Violations, filtered like the list page (`from`, `to`, `kind`, `status`, `severity`,
+    `company`, `company_id`, `plate`, `district`, `zone`, `sort`, `dir`), paginated; with
+    the counts by kind for the whole filter."""
+    from web import violation_queries as vq
+
+    f, errors = vq.parse_filters(request.args)
+    if errors:
+        bad("; ".join(errors.values()))
+    page = page_args(api=True)
+    conn = get_db()
+    with conn.cursor() as cur:
+        total = vq.count_violations(cur, f)
+        by_kind = vq.counts_by_kind(cur, f)
+        rows = vq.list_page(cur, f, limit=page.per_page, offset=page.offset)
+    conn.rollback()
+    items = [vq.json_row(r) for r in rows]
+    return _paginated(items, total, page, "api.violations", extra={"counts_by_kind": by_kind})
+
+
+@bp.route("/violations/<int:violation_id>")
+@require("violations")
+def violation(violation_id: int):
+    """One violation with its evidence fixes and its events (history), oldest first."""
+    from compliance.violations import get_violation
+
+    found = get_violation(get_db(), violation_id)
+    if found is None:
+        return jsonify(error=f"no violation {violation_id}"), 404
+    detail, events = found
+    return jsonify({**detail, "events": events})
+
+
+@bp.route("/violations/<int:violation_id>/actions", methods=["POST"])
+@require("enforce")
+def violation_action(violation_id: int):
+    """confirm / dismiss (`note` required) / open_case (`decision_no` required) / close, as
+    JSON or form fields. With a session cookie the CSRF token is required (X-CSRFToken)."""
+    from compliance.violations import TRANSITIONS, ViolationError
+    from web import csrf
+    from web.violations import apply_action
+
+    if not g.get("token_auth"):
+        csrf.protect()
+    body = request.get_json(silent=True) if request.is_json else request.form
+    if not isinstance(body, dict) and not hasattr(body, "get"):
+        bad("the body must be a JSON object or form fields")
+    body = body or {}
+    action = str(body.get("action") or "")
+    note = body.get("note")
+    decision_no = body.get("decision_no")
+    for name, value in (("note", note), ("decision_no", decision_no)):
+        if value is not None and not isinstance(value, str):
+            bad(f"{name} must be a string")
+    if action not in TRANSITIONS:
+        bad(f"action must be one of {', '.join(TRANSITIONS)}")
+    if action == "dismiss" and not (note or "").strip():
+        bad("a dismissal needs a reason (note)")
+    if action == "open_case" and not (decision_no or "").strip():
+        bad("opening a case needs the decision document number (decision_no)")
+    try:
+        status = apply_action(get_db(), violation_id, action, note, decision_no)
+    except LookupError:
+        return jsonify(error=f"no violation {violation_id}"), 404
+    except ViolationError as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(id=violation_id, action=action, status=status)
+
+
+@bp.route("/black-trucks")
+@require("violations")
+def black_trucks():
+    """The black-truck list (`status` new/handled, `kind` plate/device, `q`), newest first."""
+    from web import violation_queries as vq
+
+    params, errors = vq.black_truck_params(request.args)
+    if errors:
+        bad("; ".join(errors.values()))
+    page = page_args(api=True)
+    conn = get_db()
+    with conn.cursor() as cur:
+        rows, total = vq.list_black_page(cur, params, limit=page.per_page, offset=page.offset)
+    conn.rollback()
+    items = [vq.json_row(r) for r in rows]
+    return _paginated(items, total, page, "api.black_trucks")
 
 
 @bp.route("/overview")

@@ -9,6 +9,7 @@ from flask import (
     Blueprint,
     abort,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -62,6 +63,8 @@ def _load_from_token(req):
     with conn.cursor() as cur:
         user = user_for_token(cur, header[7:].strip())
     conn.commit()
+    if user is not None:
+        g.token_auth = True  # no session cookie involved: no CSRF check needed
     return user
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from compliance.violations import KINDS, STATUSES, TRANSITIONS
+from web.violation_queries import SORTS
+
 
 def _q(name: str, description: str, schema: dict | None = None, required: bool = False) -> dict:
     return {
@@ -28,6 +31,10 @@ _CRS = _q(
     "Coordinates of the answer: wgs84, gcj02 or bd09 (default: web.tile_crs).",
     {"type": "string", "enum": ["wgs84", "gcj02", "bd09"]},
 )
+_KINDS = KINDS
+_STATUSES = STATUSES
+_SORTS = tuple(SORTS)
+_VIOLATION = {"name": "violation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _TRUCK = {"name": "truck_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _ERR = {
     "description": "Bad parameter; `error` says which",
@@ -44,7 +51,7 @@ def _json(schema: dict) -> dict:
 def _op(summary: str, params: list, schema: dict, *, not_found: bool = False) -> dict:
     responses = {"200": _json(schema), "400": _ERR, "401": _AUTH, "403": _FORBID}
     if not_found:
-        responses["404"] = {"description": "No such truck"}
+        responses["404"] = {"description": "Not found"}
     return {"get": {"summary": summary, "parameters": params, "responses": responses}}
 
 
@@ -130,6 +137,93 @@ PATHS: dict[str, Any] = {
             "description": "GeoJSON FeatureCollection plus page, per_page, total, pages, next, crs",
         },
     ),
+    "/api/v1/violations": _op(
+        "Violations, filtered and paginated, with the counts by kind for the whole filter "
+        "(what the city's 数字城管 platform pulls)",
+        [
+            _q("from", "Violations that started at or after: epoch ms, ISO-8601, or local time."),
+            _q("to", "Violations that started before (same formats)."),
+            _q("kind", "Violation kind.", {"type": "string", "enum": list(_KINDS)}),
+            _q("status", "Review status.", {"type": "string", "enum": list(_STATUSES)}),
+            _q("severity", "minor or serious.", {"type": "string", "enum": ["minor", "serious"]}),
+            _q("company", "Part of the company name, or its credit code."),
+            _q("company_id", "Only this company.", {"type": "integer"}),
+            _q("plate", "Part of the plate."),
+            _q("district", "District (行政区) of the violation's zone."),
+            _q("zone", "Zone code."),
+            _q("sort", "Sort column.", {"type": "string", "enum": list(_SORTS)}),
+            _q("dir", "asc or desc (default desc).", {"type": "string", "enum": ["asc", "desc"]}),
+            *_PAGE,
+        ],
+        {
+            "allOf": [
+                _page_of("#/components/schemas/ViolationRow"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "counts_by_kind": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                        }
+                    },
+                },
+            ]
+        },
+    ),
+    "/api/v1/violations/{violation_id}": _op(
+        "One violation with its evidence fixes, rule parameters and events",
+        [_VIOLATION],
+        {"$ref": "#/components/schemas/Violation"},
+        not_found=True,
+    ),
+    "/api/v1/violations/{violation_id}/actions": {
+        "post": {
+            "summary": "Review action (enforcement officers and administrators). With a "
+            "session cookie, send the CSRF token as X-CSRFToken; a Bearer token needs none.",
+            "parameters": [_VIOLATION],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Action"}},
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"$ref": "#/components/schemas/Action"}
+                    },
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "action": {"type": "string"},
+                            "status": {"type": "string"},
+                        },
+                    }
+                ),
+                "400": _ERR,
+                "401": _AUTH,
+                "403": _FORBID,
+                "404": {"description": "No such violation"},
+                "409": {
+                    "description": "Not allowed from the current status; `error` says why",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        }
+    },
+    "/api/v1/black-trucks": _op(
+        "Black trucks (黑车): plates seen by cameras and unregistered terminals",
+        [
+            _q("status", "new or handled.", {"type": "string", "enum": ["new", "handled"]}),
+            _q("kind", "plate or device.", {"type": "string", "enum": ["plate", "device"]}),
+            _q("q", "Part of the plate or device id."),
+            *_PAGE,
+        ],
+        _page_of("#/components/schemas/BlackTruck"),
+    ),
     "/api/v1/overview": _op(
         "Fleet online/dark, today's fixes, quarantine counts by reason", [], {"type": "object"}
     ),
@@ -195,6 +289,76 @@ SCHEMAS: dict[str, Any] = {
             "points": {"type": "object", "additionalProperties": {"type": "array"}},
         },
     },
+    "ViolationRow": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "ended_at": {"type": "string", "format": "date-time", "nullable": True},
+            "plate": {"type": "string"},
+            "company": {"type": "string", "nullable": True},
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "severity": {"type": "string", "enum": ["minor", "serious"]},
+            "status": {"type": "string", "enum": list(STATUSES)},
+            "zone_code": {"type": "string", "nullable": True},
+            "district": {"type": "string", "nullable": True},
+            "worst_value": {"type": "number", "nullable": True},
+            "worst_unit": {"type": "string"},
+            "points": {"type": "integer"},
+            "permit_no": {"type": "string", "nullable": True},
+            "decision_no": {"type": "string", "nullable": True},
+        },
+    },
+    "Violation": {
+        "type": "object",
+        "description": "Every column of the violation, plus plate, company, credit_code and "
+        "events. evidence: fixes {t, lat, lon, speed, heading, lid, lift, load, acc, alarms, "
+        "device} (WGS-84); rule_params: the rule and thresholds used.",
+        "properties": {
+            "id": {"type": "integer"},
+            "kind": {"type": "string"},
+            "stream": {"type": "string"},
+            "status": {"type": "string"},
+            "evidence": {"type": "array", "items": {"type": "object"}},
+            "rule_params": {"type": "object"},
+            "legal_basis": {"type": "string"},
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        k: {"type": "string"} for k in ("at", "actor", "action", "note")
+                    },
+                },
+            },
+        },
+    },
+    "Action": {
+        "type": "object",
+        "required": ["action"],
+        "properties": {
+            "action": {"type": "string", "enum": list(TRANSITIONS)},
+            "note": {"type": "string", "description": "Required to dismiss (the reason)."},
+            "decision_no": {
+                "type": "string",
+                "description": "行政处罚决定书文号; required to open a case.",
+            },
+        },
+    },
+    "BlackTruck": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "kind": {"type": "string", "enum": ["plate", "device"]},
+            "key": {"type": "string"},
+            "status": {"type": "string", "enum": ["new", "handled"]},
+            "first_seen": {"type": "string", "format": "date-time"},
+            "last_seen": {"type": "string", "format": "date-time"},
+            "sightings": {"type": "integer"},
+            "sites": {"type": "array", "items": {"type": "string"}},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "Company": {
         "type": "object",
         "properties": {
@@ -214,7 +378,7 @@ def document(app=None) -> dict[str, Any]:
         "info": {
             "title": "MuckWatch API",
             "version": "1",
-            "description": "Read API of the MuckWatch dashboard. Authenticate with a "
+            "description": "API of the MuckWatch dashboard. Authenticate with a "
             "session cookie or `Authorization: Bearer <token>` "
             "(`muck user token USERNAME`).",
         },

@@ -1,4 +1,5 @@
-"""The overview page: the fleet at a glance (violation charts arrive with compliance)."""
+"""The overview page: the fleet at a glance, violations per kind over the last 30 days (an
+inline SVG bar chart drawn on the server: no script, no CDN) and the top companies."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from web.auth import require
 from web.db import get_db
 from web.params import city_tz, settings
 from web.queries import local_day_start, overview
+from web.violation_queries import KIND_LABELS, violation_overview
 
 bp = Blueprint("overview", __name__)
 
@@ -20,4 +22,10 @@ def index():
         dark_after_s=settings().thresholds["dark_after_s"],
         day_start=local_day_start(city_tz()),
     )
-    return render_template("overview.html", counts=counts)
+    conn = get_db()
+    with conn.cursor() as cur:
+        violations = violation_overview(cur, days=30)
+    conn.rollback()
+    return render_template(
+        "overview.html", counts=counts, violations=violations, kind_labels=KIND_LABELS
+    )

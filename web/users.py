@@ -18,10 +18,14 @@ ROLE_ALIASES = {
     "credit_officer": "credit",
 }
 
-# What each role may do. Violations (enforcement) and credit pages arrive with compliance.
+# What each role may do. Credit pages arrive with the credit issue.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "overview": frozenset(ROLES),
     "map": frozenset({"supervisor", "enforcement", "admin"}),
+    # violations and black trucks: view (list, evidence, history)
+    "violations": frozenset({"supervisor", "enforcement", "admin"}),
+    # review actions (confirm, dismiss, open a case, close), black trucks handled, exports
+    "enforce": frozenset({"enforcement", "admin"}),
     "registry": frozenset({"admin"}),
     "users": frozenset({"admin"}),
 }

@@ -34,7 +34,7 @@
 
   function stateOf(t, now) {
     if (now - t.fix_ms > cfg.darkAfterMs) return 'dark';
-    if (t.violation) return 'violation';    // placeholder until compliance provides violations
+    if (t.violation) return 'violation';    // an open violation (not dismissed or withdrawn)
     if (t.load === 'half' || t.load === 'full') return 'loaded';
     if (t.load === 'empty') return 'empty';
     return 'unknown';
@@ -103,7 +103,7 @@
       if (!cols.active[i]) { trucks.delete(id); continue; }
       trucks.set(id, {id, plate: cols.plate[i], company_id: cols.company_id[i], lon: cols.lon[i], lat: cols.lat[i],
         speed: cols.speed[i], heading: cols.heading[i], load: cols.load[i], lid: cols.lid[i], lift: cols.lift[i],
-        acc: cols.acc[i], fix_ms: cols.fix_ms[i], alarms: cols.alarms[i]});
+        acc: cols.acc[i], fix_ms: cols.fix_ms[i], alarms: cols.alarms[i], violation: !!(cols.violation && cols.violation[i])});
     }
     let added = false;
     for (const [cid, name] of Object.entries(payload.companies)) {

@@ -1,0 +1,378 @@
+"""Violation and black-truck queries for the pages, the API and the exports.
+
+Filters come from the query string and are validated field by field: a page shows the
+message next to its field (400), the API answers 400 with the message. Every value is a
+bound parameter; the WHERE clause is fixed text and ORDER BY comes from a whitelist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+from werkzeug.exceptions import BadRequest
+
+from compliance.violations import KINDS, STATUSES, TRANSITIONS
+from web.params import parse_time
+
+KIND_LABELS = {
+    "route_deviation": _l("route deviation"),
+    "unsealed_transport": _l("unsealed transport"),
+    "illegal_dumping": _l("illegal dumping"),
+    "unapproved_disposal": _l("disposal at a site not on the permit"),
+    "speeding": _l("speeding"),
+    "restricted_zone": _l("entering a restricted zone"),
+    "restricted_hours": _l("transport in banned hours"),
+    "going_dark": _l("offline / GPS shielded"),
+    "no_valid_permit": _l("no valid permit"),
+}
+STATUS_LABELS = {
+    "new": _l("new"),
+    "confirmed": _l("confirmed"),
+    "dismissed": _l("dismissed"),
+    "case_opened": _l("case opened"),
+    "closed": _l("closed case"),
+    "withdrawn": _l("withdrawn"),
+}
+SEVERITIES = ("minor", "serious")
+SEVERITY_LABELS = {"minor": _l("minor"), "serious": _l("serious")}
+ACTIONS = tuple(TRANSITIONS)
+ACTION_LABELS = {
+    "confirm": _l("Confirm"),
+    "dismiss": _l("Dismiss"),
+    "open_case": _l("Open a case"),
+    "close": _l("Close the case"),
+}
+BLACK_REASON_LABELS = {
+    "unregistered_plate": _l("plate not registered"),
+    "no_valid_permit": _l("no valid permit"),
+    "untracked": _l("no GPS track near the camera"),
+    "unregistered_device": _l("telemetry from an unregistered terminal"),
+}
+
+# sort key -> ORDER BY text (never user input); every order ends on v.id for stable pages.
+SORTS = {
+    "started_at": "v.started_at {d}, v.id {d}",
+    "ended_at": "v.ended_at {d} NULLS LAST, v.id {d}",
+    "plate": "t.plate {d}, v.started_at DESC, v.id DESC",
+    "company": "c.name {d} NULLS LAST, v.started_at DESC, v.id DESC",
+    "kind": "v.kind {d}, v.started_at DESC, v.id DESC",
+    "severity": "v.severity {d}, v.started_at DESC, v.id DESC",
+    "status": "v.status {d}, v.started_at DESC, v.id DESC",
+    "points": "v.points {d}, v.started_at DESC, v.id DESC",
+    "worst_value": "v.worst_value {d} NULLS LAST, v.started_at DESC, v.id DESC",
+    "id": "v.id {d}",
+}
+FILTER_FIELDS = ("from", "to", "kind", "status", "severity", "company", "company_id", "plate")
+FILTER_FIELDS += ("district", "zone", "sort", "dir")
+
+
+@dataclass
+class Filters:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    kind: str | None = None
+    status: str | None = None
+    severity: str | None = None
+    company: str | None = None
+    company_id: int | None = None
+    plate: str | None = None
+    district: str | None = None
+    zone: str | None = None
+    sort: str = "started_at"
+    direction: str = "desc"
+    raw: dict[str, str] = field(default_factory=dict)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "until": self.until,
+            "kind": self.kind,
+            "status": self.status,
+            "severity": self.severity,
+            "company": _like(self.company),
+            "company_code": self.company.upper() if self.company else None,
+            "company_id": self.company_id,
+            "plate": _like(self.plate),
+            "district": self.district,
+            "zone": self.zone,
+        }
+
+    @property
+    def order_by(self) -> str:
+        return SORTS[self.sort].format(d="ASC" if self.direction == "asc" else "DESC")
+
+
+def _like(value: str | None) -> str | None:
+    """A substring pattern with the LIKE wildcards of the input escaped."""
+    if not value:
+        return None
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _text(args, name: str, errors: dict, max_len: int = 100) -> str | None:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    if len(raw) > max_len:
+        errors[name] = f"{name}: at most {max_len} characters"
+        return None
+    return raw
+
+
+def _choice(args, name: str, choices: tuple[str, ...], errors: dict) -> str | None:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    if raw not in choices:
+        errors[name] = f"{name} must be one of {', '.join(choices)}"
+        return None
+    return raw
+
+
+def parse_filters(args) -> tuple[Filters, dict[str, str]]:
+    """The filters of a query string, and a message per bad field (empty when all good).
+    Times without an offset are city local time (datetime-local inputs)."""
+    errors: dict[str, str] = {}
+    f = Filters(raw={k: (args.get(k) or "") for k in FILTER_FIELDS})
+    for name in ("from", "to"):
+        raw = (args.get(name) or "").strip()
+        if raw:
+            try:
+                value = parse_time(raw, name)
+            except BadRequest as exc:
+                errors[name] = exc.description
+            else:
+                if name == "from":
+                    f.since = value
+                else:
+                    f.until = value
+    if f.since and f.until and f.until <= f.since:
+        errors["to"] = "to must be after from"
+    f.kind = _choice(args, "kind", KINDS, errors)
+    f.status = _choice(args, "status", STATUSES, errors)
+    f.severity = _choice(args, "severity", SEVERITIES, errors)
+    f.company = _text(args, "company", errors)
+    raw_cid = (args.get("company_id") or "").strip()
+    if raw_cid:
+        if raw_cid.isdigit() and len(raw_cid) < 19:
+            f.company_id = int(raw_cid)
+        else:
+            errors["company_id"] = f"company_id must be a positive integer, got {raw_cid[:40]!r}"
+    plate = _text(args, "plate", errors, max_len=20)
+    f.plate = plate.replace(" ", "").upper() if plate else None
+    f.district = _text(args, "district", errors)
+    f.zone = _text(args, "zone", errors)
+    f.sort = _choice(args, "sort", tuple(SORTS), errors) or "started_at"
+    f.direction = _choice(args, "dir", ("asc", "desc"), errors) or "desc"
+    return f, errors
+
+
+_FROM = """
+FROM violations v
+JOIN trucks t ON t.id = v.truck_id
+LEFT JOIN companies c ON c.id = v.company_id
+WHERE (%(since)s::timestamptz IS NULL OR v.started_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR v.started_at < %(until)s)
+  AND (%(kind)s::text IS NULL OR v.kind = %(kind)s)
+  AND (%(status)s::text IS NULL OR v.status = %(status)s)
+  AND (%(severity)s::text IS NULL OR v.severity = %(severity)s)
+  AND (%(company_id)s::bigint IS NULL OR v.company_id = %(company_id)s)
+  AND (%(company)s::text IS NULL OR c.name ILIKE %(company)s OR c.credit_code = %(company_code)s)
+  AND (%(plate)s::text IS NULL OR t.plate ILIKE %(plate)s)
+  AND (%(zone)s::text IS NULL OR v.zone_code = %(zone)s)
+  AND (%(district)s::text IS NULL OR v.zone_code IN (
+        SELECT z.code FROM geofence_zones z WHERE z.district = %(district)s))
+"""
+
+LIST_COLUMNS = (
+    "id",
+    "started_at",
+    "ended_at",
+    "plate",
+    "company",
+    "kind",
+    "severity",
+    "status",
+    "zone_code",
+    "district",
+    "worst_value",
+    "worst_unit",
+    "points",
+    "permit_no",
+    "decision_no",
+)
+_SELECT = """SELECT v.id, v.started_at, v.ended_at, t.plate, c.name, v.kind, v.severity,
+       v.status, v.zone_code,
+       (SELECT z.district FROM geofence_zones z WHERE z.code = v.zone_code),
+       v.worst_value, v.worst_unit, v.points, v.permit_no, v.decision_no"""
+
+EXPORT_COLUMNS = (
+    *LIST_COLUMNS,
+    "credit_code",
+    "legal_basis",
+    "lat",
+    "lon",
+    "truck_id",
+    "company_id",
+)
+_EXPORT_SELECT = _SELECT + ", c.credit_code, v.legal_basis, v.lat, v.lon, v.truck_id, v.company_id"
+
+
+def count_violations(cur, f: Filters) -> int:
+    cur.execute("SELECT count(*)" + _FROM, f.params())
+    return cur.fetchone()[0]
+
+
+def counts_by_kind(cur, f: Filters) -> dict[str, int]:
+    cur.execute("SELECT v.kind, count(*)" + _FROM + " GROUP BY v.kind", f.params())
+    return dict(cur.fetchall())
+
+
+def list_page(cur, f: Filters, *, limit: int, offset: int) -> list[dict[str, Any]]:
+    cur.execute(
+        _SELECT + _FROM + f" ORDER BY {f.order_by} LIMIT %(limit)s OFFSET %(offset)s",  # noqa: S608 (whitelisted)
+        {**f.params(), "limit": limit, "offset": offset},
+    )
+    return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+def export_rows(cur, f: Filters, *, limit: int) -> list[dict[str, Any]]:
+    """At most `limit` + 1 rows (the caller refuses the export when there are more)."""
+    cur.execute(
+        _EXPORT_SELECT + _FROM + f" ORDER BY {f.order_by} LIMIT %(limit)s",  # noqa: S608 (whitelisted)
+        {**f.params(), "limit": limit + 1},
+    )
+    return [dict(zip(EXPORT_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+def violation_status(cur, violation_id: int, *, lock: bool = False) -> dict | None:
+    cur.execute(
+        "SELECT status, decision_no FROM violations WHERE id = %s"  # noqa: S608 (fixed text)
+        + (" FOR UPDATE" if lock else ""),
+        (violation_id,),
+    )
+    row = cur.fetchone()
+    return {"status": row[0], "decision_no": row[1]} if row else None
+
+
+def zone_district(cur, code: str | None) -> str | None:
+    if not code:
+        return None
+    cur.execute("SELECT district FROM geofence_zones WHERE code = %s", (code,))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso(v) for k, v in row.items()}
+
+
+# ---- overview -------------------------------------------------------------------------
+
+
+def violation_overview(cur, *, days: int = 30, top: int = 10) -> dict[str, Any]:
+    """Violations per kind over the last `days` days (withdrawn ones left out), and the
+    companies with the most."""
+    cur.execute(
+        """SELECT kind, count(*) FROM violations
+           WHERE started_at >= now() - make_interval(days => %s) AND status <> 'withdrawn'
+           GROUP BY kind""",
+        (days,),
+    )
+    per_kind = dict(cur.fetchall())
+    cur.execute(
+        """SELECT c.id, c.name, count(*) AS n,
+                  count(*) FILTER (WHERE v.status IN ('confirmed', 'case_opened', 'closed'))
+           FROM violations v JOIN companies c ON c.id = v.company_id
+           WHERE v.started_at >= now() - make_interval(days => %s) AND v.status <> 'withdrawn'
+           GROUP BY c.id, c.name ORDER BY n DESC, c.name LIMIT %s""",
+        (days, top),
+    )
+    companies = [
+        {"id": cid, "name": name, "count": n, "confirmed": conf}
+        for cid, name, n, conf in cur.fetchall()
+    ]
+    return {
+        "days": days,
+        "per_kind": [{"kind": k, "count": per_kind.get(k, 0)} for k in KINDS],
+        "top_companies": companies,
+    }
+
+
+# ---- black trucks -----------------------------------------------------------------------
+
+BLACK_COLUMNS = (
+    "id",
+    "kind",
+    "key",
+    "truck_id",
+    "first_seen",
+    "last_seen",
+    "sightings",
+    "confident_sightings",
+    "sites",
+    "reasons",
+    "status",
+    "handled_by",
+    "handled_at",
+    "handled_note",
+)
+_BLACK_SELECT = "SELECT " + ", ".join(BLACK_COLUMNS) + " FROM black_trucks"  # noqa: S608 (fixed)
+_BLACK_WHERE = """ WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(q)s::text IS NULL OR key ILIKE %(q)s)"""
+
+
+def black_truck_params(args) -> tuple[dict[str, Any], dict[str, str]]:
+    errors: dict[str, str] = {}
+    q = _text(args, "q", errors, max_len=64)
+    return {
+        "status": _choice(args, "status", ("new", "handled"), errors),
+        "kind": _choice(args, "kind", ("plate", "device"), errors),
+        "q": _like(q.replace(" ", "") if q else None),
+    }, errors
+
+
+def list_black_page(cur, params: dict, *, limit: int, offset: int) -> tuple[list[dict], int]:
+    cur.execute("SELECT count(*) FROM black_trucks" + _BLACK_WHERE, params)  # noqa: S608 (fixed)
+    total = cur.fetchone()[0]
+    cur.execute(
+        _BLACK_SELECT
+        + _BLACK_WHERE
+        + " ORDER BY (status = 'new') DESC, last_seen DESC, id LIMIT %(limit)s OFFSET %(offset)s",
+        {**params, "limit": limit, "offset": offset},
+    )
+    rows = [dict(zip(BLACK_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    return rows, total
+
+
+def get_black_row(cur, black_id: int) -> dict | None:
+    cur.execute(_BLACK_SELECT + " WHERE id = %s", (black_id,))
+    row = cur.fetchone()
+    return dict(zip(BLACK_COLUMNS, row, strict=True)) if row else None
+
+
+def black_actions(cur, black_id: int) -> list[tuple]:
+    cur.execute(
+        """SELECT at, actor, action, note FROM black_truck_actions
+           WHERE black_truck_id = %s ORDER BY at, id""",
+        (black_id,),
+    )
+    return cur.fetchall()
+
+
+def device_days(cur, device_id: str) -> list[tuple]:
+    cur.execute(
+        """SELECT day, first_fix, last_fix, fixes, last_lat, last_lon, sites
+           FROM unregistered_device_days WHERE device_id = %s ORDER BY day""",
+        (device_id,),
+    )
+    return cur.fetchall()

@@ -1,0 +1,366 @@
+"""Violations for supervisors and enforcement officers: the filtered list (counts by kind,
+sort, pages), one violation with its evidence, review actions, and CSV/XLSX exports.
+
+Review actions go through `compliance.violations.change_status` (it checks transitions and
+writes violation_events); the audit_log row is written first in the same transaction, so
+both commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import numpy as np
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, StringField
+from wtforms.validators import Length, Optional
+
+from compliance.violations import (
+    KINDS,
+    STATUSES,
+    TRANSITIONS,
+    ViolationError,
+    change_status,
+    get_violation,
+)
+from geofence.coords import from_wgs84
+from web import violation_queries as vq
+from web.audit import record
+from web.auth import require
+from web.db import get_db
+from web.livemap import map_config
+from web.params import city_tz, page_args, settings
+
+bp = Blueprint("violations", __name__, url_prefix="/violations")
+
+EXPORT_MAX_ROWS = 100_000
+
+
+class ActionForm(FlaskForm):
+    action = HiddenField()
+    note = StringField(validators=[Optional(), Length(max=2000)])
+    decision_no = StringField(validators=[Optional(), Length(max=200)])
+
+
+def export_max_rows() -> int:
+    return int(current_app.config.get("MUCK_EXPORT_MAX_ROWS", EXPORT_MAX_ROWS))
+
+
+def apply_action(
+    conn, violation_id: int, action: str, note: str | None, decision_no: str | None
+) -> str:
+    """Run one review action as the current user, audited. Raises ViolationError (refused:
+    the message says why) or LookupError (no such violation)."""
+    note = (note or "").strip() or None
+    decision_no = (decision_no or "").strip() or None
+    if action not in TRANSITIONS:
+        raise ViolationError(f"unknown action {action!r}; expected one of {', '.join(TRANSITIONS)}")
+    try:
+        with conn.cursor() as cur:
+            before = vq.violation_status(cur, violation_id, lock=True)
+            if before is None:
+                raise LookupError(f"no violation {violation_id}")
+            target = TRANSITIONS[action][1]
+            after = {"status": target, "decision_no": decision_no or before["decision_no"]}
+            record(
+                cur,
+                f"violation.{action}",
+                "violations",
+                violation_id,
+                before,
+                {**after, "note": note},
+            )
+        # change_status re-reads the row (locked above, same transaction), checks the
+        # transition, records the violation_event and commits the audit row with it.
+        return change_status(
+            conn, violation_id, action, current_user.username, note=note, decision_no=decision_no
+        )
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _localtime(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.astimezone(city_tz()).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---- list ---------------------------------------------------------------------------------
+
+
+@bp.route("/")
+@require("violations")
+def index():
+    f, errors = vq.parse_filters(request.args)
+    page = page_args()
+    rows, total, by_kind = [], 0, {}
+    if not errors:
+        with get_db().cursor() as cur:
+            total = vq.count_violations(cur, f)
+            by_kind = vq.counts_by_kind(cur, f)
+            rows = vq.list_page(cur, f, limit=page.per_page, offset=page.offset)
+        get_db().rollback()
+    html = render_template(
+        "violations/list.html",
+        f=f,
+        errors=errors,
+        rows=rows,
+        total=total,
+        by_kind=by_kind,
+        page=page,
+        kinds=KINDS,
+        statuses=STATUSES,
+        severities=vq.SEVERITIES,
+        sorts=tuple(vq.SORTS),
+        labels=_labels(),
+    )
+    return html, (400 if errors else 200)
+
+
+def _labels() -> dict:
+    return {
+        "kind": vq.KIND_LABELS,
+        "status": vq.STATUS_LABELS,
+        "severity": vq.SEVERITY_LABELS,
+        "action": vq.ACTION_LABELS,
+    }
+
+
+# ---- one violation ------------------------------------------------------------------------
+
+
+def _evidence_view(violation: dict) -> dict:
+    """The evidence fixes for the table (local time) and the map (tiles' CRS), with the
+    indices of the first and last fix inside the episode."""
+    fixes = violation.get("evidence") or []
+    start = dt.datetime.fromisoformat(violation["started_at"])
+    end = dt.datetime.fromisoformat(violation["ended_at"]) if violation.get("ended_at") else None
+    times = [dt.datetime.fromisoformat(fx["t"]) for fx in fixes]
+    inside = [i for i, t in enumerate(times) if t >= start and (end is None or t <= end)]
+    crs = settings()["web"]["tile_crs"]
+    lons = [fx.get("lon") for fx in fixes]
+    lats = [fx.get("lat") for fx in fixes]
+    if fixes and crs != "wgs84":
+        lon, lat = from_wgs84(np.asarray(lons, float), np.asarray(lats, float), crs)
+        lons, lats = lon.round(7).tolist(), lat.round(7).tolist()
+    return {
+        "rows": [
+            {**fx, "local": _localtime(t), "in_episode": i in inside}
+            for i, (fx, t) in enumerate(zip(fixes, times, strict=True))
+        ],
+        "map": {
+            "lat": lats,
+            "lon": lons,
+            "start": inside[0] if inside else None,
+            "end": inside[-1] if inside and end is not None else None,
+            "crs": crs,
+        },
+    }
+
+
+@bp.route("/<int:violation_id>", methods=["GET"])
+@require("violations")
+def show(violation_id: int):
+    return _show(violation_id)
+
+
+def _show(violation_id: int, form_errors: dict | None = None, status: int = 200):
+    conn = get_db()
+    found = get_violation(conn, violation_id)
+    if found is None:
+        abort(404, description=f"no violation {violation_id}")
+    violation, events = found
+    with conn.cursor() as cur:
+        district = vq.zone_district(cur, violation.get("zone_code"))
+    conn.rollback()
+    evidence = _evidence_view(violation)
+    available = [a for a, (src, _t) in TRANSITIONS.items() if violation["status"] in src]
+    return (
+        render_template(
+            "violations/show.html",
+            v=violation,
+            events=events,
+            district=district,
+            evidence=evidence,
+            available=available,
+            all_actions=tuple(TRANSITIONS),
+            form=ActionForm(),
+            form_errors=form_errors or {},
+            labels=_labels(),
+            localtime=_localtime,
+            config=map_config(),
+        ),
+        status,
+    )
+
+
+@bp.route("/<int:violation_id>/action", methods=["POST"])
+@require("enforce")
+def action(violation_id: int):
+    form = ActionForm()
+    if not form.validate_on_submit():
+        if form.errors.get("csrf_token"):
+            abort(400, description="missing or bad CSRF token")
+        name = next(iter(form.errors))
+        return _show(violation_id, {"_": f"{name}: {form.errors[name][0]}"}, 400)
+    act = form.action.data or ""
+    try:
+        target = apply_action(get_db(), violation_id, act, form.note.data, form.decision_no.data)
+    except LookupError:
+        abort(404, description=f"no violation {violation_id}")
+    except ViolationError as exc:
+        return _show(violation_id, {act if act in TRANSITIONS else "_": str(exc)}, 400)
+    flash(
+        _("Violation %(id)s: %(status)s.", id=violation_id, status=vq.STATUS_LABELS[target]), "ok"
+    )
+    return redirect(url_for("violations.show", violation_id=violation_id))
+
+
+# ---- exports ------------------------------------------------------------------------------
+
+EXPORT_HEADERS = {
+    "id": "编号",
+    "started_at": "开始时间",
+    "ended_at": "结束时间",
+    "plate": "车牌号码",
+    "company": "运输企业",
+    "credit_code": "统一社会信用代码",
+    "kind": "违规类型",
+    "severity": "严重程度",
+    "status": "状态",
+    "zone_code": "区域编码",
+    "district": "行政区",
+    "worst_value": "最严重值",
+    "worst_unit": "单位",
+    "points": "记分",
+    "permit_no": "核准编号",
+    "decision_no": "行政处罚决定书文号",
+    "legal_basis": "处罚依据",
+    "lat": "纬度",
+    "lon": "经度",
+    "truck_id": "车辆编号",
+    "company_id": "企业编号",
+}
+
+
+def _export_table():
+    """(headers, rows) of the filtered list, or a redirect back with the message."""
+    f, errors = vq.parse_filters(request.args)
+    if errors:
+        abort(400, description="; ".join(errors.values()))
+    limit = export_max_rows()
+    with get_db().cursor() as cur:
+        rows = vq.export_rows(cur, f, limit=limit)
+    get_db().rollback()
+    if len(rows) > limit:
+        flash(
+            _(
+                "More than %(n)s violations match: narrow the filter (e.g. a shorter time "
+                "range) and export again.",
+                n=f"{limit:,}",
+            ),
+            "error",
+        )
+        args = {k: v for k, v in request.args.items() if v}
+        return None, redirect(url_for("violations.index", **args))
+    columns = list(EXPORT_HEADERS)
+    out = []
+    with force_locale("zh"):
+        for row in rows:
+            values = []
+            for col in columns:
+                value = row[col]
+                if col in ("started_at", "ended_at"):
+                    value = _localtime(value)
+                elif col == "kind":
+                    value = str(vq.KIND_LABELS.get(value, value))
+                elif col == "status":
+                    value = str(vq.STATUS_LABELS.get(value, value))
+                elif col == "severity":
+                    value = str(vq.SEVERITY_LABELS.get(value, value))
+                if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+                    value = "'" + value  # never a formula in Excel
+                values.append("" if value is None else value)
+            out.append(values)
+    _audit_export(f, len(out))
+    return ([EXPORT_HEADERS[c] for c in columns], out), None
+
+
+def _audit_export(f: vq.Filters, n: int) -> None:
+    conn = get_db()
+    with conn.cursor() as cur:
+        record(
+            cur,
+            "violations.export",
+            "violations",
+            None,
+            None,
+            {"format": request.path.rsplit(".", 1)[-1], "rows": n, "filters": f.raw},
+        )
+    conn.commit()
+
+
+def _filename(ext: str) -> str:
+    stamp = dt.datetime.now(city_tz()).strftime("%Y%m%d-%H%M")
+    return f"violations-{stamp}.{ext}"
+
+
+@bp.route("/export.csv")
+@require("enforce")
+def export_csv():
+    table, refused = _export_table()
+    if refused is not None:
+        return refused
+    headers, rows = table
+    buf = io.StringIO()
+    buf.write("\ufeff")  # BOM: Excel then reads the file as UTF-8 (Chinese stays readable)
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return Response(
+        buf.getvalue().encode("utf-8"),
+        mimetype="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f"attachment; filename={_filename('csv')}"},
+    )
+
+
+@bp.route("/export.xlsx")
+@require("enforce")
+def export_xlsx():
+    from openpyxl import Workbook
+
+    table, refused = _export_table()
+    if refused is not None:
+        return refused
+    headers, rows = table
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("违规记录")
+    ws.append(headers)
+    for row in rows:
+        ws.append(row)
+    buf = io.BytesIO()
+    wb.save(buf)
+    return Response(
+        buf.getvalue(),
+        mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f"attachment; filename={_filename('xlsx')}"},
+    )
