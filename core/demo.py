@@ -39,11 +39,21 @@ from core.cli import MuckContext, pass_ctx
 @click.option(
     "--duration", type=float, default=0, help="Stop after this many seconds (0: run until Ctrl-C)."
 )
+@click.option(
+    "--web-port", type=int, default=8000, show_default=True, help="Port of the dashboard."
+)
 @pass_ctx
 def demo(
-    mctx: MuckContext, data_dir: str, trucks: int, interval: float, mqtt_port: int, duration: float
+    mctx: MuckContext,
+    data_dir: str,
+    trucks: int,
+    interval: float,
+    mqtt_port: int,
+    duration: float,
+    web_port: int,
 ) -> None:
-    """Run everything: services (embedded if unset), schema, collector and a demo fleet.
+    """Run everything: services (embedded if unset), schema, example zones and permits, the
+    collector with the rules, a demo fleet, and the dashboard (development server).
 
     Prints live counts until Ctrl-C, then stops everything cleanly.
     """
@@ -78,6 +88,8 @@ def demo(
             f"schema: {len(applied)} migrations applied; {maintain(conn, settings).describe()}"
         )
         devices = register_fleet(conn, trucks)
+        _load_examples(conn)
+        password = _demo_admin(conn)
 
         rules = RulesService(settings)
         rules.start()
@@ -94,8 +106,14 @@ def demo(
             topic_prefix=settings.mqtt["topic_prefix"],
         )
         fleet.start()
+        web = _DashboardServer(settings, web_port)
+        web.start()
+        started.append(web)
         click.echo(f"demo running: {trucks} trucks + 1 unregistered terminal. Ctrl-C to stop.")
-        click.echo("(the dashboard arrives with the web issue; live counts below)")
+        click.secho(
+            f"dashboard: http://127.0.0.1:{web_port}/  (user admin, password {password})",
+            bold=True,
+        )
         began = time.monotonic()
         while not stop.wait(2.0):
             with conn.cursor() as cur:
@@ -119,3 +137,51 @@ def demo(
         for service in reversed(started):
             service.stop()
         click.echo("demo stopped")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_PASSWORD = "muckwatch-demo"
+
+
+def _load_examples(conn) -> None:
+    """The example zones and permits (geofence/examples, compliance/examples): idempotent."""
+    from compliance.permits import import_permits, read_permits_file
+    from geofence.io import read_zones_file
+    from geofence.store import upsert_zones
+
+    upsert_zones(conn, read_zones_file(ROOT / "geofence" / "examples" / "zones.geojson"))
+    conn.commit()
+    import_permits(conn, read_permits_file(ROOT / "compliance" / "examples" / "permits.json"))
+    conn.commit()
+
+
+def _demo_admin(conn) -> str:
+    """An administrator for the demo (a first run only; production uses `muck user create`)."""
+    from web.users import create_user
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM web_users WHERE username = 'admin'")
+        if cur.fetchone() is None:
+            create_user(cur, "admin", DEMO_PASSWORD, "admin", display_name="演示管理员")
+    conn.commit()
+    return DEMO_PASSWORD
+
+
+class _DashboardServer:
+    """The Flask app on werkzeug's development server, in a thread (demo only)."""
+
+    def __init__(self, settings, port: int) -> None:
+        from werkzeug.serving import make_server
+
+        from web import create_app
+
+        self.server = make_server(
+            "127.0.0.1", port, create_app({"MUCK_SETTINGS": settings}), threaded=True
+        )
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
