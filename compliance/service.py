@@ -82,6 +82,10 @@ class RulesService:
         scheduler.start()
         self._scheduler = scheduler
 
+    def capture_evidence(self, conn) -> None:
+        while self.engine.writer.capture_due(conn) == 200:
+            pass  # a burst: keep going until caught up
+
     def sweep(self, conn) -> list[int]:
         return sweep_dark(conn, self.settings, dt.datetime.now(dt.UTC))
 

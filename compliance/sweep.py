@@ -15,7 +15,6 @@ import json
 from typing import Any
 
 from compliance.rules.dark import GoingDark
-from compliance.violations import ViolationWriter
 
 _SWEEP = """
 INSERT INTO violations AS v (truck_id, company_id, kind, stream, started_at, worst_value,
@@ -61,6 +60,5 @@ def sweep_dark(conn, settings: Any, now) -> list[int]:
                    SELECT unnest(%s::bigint[]), 'system', 'detected', 'no report since'""",
                 (opened,),
             )
-            ViolationWriter(settings).attach_evidence(cur, opened)
     conn.commit()
     return opened

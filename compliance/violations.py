@@ -91,7 +91,8 @@ _TEMPLATE = (
 
 _EVIDENCE = """
 UPDATE violations v SET evidence = e.fixes,
-       lat = COALESCE(v.lat, e.lat0), lon = COALESCE(v.lon, e.lon0)
+       lat = COALESCE(v.lat, e.lat0), lon = COALESCE(v.lon, e.lon0),
+       evidence_at = now(), evidence_final = v.ended_at IS NOT NULL
 FROM (
     SELECT w.id,
            jsonb_agg(jsonb_build_object(
@@ -165,14 +166,28 @@ class ViolationWriter:
                 "INSERT INTO violation_events (violation_id, actor, action) VALUES %s",
                 [(vid, "system", action) for vid, action in events],
             )
-        ids = [vid for vid, _, _ in returned]
-        self.attach_evidence(cur, ids)
-        return ids
+        return [vid for vid, _, _ in returned]
 
     def attach_evidence(self, cur, ids: list[int]) -> None:
         """Copy the fixes around each violation from positions into its evidence."""
         if ids:
             cur.execute(_EVIDENCE, {"margin": self.margin_s, "limit": self.max_fixes, "ids": ids})
+
+    def capture_due(self, conn, limit: int = 200) -> int:
+        """Evidence for violations that have none yet, or whose episode ended since the last
+        copy; commits. Run on the clock, so that a burst of violations never holds up
+        ingestion. Returns how many were copied."""
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT id FROM violations
+                   WHERE NOT evidence_final AND (evidence_at IS NULL OR ended_at IS NOT NULL)
+                   ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+                (limit,),
+            )
+            ids = [row[0] for row in cur.fetchall()]
+            self.attach_evidence(cur, ids)
+        conn.commit()
+        return len(ids)
 
     def reconcile(self, cur, truck_id: int, since: float, episodes: list[EpisodeRow]) -> None:
         """Make the truck's violations in the replayed window match a replay's episodes."""
@@ -212,8 +227,7 @@ class ViolationWriter:
                     after,
                     "re-evaluated after late fixes arrived",
                 )
-                if row.end is not None:
-                    self.attach_evidence(cur, [vid])
+                cur.execute("UPDATE violations SET evidence_final = false WHERE id = %s", (vid,))
         if new_rows:
             self.write(cur, new_rows)
 
