@@ -13,4 +13,5 @@ TERMS = (
     _l("route"),
     _l("restricted"),
     _l("speed"),
+    _l("reopened"),
 )
