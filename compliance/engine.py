@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import psycopg2.extras
 
 from compliance.frame import FixColumns, FixFrame, build_frame
 from compliance.permits import PermitCatalog
@@ -63,7 +64,13 @@ _NEW_TRUCK_LOCK = 0x7275  # advisory-lock namespace for trucks without a truck_s
 
 
 class TruckState(msgspec.Struct, omit_defaults=True):
-    """What is checkpointed per truck (truck_state.rule_state)."""
+    """A truck's rule state.
+
+    In `truck_state.rule_state` only what the row's own columns cannot tell is stored (open
+    runs, the corridor state, the trip, the snapshot clock), so that for most trucks it does
+    not change from one fix to the next and is not rewritten. The checkpoint (`cp`) and the
+    last fix's facts (`last`) come from the row's position columns; snapshots store them.
+    """
 
     v: int = _STATE_VERSION
     layout: str = ""
@@ -71,8 +78,15 @@ class TruckState(msgspec.Struct, omit_defaults=True):
     last: list[float] = []  # last_t, last_loaded, last_operating, on_route
     # Open runs only (most trucks have none): stream position -> [start_t, worst, fired].
     runs: dict[int, list[float]] = {}
+    on_route: bool = True
     snap: float = _NEVER  # device time of the last snapshot taken
-    trip: list = []  # compliance.trips carry
+    trip: list = []  # compliance.trips carry (the last two items, the position, from the row)
+
+
+def _row_part(state: TruckState) -> TruckState:
+    """The part of a state kept in truck_state.rule_state."""
+    trip = state.trip[:4] + [None, None] if state.trip else []
+    return msgspec.structs.replace(state, cp=_NEVER, last=[], trip=trip)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -327,11 +341,12 @@ class ComplianceEngine:
         trucks = sorted({int(t) for t in cols.truck_id})
         # Lock the trucks' rows: collectors sharing a subscription never evaluate one truck
         # at the same time, and each starts from the state the other committed.
-        select = """SELECT truck_id, rule_state::text FROM truck_state
-                    WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
+        select = """SELECT truck_id, rule_state::text, extract(epoch FROM fix_time)::float8,
+                           load::text, speed_kmh, acc, lon, lat
+                    FROM truck_state WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
         cur.execute(select, (trucks,))
-        states = {truck: self._parse(raw) for truck, raw in cur.fetchall()}
-        new = [t for t in trucks if t not in states]
+        rows = cur.fetchall()
+        new = sorted(set(trucks) - {row[0] for row in rows})
         if new:
             # No row to lock yet: a transaction-scoped advisory lock per new truck, then look
             # again (another collector may have committed the truck's first batch meanwhile).
@@ -340,7 +355,19 @@ class ComplianceEngine:
                 (_NEW_TRUCK_LOCK, new),
             )
             cur.execute(select, (new,))
-            states.update({truck: self._parse(raw) for truck, raw in cur.fetchall()})
+            rows += cur.fetchall()
+        states: dict[int, TruckState] = {}
+        stored: dict[int, str] = {}
+        for truck, raw, fix_t, load, speed, acc, lon, lat in rows:
+            state = self._parse(raw)
+            loaded = load in ("half", "full")
+            operating = loaded or (speed or 0.0) >= self.moving_kmh or acc is True
+            state.cp = fix_t
+            state.last = [fix_t, float(loaded), float(operating), float(state.on_route)]
+            if state.trip:
+                state.trip = state.trip[:4] + [lon, lat]
+            states[truck] = state
+            stored[truck] = raw
         cp = np.array([states[int(t)].cp if int(t) in states else _NEVER for t in cols.truck_id])
         late_trucks = set(np.unique(cols.truck_id[cols.t <= cp]).tolist())
         on_time = ~np.isin(cols.truck_id, list(late_trucks))
@@ -348,33 +375,41 @@ class ComplianceEngine:
             outcome = self.evaluate(cols.take(np.flatnonzero(on_time)), states)
             self.writer.write(cur, outcome.episodes)
             write_trips(cur, outcome.trips)
-            self._save(cur, outcome.states)
+            self._save(cur, outcome.states, stored)
         for truck in sorted(late_trucks):
             late = cols.t[(cols.truck_id == truck)]
             self._replay(cur, truck, float(late.min()))
 
-    def _save(self, cur, states: dict[int, TruckState]) -> None:
-        """Hand the new carries to the batch's truck_state write (telemetry.store merges
+    def _save(
+        self, cur, states: dict[int, TruckState], stored: dict[int, str] | None = None
+    ) -> None:
+        """Hand the changed states to the batch's truck_state write (telemetry.store merges
         truck_state_staging into the same row update), and snapshot the trucks whose device
         time crossed a `snapshot_every_s` boundary."""
         every = self.snapshot_every_s
+        stored = stored or {}
         lines, snapshots = [], []
         for truck, state in states.items():
+            state.on_route = bool(state.last[3]) if state.last else True
             if state.snap > _NEVER and state.cp // every > state.snap // every:
                 state.snap = state.cp
-                snapshots.append(truck)
+                snapshots.append((truck, state.cp, _encode(state).decode()))
             elif state.snap <= _NEVER:
                 state.snap = state.cp  # start counting; no snapshot needed before the first
-            text = _encode(state).decode().replace("\\", "\\\\")
+            text = _encode(_row_part(state)).decode()
+            if text == stored.get(truck):
+                continue  # unchanged: the row's own columns carry the rest
+            text = text.replace("\\", "\\\\")
             lines.append(f"{truck}\t{text}\t{state.cp!r}\n")
-        cur.copy_expert("COPY truck_state_staging FROM STDIN", io.StringIO("".join(lines)))
+        if lines:
+            cur.copy_expert("COPY truck_state_staging FROM STDIN", io.StringIO("".join(lines)))
         if snapshots:
-            cur.execute(
-                """INSERT INTO rule_snapshots (truck_id, at, state)
-                   SELECT truck_id, checkpoint, rule_state FROM truck_state_staging
-                   WHERE truck_id = ANY(%s)
+            psycopg2.extras.execute_values(
+                cur,
+                """INSERT INTO rule_snapshots (truck_id, at, state) VALUES %s
                    ON CONFLICT (truck_id, at) DO UPDATE SET state = EXCLUDED.state""",
-                (snapshots,),
+                snapshots,
+                template="(%s, %s, %s::jsonb)",
             )
 
     def _replay(self, cur, truck: int, earliest: float) -> None:

@@ -2,8 +2,8 @@
 not only when (if ever) their next fix arrives.
 
 Runs every `compliance.dark_sweep_s` in the collector. A truck whose last fix is older than
-`thresholds.dark_after_s` and was operating then (ignition on, moving or loaded, as the
-rule state records) gets an ongoing `going_dark` violation starting at that fix, with the
+`thresholds.dark_after_s` and was operating then (ignition on, moving or loaded, as its
+last fix says) gets an ongoing `going_dark` violation starting at that fix, with the
 minutes dark so far as its worst value. When the truck reports again, the going-dark rule
 finds the same gap (same start) and closes that violation; if a re-upload fills the gap,
 the replay withdraws it.
@@ -27,7 +27,7 @@ SELECT s.truck_id, t.company_id, 'going_dark', 'gap', s.fix_time,
 FROM truck_state s JOIN trucks t ON t.id = s.truck_id
 WHERE s.fix_time < %(now)s - make_interval(secs => %(dark)s)
   AND s.fix_time > %(now)s - make_interval(days => %(horizon)s)
-  AND (s.rule_state -> 'last' ->> 2)::float8 > 0
+  AND (s.load IN ('half', 'full') OR s.speed_kmh >= %(moving)s OR s.acc)
 ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     worst_value = EXCLUDED.worst_value, severity = EXCLUDED.severity, updated_at = now()
 WHERE v.ended_at IS NULL AND v.status <> 'withdrawn'
@@ -46,6 +46,7 @@ def sweep_dark(conn, settings: Any, now) -> list[int]:
             {
                 "now": now,
                 "dark": rule.dark_after_s,
+                "moving": float(settings["compliance"]["moving_kmh"]),
                 "serious": rule.serious_after_s,
                 "horizon": int(settings.ingest["past_horizon_days"]),
                 "points": rule.points,
