@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from psycopg2.extras import Json
 
-from core.db import transaction
+from core.db import consistent_snapshot, transaction
 from geofence.timewin import LocalClock, WindowError, normalise_windows, window_bitmap
 from registry.validation import normalise_plate, plate_problem
 
@@ -826,26 +826,11 @@ class PermitCatalog:
     def load(self, conn) -> None:
         """Load every permit now, whatever the version."""
         started = time.perf_counter()
-        autocommit = conn.autocommit
-        if not autocommit:
-            conn.commit()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                    if autocommit
-                    else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                )
-                cur.execute("SELECT version FROM permit_version WHERE id = 1")
-                found = cur.fetchone()
-                cur.execute(_SELECT + " ORDER BY p.id")
-                rows = [_row(row) for row in cur.fetchall()]
-        finally:
-            if autocommit:
-                with conn.cursor() as cur:
-                    cur.execute("ROLLBACK")
-            else:
-                conn.rollback()
+        with consistent_snapshot(conn), conn.cursor() as cur:
+            cur.execute("SELECT version FROM permit_version WHERE id = 1")
+            found = cur.fetchone()
+            cur.execute(_SELECT + " ORDER BY p.id")
+            rows = [_row(row) for row in cur.fetchall()]
         permits = {row.id: self._permit(row) for row in rows}
         by_truck: dict[int, list[Permit]] = {}
         for permit in permits.values():

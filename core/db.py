@@ -51,3 +51,27 @@ def has_timescaledb(conn) -> bool:
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
         return cur.fetchone() is not None
+
+
+@contextlib.contextmanager
+def consistent_snapshot(conn) -> Iterator[None]:
+    """Read-only REPEATABLE READ for the block: several queries see one snapshot (e.g. a
+    catalogue and its version row). Works in autocommit mode and out of it; ends with no
+    transaction open."""
+    autocommit = conn.autocommit
+    if not autocommit:
+        conn.commit()
+    with conn.cursor() as cur:
+        cur.execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            if autocommit
+            else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        )
+    try:
+        yield
+    finally:
+        if autocommit:
+            with conn.cursor() as cur:
+                cur.execute("ROLLBACK")
+        else:
+            conn.rollback()

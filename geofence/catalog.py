@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+from core.db import consistent_snapshot
 from geofence.index import GeofenceConfig, GeofenceIndex
 from geofence.store import current_version, load_ban_days, load_zones
 
@@ -45,25 +46,10 @@ class ZoneCatalog:
     def load(self, conn) -> GeofenceIndex:
         """Load every active zone and ban day now, whatever the version."""
         started = time.perf_counter()
-        autocommit = conn.autocommit
-        if not autocommit:
-            conn.commit()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                    if autocommit
-                    else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                )
+        with consistent_snapshot(conn):
             version = current_version(conn)
             zones = load_zones(conn, active_only=True)
             bans = load_ban_days(conn)
-        finally:
-            if autocommit:
-                with conn.cursor() as cur:
-                    cur.execute("ROLLBACK")
-            else:
-                conn.rollback()
         index = GeofenceIndex(
             zones,
             bans,

@@ -17,45 +17,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
+from telemetry.mqtt_lean import connect_packet, encode_remaining_length
+
 
 class MqttProtocolError(RuntimeError):
     pass
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(value: bytes) -> bytes:
-    return struct.pack("!H", len(value)) + value
-
-
-def connect_packet(
-    client_id: str, keepalive: int = 60, username: str | None = None, password: str | None = None
-) -> bytes:
-    flags = 0x02  # clean session
-    payload = _string(client_id.encode())
-    if username:
-        flags |= 0x80
-        payload += _string(username.encode())
-        if password:
-            flags |= 0x40
-            payload += _string(password.encode())
-    variable = _string(b"MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
-    body = variable + payload
-    return b"\x10" + _remaining_length(len(body)) + body
 
 
 def publish_packet(topic: bytes, payload: bytes, packet_id: int) -> bytes:
     body_len = 2 + len(topic) + 2 + len(payload)
     return (
         b"\x32"
-        + _remaining_length(body_len)
+        + encode_remaining_length(body_len)
         + struct.pack("!H", len(topic))
         + topic
         + struct.pack("!H", packet_id)
@@ -81,7 +54,11 @@ class FastPublisher:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(
             connect_packet(
-                client_id or "fastpub-" + uuid.uuid4().hex[:8], username=username, password=password
+                client_id or "fastpub-" + uuid.uuid4().hex[:8],
+                60,
+                True,  # clean session: a publisher needs no state on the broker
+                username,
+                password,
             )
         )
         connack = self._recv_exact(4)

@@ -40,7 +40,7 @@ class MqttConnectionError(ConnectionError):
     pass
 
 
-def _varint(n: int) -> bytes:
+def encode_remaining_length(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n % 128, n // 128
@@ -66,12 +66,12 @@ def connect_packet(
             flags |= 0x40
             payload += _string(password)
     body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
-    return b"\x10" + _varint(len(body)) + body
+    return b"\x10" + encode_remaining_length(len(body)) + body
 
 
 def subscribe_packet(packet_id: int, topics: Sequence[str], qos: int = 1) -> bytes:
     body = struct.pack("!H", packet_id) + b"".join(_string(t) + bytes([qos]) for t in topics)
-    return b"\x82" + _varint(len(body)) + body
+    return b"\x82" + encode_remaining_length(len(body)) + body
 
 
 def parse_packets(buffer: bytes) -> tuple[list[tuple[int, bytes]], int]:
