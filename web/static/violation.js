@@ -4,6 +4,7 @@
   const {evidence: ev, i18n: T} = window.MUCK;
   const C = window.MuckCommon;
   const map = C.createMap('map');
+  map.invalidateSize();  // the container is laid out in a grid: measure it before drawing
   const api = window.muckViolation = {points: 0, start: null, end: null};
   const latlngs = ev.lat.map((lat, i) => [lat, ev.lon[i]]).filter((p) => p[0] !== null && p[1] !== null);
   api.points = latlngs.length;
@@ -22,5 +23,5 @@
     api.end = ev.end;
   }
   latlngs.forEach((p) => L.circleMarker(p, {radius: 2, color: '#37474f', weight: 1}).addTo(map));
-  map.fitBounds(all.getBounds(), {padding: [30, 30], maxZoom: 17});
+  map.fitBounds(all.getBounds(), {padding: [30, 30], maxZoom: 17, animate: false});
 })();
