@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from compliance.black_trucks import scan as scan_black_trucks
 from compliance.engine import ComplianceEngine
-from compliance.sweep import sweep_dark
+from compliance.sweep import sweep_dark, sweep_jumps
 from core.db import connect_settings
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class RulesService:
             pass  # a burst: keep going until caught up
 
     def sweep(self, conn) -> list[int]:
-        return sweep_dark(conn, self.settings, dt.datetime.now(dt.UTC))
+        opened = sweep_dark(conn, self.settings, dt.datetime.now(dt.UTC))
+        return opened + sweep_jumps(conn, self.settings)
 
     def stop(self) -> None:
         if self._scheduler is not None:

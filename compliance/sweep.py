@@ -12,9 +12,13 @@ the replay withdraws it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import msgspec
+
 from compliance.rules.dark import GoingDark
+from telemetry.validation import parse_time_ms
 
 _SWEEP = """
 INSERT INTO violations AS v (truck_id, company_id, kind, stream, started_at, worst_value,
@@ -61,5 +65,80 @@ def sweep_dark(conn, settings: Any, now) -> list[int]:
                    SELECT unnest(%s::bigint[]), 'system', 'detected', 'no report since'""",
                 (opened,),
             )
+    conn.commit()
+    return opened
+
+
+_JUMP_DETAIL = re.compile(r"\((\d+(?:\.\d+)?) km/h\)")
+
+
+def sweep_jumps(conn, settings: Any, limit: int = 5000) -> list[int]:
+    """Turn fixes quarantined as `implied_speed` (a jump no truck can drive: a shielded or
+    spoofed GNSS) into `going_dark` violations of stream `jump`, for registered trucks.
+    Reads the quarantine incrementally; commits. Returns the ids of new violations."""
+    rule = GoingDark(settings["rules"]["going_dark"], settings)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x6A756D70,))
+        cur.execute("SELECT last_id FROM compliance_cursors WHERE name = 'jumps'")
+        row = cur.fetchone()
+        last_id = row[0] if row else 0
+        cur.execute(
+            """SELECT id, device_id, detail, payload FROM quarantine
+               WHERE id > %s AND reason = 'implied_speed' ORDER BY id LIMIT %s""",
+            (last_id, limit),
+        )
+        rows = cur.fetchall()
+        found = []
+        for qid, device, detail, payload in rows:
+            last_id = qid
+            try:
+                fix = msgspec.json.decode(bytes(payload))
+                ts = parse_time_ms(fix["ts"]) / 1000.0
+                lat, lon = float(fix["lat"]), float(fix["lon"])
+            except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+                continue  # a truncated payload: the quarantine row itself is the record
+            match = _JUMP_DETAIL.search(detail or "")
+            found.append((device, ts, lat, lon, float(match.group(1)) if match else None))
+        opened: list[int] = []
+        if found:
+            cur.execute(
+                """INSERT INTO violations AS v (truck_id, company_id, kind, stream, started_at,
+                       ended_at, worst_value, worst_unit, severity, lat, lon, points,
+                       legal_basis, rule_params)
+                   SELECT t.truck_id, k.company_id, 'going_dark', 'jump', to_timestamp(f.ts),
+                          to_timestamp(f.ts), f.kmh, 'km/h implied', 'serious', f.lat, f.lon,
+                          %s, %s, %s::jsonb
+                   FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::float8[],
+                               %s::float8[]) AS f(device, ts, lat, lon, kmh)
+                   JOIN terminals t ON t.device_id = f.device
+                        AND t.valid_from <= to_timestamp(f.ts)
+                        AND (t.valid_to IS NULL OR t.valid_to > to_timestamp(f.ts))
+                   JOIN trucks k ON k.id = t.truck_id
+                   ON CONFLICT (truck_id, kind, stream, started_at) DO NOTHING
+                   RETURNING id""",
+                (
+                    rule.points,
+                    rule.legal_basis,
+                    json.dumps({"max_implied_speed_kmh": settings.ingest["max_implied_speed_kmh"]}),
+                    [f[0] for f in found],
+                    [f[1] for f in found],
+                    [f[2] for f in found],
+                    [f[3] for f in found],
+                    [f[4] for f in found],
+                ),
+            )
+            opened = [r[0] for r in cur.fetchall()]
+            if opened:
+                cur.execute(
+                    """INSERT INTO violation_events (violation_id, actor, action, note)
+                       SELECT unnest(%s::bigint[]), 'system', 'detected',
+                              'position jump no truck can drive (quarantined fix)'""",
+                    (opened,),
+                )
+        cur.execute(
+            """INSERT INTO compliance_cursors (name, last_id) VALUES ('jumps', %s)
+               ON CONFLICT (name) DO UPDATE SET last_id = EXCLUDED.last_id""",
+            (last_id,),
+        )
     conn.commit()
     return opened

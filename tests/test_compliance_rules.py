@@ -217,3 +217,22 @@ def test_rules_run_with_no_zones_and_no_permits(db, settings):
     base = (int(dt.datetime.now(dt.UTC).timestamp()) - 3600) * 1000
     trace = Trace("BARE1", base).dwell(60, **LOADED).drive(3000, 0, 35, **LOADED)
     assert run(db, settings, trace) == ["no_valid_permit"]
+
+
+def test_a_position_jump_quarantined_at_ingestion_becomes_a_going_dark_violation(
+    db, settings, city
+):
+    from compliance.sweep import sweep_jumps
+
+    trace = Trace("T1", city.base_ms).dwell(60, **LOADED).drive(1000, 0, 35, **LOADED)
+    trace.x, trace.y = 30_000, 0  # 29 km in 10 s: shielded or spoofed GNSS
+    trace.dwell(10, **LOADED)
+    Pipeline(settings, db).feed(trace.messages())
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM quarantine WHERE reason = 'implied_speed'")
+        assert cur.fetchone()[0] == 1
+    db.commit()
+    assert len(sweep_jumps(db, settings)) == 1
+    assert sweep_jumps(db, settings) == []  # the quarantine is read once
+    (row,) = violations(db)
+    assert row[1:3] == ("going_dark", "jump") and float(row[5]) > 1000
