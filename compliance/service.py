@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
+import psycopg2
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -54,7 +56,18 @@ class RulesService:
                 self._conn = None
 
     def start(self) -> None:
-        self.engine.load(self._connection())
+        # The rules must not run on empty catalogues (every loaded truck would look
+        # unpermitted), and nothing can be stored without the database anyway: wait for it.
+        delay = 1.0
+        while True:
+            try:
+                self.engine.load(self._connection())
+                break
+            except psycopg2.OperationalError as exc:
+                log.warning("cannot load zones and permits (%s); retrying in %.0fs", exc, delay)
+                self._conn = None
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
         cfg = self.settings["compliance"]
         scheduler = BackgroundScheduler(
             timezone="UTC",

@@ -6,6 +6,7 @@ rules reach the collector as after-store hooks.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import threading
 
@@ -118,6 +119,7 @@ def _start_maintenance(settings):
             log.warning("partition maintenance failed: %s", exc)
 
     scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_job(job, "interval", hours=1, next_run_time=None)
+    # First run now (a collector started after midnight creates today's partitions at once).
+    scheduler.add_job(job, "interval", hours=1, next_run_time=dt.datetime.now(dt.UTC))
     scheduler.start()
     return scheduler
