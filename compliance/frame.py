@@ -122,27 +122,41 @@ def build_frame(
     origin_site = np.zeros(n, bool)
     operating = np.ones(n, bool)
     codes = index.codes
-    for i in range(n):
-        found = permits.permits_for(int(cols.truck_id[i]), float(cols.t[i]))
-        if not found:
+    # The permit valid at each fix: plain dictionary and scalar work per fix (no arrays per
+    # call); operating hours looked up in each permit's minute-of-week bitmap.
+    by_truck = permits.by_truck
+    minute = permits.clock.minute_of_week(np.floor(cols.t).astype(np.int64)).tolist()
+    t_list = cols.t.tolist()
+    disposal_list, site_list = disposal.tolist(), site.tolist()
+    for i, truck in enumerate(cols.truck_id.tolist()):
+        candidates = by_truck.get(truck)
+        if not candidates:
             continue
-        p = found[0]
+        ti = t_list[i]
+        p = next((c for c in candidates if c.valid_at(ti)), None)
+        if p is None:
+            continue
         permit[i] = p
         has_permit[i] = True
-        operating[i] = p.operating_at(float(cols.t[i]))
-        if disposal[i] >= 0:
-            approved_disposal[i] = codes[disposal[i]] in p.disposal_sites
-        if site[i] >= 0:
-            origin_site[i] = codes[site[i]] == p.origin_site
+        if p._hours is not None:
+            operating[i] = p._hours[minute[i]]
+        if disposal_list[i] >= 0:
+            approved_disposal[i] = codes[disposal_list[i]] in p.disposal_sites
+        if site_list[i] >= 0:
+            origin_site[i] = codes[site_list[i]] == p.origin_site
     # Route distance: one vectorised call per route position (permits rarely have more
     # than one or two approved routes); the nearest approved route counts.
     max_routes = max((len(p.routes) for p in permit if p is not None), default=0)
     route_index = np.full(n, -1, np.int64)
+    route_of: dict[int, list[int]] = {}
+    for p in permit:
+        if p is not None and p.id not in route_of:
+            route_of[p.id] = [index.zone_index(code) for code in p.routes]
     for k in range(max_routes):
-        route_idx = np.full(n, -1, np.int64)
-        for i, p in enumerate(permit):
-            if p is not None and k < len(p.routes):
-                route_idx[i] = index.zone_index(p.routes[k])
+        route_idx = np.array(
+            [route_of[p.id][k] if p is not None and k < len(p.routes) else -1 for p in permit],
+            np.int64,
+        )
         sel = route_idx >= 0
         if not sel.any():
             continue
