@@ -50,7 +50,8 @@
       groups[kind].addLayer(layer);
     }
     const overlays = {};
-    for (const [kind, group] of Object.entries(groups)) { group.addTo(map); overlays[kind] = group; }
+    const labels = (window.MUCK && window.MUCK.i18n && window.MUCK.i18n.zoneKinds) || {};
+    for (const [kind, group] of Object.entries(groups)) { group.addTo(map); overlays[labels[kind] || kind] = group; }
     if (Object.keys(overlays).length) L.control.layers(null, overlays, {collapsed: false}).addTo(map);
     return features;
   }
