@@ -1,0 +1,553 @@
+"""A live fleet for the synthetic city: trucks drive their permitted trips along the roads and
+report over MQTT, with GPS noise, lost, duplicated and buffered messages, and injected
+misbehaviour recorded as ground truth (simulators/groundtruth.py).
+
+The simulation advances in whole simulated seconds; `Fleet.advance(t)` returns the messages
+(topic, payload) that the terminals send up to simulated second `t`, in order. Everything is
+drawn from random generators seeded by the city seed, so the same city, configuration and
+start time give the same messages. `run_live` paces it against the wall clock (`speedup`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+
+from simulators.city import ROUTE_WIDTH_M, City, Truck
+from simulators.groundtruth import TruthEvent
+from telemetry.contract import Topics
+
+ACCEL = 0.8  # m/s² when speeding up
+DECEL = 1.5  # m/s² planned braking
+TURN_KMH = 20.0  # speed through a turn of more than 45°
+SPEED_TOLERANCE_KMH = 5.0  # [rules.speeding] tolerance_kmh: speeding truth starts above it
+OVER_LIMIT_KMH = 30.0  # how far over the limit an injected speeder drives
+MOVING_KMH = 5.0
+
+# Driving misbehaviour, at most one per loaded trip (probability per trip).
+TRIP_KINDS = ("route_deviation", "unsealed_transport", "speeding", "illegal_dumping")
+DEFAULT_RATES = {
+    "route_deviation": 0.05,
+    "unsealed_transport": 0.05,
+    "speeding": 0.05,
+    "illegal_dumping": 0.02,
+    "going_dark": 0.03,  # independent of the others: the terminal goes silent for 7-15 min
+}
+INJECTABLE = (*TRIP_KINDS, "going_dark")
+
+
+@dataclass
+class FleetConfig:
+    interval_s: int = 10  # seconds between fixes of one truck
+    noise_m: float = 10.0  # GPS noise, σ per axis (m)
+    drop_pct: float = 0.5  # messages lost on the way (%)
+    duplicate_pct: float = 0.5  # messages delivered twice (%)
+    coverage_gap_pct: float = 5.0  # loaded trips with a coverage gap, re-uploaded as a batch (%)
+    stop_pct: float = 25.0  # intersections where a truck has to stop (red light) (%)
+    rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    # Truck index -> kinds forced on its first loaded trip (tests, demonstrations).
+    script: dict[int, list[str]] = field(default_factory=dict)
+    topic_prefix: str = "muck/v1"
+
+    def __post_init__(self) -> None:
+        if int(self.interval_s) < 1:
+            raise ValueError("interval_s must be at least 1 second")
+        self.interval_s = int(self.interval_s)
+        for kind in list(self.rates) + [k for ks in self.script.values() for k in ks]:
+            if kind not in INJECTABLE:
+                raise ValueError(f"cannot inject {kind!r}; one of {', '.join(INJECTABLE)}")
+
+
+@dataclass
+class Seg:
+    ax: float
+    ay: float
+    bx: float
+    by: float
+    limit_kmh: float
+    target_mps: float
+    lid: str = "closed"
+    tag: str = ""  # injected misbehaviour on this segment
+    stop_after: bool = False
+
+    @property
+    def length(self) -> float:
+        return math.hypot(self.bx - self.ax, self.by - self.ay)
+
+
+@dataclass
+class State:
+    x: float
+    y: float
+    v: float  # m/s
+    heading: float
+    lid: str = "closed"
+    lift: str = "down"
+    load: str = "empty"
+    dark: bool = False
+    gap: bool = False
+
+
+def _dist_to_polyline(x: float, y: float, pts: list[tuple[float, float]]) -> float:
+    best = math.inf
+    for (ax, ay), (bx, by) in zip(pts, pts[1:], strict=False):
+        dx, dy = bx - ax, by - ay
+        n2 = dx * dx + dy * dy
+        u = 0.0 if n2 == 0 else max(0.0, min(1.0, ((x - ax) * dx + (y - ay) * dy) / n2))
+        best = min(best, math.hypot(x - ax - u * dx, y - ay - u * dy))
+    return best
+
+
+class TruckAgent:
+    """One truck's life as a generator of per-second states."""
+
+    def __init__(self, fleet: Fleet, index: int, truck: Truck) -> None:
+        self.fleet, self.index, self.truck = fleet, index, truck
+        city = fleet.city
+        self.rng = random.Random(city.seed * 1_000_003 + index)
+        permit = next(p for p in city.permits if p.number == truck.permit)
+        self.route = city.routes[permit.routes[0]]
+        self.route_xy = city.route_xy(self.route.code)
+        self.factor = self.rng.uniform(0.72, 0.85)  # how close to the limit this driver goes
+        self.t = 0  # simulated seconds since the fleet's start
+        self.trips = 0
+        self.dark_until = -1
+        self.dark_from = -1
+        self.gap_from = -1
+        self.gap_until = -1
+        self.state = State(*self.route_xy[0], 0.0, 0.0)
+        self.gen = self._life()
+        # Emission
+        self.phase = self.rng.randrange(fleet.config.interval_s)
+        self.seq = 0
+        self.buffer: list[dict] = []
+        self.last_delivered_ms: int | None = None
+        self.dark_event: TruthEvent | None = None
+
+    # -- truth ----------------------------------------------------------------------------
+    def _open(self, kind: str, **detail) -> TruthEvent:
+        event = TruthEvent(
+            self.truck.plate, self.truck.device_id, kind, self.fleet.ms(self.t), None, detail
+        )
+        self.fleet.truth.append(event)
+        return event
+
+    # -- life -----------------------------------------------------------------------------
+    def _life(self) -> Iterator[State]:
+        # Start somewhere in the loading dwell at the origin site, staggered.
+        yield from self._dwell(self.rng.randint(10, 240), load="empty")
+        while True:
+            kinds = self._plan()
+            yield from self._loading()
+            yield from self._loaded_trip(kinds)
+            self.trips += 1
+
+    def _plan(self) -> list[str]:
+        config = self.fleet.config
+        if self.trips == 0 and self.index in config.script:
+            return list(config.script[self.index])
+        kinds = []
+        u = self.rng.random()
+        for kind in TRIP_KINDS:
+            u -= config.rates.get(kind, 0.0)
+            if u < 0:
+                kinds.append(kind)
+                break
+        if self.rng.random() < config.rates.get("going_dark", 0.0):
+            kinds.append("going_dark")
+        return kinds
+
+    def _dwell(self, seconds: int, **state) -> Iterator[State]:
+        s = self.state
+        s.v = 0.0
+        for key, value in state.items():
+            setattr(s, key, value)
+        for _ in range(int(seconds)):
+            yield self._tick()
+
+    def _tick(self) -> State:
+        self.t += 1
+        s = self.state
+        s.dark = self.dark_from <= self.t < self.dark_until
+        s.gap = self.gap_from <= self.t < self.gap_until
+        return s
+
+    def _loading(self) -> Iterator[State]:
+        r = self.rng
+        yield from self._dwell(r.randint(60, 150), load="empty", lid="closed", lift="down")
+        yield from self._dwell(r.randint(60, 150), load="half")
+        yield from self._dwell(r.randint(20, 60), load="full")
+
+    def _unloading(self) -> Iterator[State]:
+        r = self.rng
+        yield from self._dwell(r.randint(20, 60), load="full")
+        yield from self._dwell(r.randint(30, 60), lid="open", lift="up", load="half")
+        yield from self._dwell(r.randint(20, 40), load="empty")
+        yield from self._dwell(r.randint(20, 40), lid="closed", lift="down", load="empty")
+
+    def _segments(self, pts: list[tuple[float, float]]) -> list[Seg]:
+        roads = self.fleet.city.roads
+        segs = []
+        for (ax, ay), (bx, by), a, b in zip(pts, pts[1:], *self._nodes_of(pts), strict=False):
+            edge = roads.edge_between(a, b)
+            target = edge.limit_kmh * self.factor * self.rng.uniform(0.96, 1.03) / 3.6
+            stop = self.rng.random() * 100 < self.fleet.config.stop_pct
+            segs.append(Seg(ax, ay, bx, by, edge.limit_kmh, target, stop_after=stop))
+        return segs
+
+    def _nodes_of(self, pts):
+        index = self.fleet.node_at
+        nodes = [index[p] for p in pts]
+        return nodes, nodes[1:]
+
+    def _xy(self, nodes: list[int]) -> list[tuple[float, float]]:
+        return [self.fleet.city.roads.nodes[n] for n in nodes]
+
+    def _loaded_trip(self, kinds: list[str]) -> Iterator[State]:
+        r = self.rng
+        nodes = list(self.route.nodes)
+        if "going_dark" in kinds:
+            self.dark_from = self.t + r.randint(60, 300)
+            self.dark_until = self.dark_from + r.randint(420, 900)
+        if r.random() * 100 < self.fleet.config.coverage_gap_pct:
+            begin = max(self.t, self.dark_until) + r.randint(30, 400)
+            self.gap_from, self.gap_until = begin, begin + r.randint(60, 240)
+        self.state.load = "full"
+        if "illegal_dumping" in kinds and len(nodes) >= 3:
+            k = r.randrange(1, len(nodes) - 1)
+            yield from self._drive(self._segments(self._xy(nodes[: k + 1])))
+            yield from self._dwell(r.randint(30, 90), load="full")
+            event = self._open("illegal_dumping", at_node=nodes[k])
+            yield from self._dwell(r.randint(20, 40), lift="up", load="full")
+            yield from self._dwell(r.randint(20, 40), lift="up", load="half")
+            yield from self._dwell(r.randint(20, 40), lift="up", load="empty")
+            event.end_ms = self.fleet.ms(self.t)
+            yield from self._dwell(r.randint(10, 30), lift="down", load="empty")
+            yield from self._drive(self._segments(self._xy(nodes[k::-1])))
+            return
+        segs = None
+        if "route_deviation" in kinds and len(nodes) >= 4:
+            segs = self._detour(nodes)
+        if segs is None:
+            segs = self._segments(self._xy(nodes))
+        if "unsealed_transport" in kinds or "speeding" in kinds:
+            kind = "unsealed_transport" if "unsealed_transport" in kinds else "speeding"
+            n = len(segs)
+            a = r.randrange(1, n - 1) if n >= 3 else 0
+            b = a + 1  # up to 3 segments, straight on (a turn would slow the truck down)
+            while b < min(n, a + 3) and _turn_deg(segs[b - 1], segs[b]) <= 45:
+                b += 1
+            for i, seg in enumerate(segs[a:b], a):
+                seg.tag = kind
+                if i < b - 1:
+                    seg.stop_after = False  # an offender does not stop on the way
+                if kind == "unsealed_transport":
+                    seg.lid = "open"
+                else:
+                    seg.target_mps = min(100.0, seg.limit_kmh + OVER_LIMIT_KMH) / 3.6
+        yield from self._drive(segs)
+        yield from self._unloading()
+        back = self._segments(self._xy(nodes[::-1]))
+        yield from self._drive(back)
+
+    def _detour(self, nodes: list[int]) -> list[Seg] | None:
+        """Leave the route at node i and rejoin at node j over other roads."""
+        city = self.fleet.city
+        for _ in range(5):
+            i = self.rng.randrange(1, len(nodes) - 2)
+            j = min(len(nodes) - 2, i + self.rng.randint(2, 3))
+            if j <= i:
+                continue
+            avoid = (set(nodes) - {nodes[i], nodes[j]}) | city.restricted_nodes()
+            avoid |= {s.node for s in city.sites.values()}
+            roads = city.roads
+            on_route = {
+                k
+                for a, b in zip(nodes, nodes[1:], strict=False)
+                for nb, k in roads.adjacency[a]
+                if nb == b
+            }
+            try:
+                path = roads.shortest_path(nodes[i], nodes[j], avoid, on_route)
+            except ValueError:
+                continue
+            full = nodes[:i] + path + nodes[j + 1 :]
+            segs = self._segments(self._xy(full))
+            for seg in segs[i : i + len(path) - 1]:
+                seg.tag = "route_deviation"
+            return segs
+        return None
+
+    def _drive(self, segs: list[Seg]) -> Iterator[State]:
+        s = self.state
+        s.v = 0.0
+        open_events: dict[str, TruthEvent] = {}
+        pos = 0.0
+        i = 0
+        while i < len(segs):
+            seg = segs[i]
+            length = seg.length
+            last = i == len(segs) - 1
+            if last or seg.stop_after:
+                v_end = 0.0
+            else:
+                nxt = segs[i + 1]
+                v_end = min(seg.target_mps, nxt.target_mps)
+                turn = _turn_deg(seg, nxt)
+                if turn > 45:
+                    v_end = min(v_end, TURN_KMH / 3.6)
+            v_allow = math.sqrt(v_end * v_end + 2 * DECEL * max(0.0, length - pos))
+            v_des = min(seg.target_mps, v_allow)
+            s.v = min(v_des, s.v + ACCEL) if v_des > s.v else max(v_des, s.v - 3.0)
+            pos += s.v
+            s.lid = seg.lid
+            if pos >= length - 1e-6:
+                carry = pos - length
+                s.x, s.y = seg.bx, seg.by
+                s.heading = _heading(seg)
+                if last:
+                    s.v = 0.0
+                    self._track(open_events, seg)
+                    yield self._tick()
+                    break
+                if seg.stop_after:
+                    s.v = 0.0
+                    self._track(open_events, seg)
+                    yield self._tick()
+                    yield from self._dwell(self.rng.randint(10, 45))
+                    carry = 0.0
+                    s.lid = seg.lid
+                else:
+                    self._track(open_events, seg)
+                    yield self._tick()
+                i += 1
+                pos = carry
+                nseg = segs[i]
+                u = min(1.0, pos / max(nseg.length, 1e-6))
+                s.x, s.y = nseg.ax + u * (nseg.bx - nseg.ax), nseg.ay + u * (nseg.by - nseg.ay)
+                continue
+            u = pos / length
+            s.x, s.y = seg.ax + u * (seg.bx - seg.ax), seg.ay + u * (seg.by - seg.ay)
+            s.heading = _heading(seg)
+            self._track(open_events, seg)
+            yield self._tick()
+        for event in open_events.values():
+            event.end_ms = self.fleet.ms(self.t)
+        s.v = 0.0
+        s.lid = "closed"
+
+    def _track(self, events: dict[str, TruthEvent], seg: Seg) -> None:
+        """Open and close ground-truth episodes for the segment's injected misbehaviour."""
+        s = self.state
+        kmh = s.v * 3.6
+        loaded = s.load != "empty"
+        if seg.tag == "speeding" or "speeding" in events:
+            on = seg.tag == "speeding" and kmh > seg.limit_kmh + SPEED_TOLERANCE_KMH
+            self._flip(events, "speeding", on, limit_kmh=seg.limit_kmh)
+        if seg.tag == "unsealed_transport" or "unsealed_transport" in events:
+            on = seg.tag == "unsealed_transport" and s.lid == "open" and kmh >= MOVING_KMH
+            self._flip(events, "unsealed_transport", on and loaded)
+        if seg.tag == "route_deviation" or "route_deviation" in events:
+            d = _dist_to_polyline(s.x, s.y, self.route_xy)
+            limit = ROUTE_WIDTH_M * (0.7 if "route_deviation" in events else 1.0)
+            self._flip(events, "route_deviation", loaded and d > limit, route=self.route.code)
+
+    def _flip(self, events: dict[str, TruthEvent], kind: str, on: bool, **detail) -> None:
+        if on and kind not in events:
+            # The episode starts at this tick (the state is yielded right after).
+            events[kind] = TruthEvent(
+                self.truck.plate,
+                self.truck.device_id,
+                kind,
+                self.fleet.ms(self.t + 1),
+                None,
+                detail,
+            )
+            self.fleet.truth.append(events[kind])
+        elif not on and kind in events:
+            events.pop(kind).end_ms = self.fleet.ms(self.t + 1)
+
+    # -- emission -------------------------------------------------------------------------
+    def emit(self, state: State, out: list[tuple[str, bytes]]) -> None:
+        fleet, r = self.fleet, self.rng
+        config = fleet.config
+        ts = fleet.ms(self.t)
+        self.seq += 1
+        if state.dark:
+            if self.dark_event is None:
+                start = self.last_delivered_ms if self.last_delivered_ms is not None else ts
+                self.dark_event = TruthEvent(
+                    self.truck.plate, self.truck.device_id, "going_dark", start, None, {}
+                )
+                fleet.truth.append(self.dark_event)
+            return
+        noise = config.noise_m
+        lon, lat = fleet.city.lonlat(state.x + r.gauss(0, noise), state.y + r.gauss(0, noise))
+        kmh = max(0.0, state.v * 3.6 + (r.gauss(0, 0.8) if state.v > 0 else 0.0))
+        fix = {
+            "ts": ts,
+            "lat": round(lat, 6),
+            "lon": round(lon, 6),
+            "speed": round(kmh, 1),
+            "heading": int(state.heading) % 360,
+            "lid": state.lid,
+            "lift": state.lift,
+            "load": state.load,
+            "acc": True,
+            "sats": r.randint(8, 16),
+            "hdop": round(r.uniform(0.6, 1.6), 1),
+            "seq": self.seq,
+        }
+        topic = fleet.topic(self.truck.device_id)
+        if state.gap:
+            self.buffer.append(fix)
+            return
+        lost = r.random() * 100 < config.drop_pct
+        if not lost:
+            out.append((topic, msgspec.json.encode(fix)))
+            if r.random() * 100 < config.duplicate_pct:
+                out.append((topic, msgspec.json.encode(fix)))
+            self.last_delivered_ms = ts
+            if self.dark_event is not None:
+                self.dark_event.end_ms = ts
+                self.dark_event = None
+        if self.buffer:
+            # Back in coverage: the buffered fixes follow as one batch (盲区补传).
+            out.append((topic, msgspec.json.encode(self.buffer)))
+            fleet.reuploads += 1
+            self.buffer = []
+
+
+def _heading(seg: Seg) -> float:
+    return math.degrees(math.atan2(seg.bx - seg.ax, seg.by - seg.ay)) % 360
+
+
+def _turn_deg(a: Seg, b: Seg) -> float:
+    d = abs(_heading(a) - _heading(b)) % 360
+    return min(d, 360 - d)
+
+
+class Fleet:
+    """The trucks of a city, driven in simulated seconds from `start_ms`."""
+
+    def __init__(
+        self,
+        city: City,
+        config: FleetConfig | None = None,
+        *,
+        start_ms: int,
+        trucks: int | None = None,
+    ) -> None:
+        self.city = city
+        self.config = config or FleetConfig()
+        self.start_ms = int(start_ms) // 1000 * 1000
+        self.truth: list[TruthEvent] = []
+        self.node_at = {xy: k for k, xy in enumerate(city.roads.nodes)}
+        self._topics = Topics(self.config.topic_prefix)
+        self._topic_cache: dict[str, str] = {}
+        chosen = city.trucks if trucks is None else city.trucks[:trucks]
+        self.agents = [TruckAgent(self, i, truck) for i, truck in enumerate(chosen)]
+        self.t = 0
+        self.published = 0
+        self.reuploads = 0
+
+    def ms(self, t: int) -> int:
+        return self.start_ms + t * 1000
+
+    def topic(self, device: str) -> str:
+        topic = self._topic_cache.get(device)
+        if topic is None:
+            topic = self._topic_cache[device] = self._topics.telemetry(device)
+        return topic
+
+    def advance(self, until_s: int) -> list[tuple[str, bytes]]:
+        """Run every truck up to simulated second `until_s`; the messages sent meanwhile."""
+        out: list[tuple[str, bytes]] = []
+        interval = self.config.interval_s
+        while self.t < until_s:
+            self.t += 1
+            for agent in self.agents:
+                state = next(agent.gen)
+                if (agent.t - agent.phase) % interval == 0:
+                    agent.emit(state, out)
+        return out
+
+    def finish(self) -> list[tuple[str, bytes]]:
+        """Flush buffered fixes and close open truth episodes at the current time."""
+        out: list[tuple[str, bytes]] = []
+        for agent in self.agents:
+            if agent.buffer:
+                out.append((self.topic(agent.truck.device_id), msgspec.json.encode(agent.buffer)))
+                agent.buffer = []
+        return out
+
+    def open_truth(self) -> list[TruthEvent]:
+        return [e for e in self.truth if e.end_ms is None]
+
+
+def run_live(
+    fleet: Fleet,
+    publish: Callable[[list[tuple[str, bytes]]], None],
+    *,
+    speedup: float = 1.0,
+    duration_s: float | None = None,
+    stop: threading.Event | None = None,
+    status: Callable[[Fleet], None] | None = None,
+    tick_s: float = 0.25,
+) -> None:
+    """Advance the fleet with the wall clock × `speedup` (never past the real present, so fix
+    times stay acceptable to the collector) and publish; until `duration_s` simulated seconds
+    or `stop`. `speedup` 0 runs as fast as possible."""
+    stop = stop or threading.Event()
+    began = time.monotonic()
+    last_status = 0.0
+    while not stop.is_set():
+        elapsed = time.monotonic() - began
+        now_t = (time.time() * 1000 - fleet.start_ms) / 1000
+        target = now_t if speedup <= 0 else min(elapsed * speedup, now_t)
+        if duration_s is not None:
+            target = min(target, duration_s)
+        target = int(target)
+        if target > fleet.t:
+            messages = fleet.advance(target)
+            if messages:
+                publish(messages)
+                fleet.published += len(messages)
+        if status is not None and time.monotonic() - last_status >= 1.0:
+            status(fleet)
+            last_status = time.monotonic()
+        if duration_s is not None and fleet.t >= duration_s:
+            break
+        if speedup > 0 or target >= now_t - 1:
+            stop.wait(tick_s)
+    tail = fleet.finish()
+    if tail:
+        publish(tail)
+        fleet.published += len(tail)
+    if status is not None:
+        status(fleet)
+
+
+def fast_publisher(settings):
+    """A publish function over simulators.fastpub (QoS 1, waits for every PUBACK)."""
+    from simulators.fastpub import FastPublisher
+
+    endpoint = settings.mqtt_endpoint()
+    publisher = FastPublisher(
+        endpoint.host,
+        endpoint.port,
+        client_id="muck-simulator",
+        username=endpoint.username,
+        password=endpoint.password,
+    )
+
+    def publish(messages: list[tuple[str, bytes]]) -> None:
+        publisher.publish_many((t.encode(), p) for t, p in messages)
+
+    return publisher, publish

@@ -1,0 +1,234 @@
+"""The synthetic city and the live fleet (issue 5), on the real database and broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+from compliance.permits import list_permits
+from compliance.violations import KINDS
+from core.cli import _register_subcommands, cli
+from registry.validation import credit_code_valid, plate_problem
+from simulators.city import SITE_HALF_M, City, generate_city, install_city
+from simulators.fleet import Fleet, FleetConfig, fast_publisher, run_live
+from simulators.groundtruth import truth_document
+from tests.mqtt_helpers import count, running_collector, wait_until
+
+TODAY = dt.date(2026, 11, 23)
+START_MS = 1_795_000_000_000
+SCRIPT = {
+    0: ["route_deviation"],
+    1: ["unsealed_transport"],
+    2: ["speeding"],
+    3: ["illegal_dumping"],
+    4: ["going_dark"],
+}
+
+
+def city_of(seed: int, trucks: int = 12) -> City:
+    return generate_city(seed, trucks=trucks, today=TODAY)
+
+
+def messages(seed: int, seconds: int = 1800) -> list[tuple[str, bytes]]:
+    fleet = Fleet(city_of(seed), FleetConfig(script=SCRIPT), start_ms=START_MS)
+    return fleet.advance(seconds) + fleet.finish()
+
+
+def test_same_seed_same_city_and_messages_different_seed_different():
+    assert city_of(5) == city_of(5)
+    assert city_of(5).geojson() == city_of(5).geojson()
+    assert city_of(5).permits_json() == city_of(5).permits_json()
+    assert city_of(5) != city_of(6)
+    assert messages(5) == messages(5)
+    assert messages(5) != messages(6)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 42])
+def test_plates_and_credit_codes_pass_registry_validation(seed):
+    city = city_of(seed, trucks=40)
+    plates = [t.plate for t in city.trucks]
+    assert len(set(plates)) == len(plates)
+    assert all(plate_problem(p) is None for p in plates)
+    assert all(p.startswith("粤B") and len(p) == 7 for p in plates)
+    assert all(credit_code_valid(c.credit_code) for c in city.companies)
+    assert all(2 <= len(c.legal_representative) <= 3 for c in city.companies)
+    assert {t.permit for t in city.trucks} == {p.number for p in city.permits}
+
+
+def _on_edge(x, y, a, b) -> bool:
+    (ax, ay), (bx, by) = a, b
+    cross = (bx - ax) * (y - ay) - (by - ay) * (x - ax)
+    return abs(cross) / math.hypot(bx - ax, by - ay) < 1e-6
+
+
+@pytest.mark.parametrize("seed", [1, 7, 99])
+def test_routes_follow_the_roads_between_their_sites(seed):
+    city = city_of(seed)
+    roads = city.roads
+    restricted = city.restricted_nodes()
+    for route in city.routes.values():
+        nodes = route.nodes
+        assert nodes[0] == city.sites[route.origin].node
+        assert city.sites[route.origin].kind == "site"
+        assert nodes[-1] == city.sites[route.disposal].node
+        assert city.sites[route.disposal].kind == "disposal"
+        for a, b in zip(nodes, nodes[1:], strict=False):
+            roads.edge_between(a, b)  # raises when the two nodes are not joined by a street
+        assert not restricted & set(nodes)
+        # The exported LineString's vertices are the road nodes.
+        feature = next(
+            f for f in city.geojson()["features"] if f["properties"]["code"] == route.code
+        )
+        assert feature["properties"]["width_m"] == 50
+        assert len(feature["geometry"]["coordinates"]) == len(nodes)
+        # Start and end inside the site polygons.
+        x0, y0 = city.node_xy(nodes[0])
+        assert city.site_contains(x0, y0) == route.origin
+        assert city.site_contains(*city.node_xy(nodes[-1])) == route.disposal
+    classes = {e.road_class for e in roads.edges}
+    assert classes == {"expressway", "urban_expressway", "other"}
+
+
+def test_simulated_track_stays_on_roads():
+    city = city_of(3)
+    fleet = Fleet(city, FleetConfig(noise_m=0, drop_pct=0, duplicate_pct=0), start_ms=START_MS)
+    fleet.advance(1200)
+    edges = [(city.node_xy(e.a), city.node_xy(e.b)) for e in city.roads.edges]
+    agent = fleet.agents[0]
+    for _ in range(300):
+        state = next(agent.gen)
+        assert any(_on_edge(state.x, state.y, a, b) for a, b in edges) or city.site_contains(
+            state.x, state.y
+        )
+        assert state.v * 3.6 <= 100.1
+
+
+def test_install_city_uses_the_import_paths_and_is_idempotent(db, settings):
+    city = generate_city(11, trucks=8, center=(114.06, 22.55))
+    first = install_city(db, settings, city)
+    assert first["zones"]["inserted"] == len(city.geojson()["features"])
+    assert first["permits"]
+    second = install_city(db, settings, city)
+    assert second["zones"] == {"inserted": 0, "updated": len(city.geojson()["features"])}
+
+    def counts():
+        return [
+            count(db, "SELECT count(*) FROM companies"),
+            count(db, "SELECT count(*) FROM trucks"),
+            count(db, "SELECT count(*) FROM terminals"),
+            count(db, "SELECT count(*) FROM permits"),
+            count(db, "SELECT count(*) FROM geofence_zones"),
+            count(db, "SELECT count(*) FROM permit_trucks"),
+        ]
+
+    assert counts() == [
+        len(city.companies),
+        8,
+        8,
+        len(city.permits),
+        len(city.geojson()["features"]),
+        8,
+    ]
+    assert count(db, "SELECT count(*) FROM companies WHERE NOT credit_code_valid") == 0
+    permits = list_permits(db)
+    assert {p.number for p in permits} == {p.number for p in city.permits}
+    assert count(db, "SELECT count(*) FROM geofence_zones WHERE kind = 'restricted'") == 2
+
+
+def test_ground_truth_of_scripted_misbehaviour():
+    fleet = Fleet(city_of(4), FleetConfig(script=SCRIPT, drop_pct=0), start_ms=START_MS)
+    fleet.advance(2400)
+    doc = truth_document(fleet.truth)
+    by_device = {}
+    for event in doc["events"]:
+        assert event["kind"] in KINDS
+        assert event["end_ms"] is None or event["end_ms"] > event["start_ms"]
+        by_device.setdefault(event["device_id"], set()).add(event["kind"])
+    agents = fleet.agents
+    for index, kinds in SCRIPT.items():
+        assert set(kinds) <= by_device.get(agents[index].truck.device_id, set()), index
+    dark = next(e for e in fleet.truth if e.kind == "going_dark")
+    assert dark.end_ms - dark.start_ms >= 420_000
+    # Nobody without a script did anything at default rates? Not guaranteed; but every
+    # event names a simulated truck.
+    assert {e["device_id"] for e in doc["events"]} <= {a.truck.device_id for a in agents}
+
+
+def test_messages_follow_the_contract():
+    msgs = messages(8, 900)
+    decoded = 0
+    for topic, payload in msgs:
+        assert topic.startswith("muck/v1/trucks/SIM8-T") and topic.endswith("/telemetry")
+        body = msgspec.json.decode(payload)
+        for fix in body if isinstance(body, list) else [body]:
+            assert set(fix) >= {"ts", "lat", "lon", "speed", "lid", "lift", "load"}
+            assert START_MS < fix["ts"] <= START_MS + 900_000
+            assert abs(fix["lat"] - 22.55) < 0.05 and abs(fix["lon"] - 114.06) < 0.05
+            decoded += 1
+    assert decoded > 900 // 10 * 12 * 0.7
+
+
+def test_short_live_run_through_broker_and_collector(db, settings, tmp_path):
+    city = generate_city(21, trucks=5, center=(114.06, 22.55))
+    install_city(db, settings, city)
+    duration = 1500
+    start_ms = int(time.time() * 1000) - duration * 1000 - 60_000
+    fleet = Fleet(city, FleetConfig(script=SCRIPT, coverage_gap_pct=100), start_ms=start_ms)
+    with running_collector(settings):
+        publisher, publish = fast_publisher(settings)
+        try:
+            run_live(fleet, publish, speedup=0, duration_s=duration)
+        finally:
+            publisher.close()
+        expected = fleet.published
+        assert wait_until(
+            lambda: count(db, "SELECT count(DISTINCT truck_id) FROM positions") == 5, 30
+        )
+        assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") >= expected * 0.9, 30)
+    assert fleet.reuploads >= 1
+    assert count(db, "SELECT count(*) FROM positions WHERE truck_id IS NULL") == 0
+    assert count(db, "SELECT count(*) FROM quarantine") == 0
+    kinds = {e.kind for e in fleet.truth}
+    assert kinds >= {k for ks in SCRIPT.values() for k in ks}
+
+
+def test_cli_simulate_writes_ground_truth(db, settings, tmp_path):
+    _register_subcommands()
+    truth = tmp_path / "truth.json"
+    with running_collector(settings):
+        result = CliRunner().invoke(
+            cli,
+            [
+                "simulate",
+                "--trucks",
+                "3",
+                "--seed",
+                "5",
+                "--speedup",
+                "0",
+                "--duration",
+                "600",
+                "--rate",
+                "speeding=1",
+                "--truth",
+                str(truth),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert wait_until(
+            lambda: count(db, "SELECT count(DISTINCT truck_id) FROM positions") == 3, 30
+        )
+    doc = json.loads(truth.read_text(encoding="utf-8"))
+    assert doc["meta"]["seed"] == 5
+    assert all(e["kind"] in KINDS for e in doc["events"])
+    assert "installed" in result.output and "simulation stopped" in result.output
+
+
+def test_site_half_size_leaves_room_between_nodes():
+    assert SITE_HALF_M * 2 < 600
