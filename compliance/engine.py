@@ -299,7 +299,8 @@ class ComplianceEngine:
             stream=stream,
             start=start,
             end=end,
-            worst=worst if math.isfinite(worst) else None,
+            # Rules without a measure (unit "") store no worst value.
+            worst=worst if rule.unit and math.isfinite(worst) else None,
             unit=rule.unit,
             severity=rule.severity(duration, worst),
             permit_no=permit.number if permit is not None else None,

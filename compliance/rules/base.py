@@ -45,6 +45,7 @@ class PointEpisodes:
 
 class Rule:
     kind: str = ""
+    #: unit of the worst value ("" = the rule has no measure; no worst value is stored)
     unit: str = ""
     #: names of the condition streams, in a fixed order (they index the stored carry)
     stream_names: tuple[str, ...] = ()

@@ -21,7 +21,7 @@ def load_dropped(frame, carried: Carried) -> np.ndarray:
 
 class IllegalDumping(Rule):
     kind = "illegal_dumping"
-    unit = "load_dropped"
+    unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_outside_sites",)
 
     def streams(self, frame, carried: Carried) -> list[Stream]:
@@ -31,7 +31,7 @@ class IllegalDumping(Rule):
 
 class UnapprovedDisposal(Rule):
     kind = "unapproved_disposal"
-    unit = "load_dropped"
+    unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_at_wrong_site",)
 
     def streams(self, frame, carried: Carried) -> list[Stream]:

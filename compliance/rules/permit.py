@@ -9,7 +9,7 @@ from compliance.rules.base import Carried, Rule, Stream
 
 class NoValidPermit(Rule):
     kind = "no_valid_permit"
-    unit = "s"
+    unit = ""
     stream_names = ("loaded_without_permit",)
 
     def streams(self, frame, carried: Carried) -> list[Stream]:

@@ -23,7 +23,7 @@ class RestrictedZone(Rule):
 
 class RestrictedHours(Rule):
     kind = "restricted_hours"
-    unit = "s"
+    unit = ""
     stream_names = ("loaded_outside_hours",)
 
     def streams(self, frame, carried: Carried) -> list[Stream]:
