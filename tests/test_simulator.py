@@ -13,9 +13,10 @@ from click.testing import CliRunner
 
 from compliance.permits import list_permits
 from compliance.violations import KINDS
-from core.cli import _register_subcommands, cli
+from core.cli import MuckContext
 from registry.validation import credit_code_valid, plate_problem
 from simulators.city import SITE_HALF_M, City, generate_city, install_city
+from simulators.cli import simulate
 from simulators.fleet import Fleet, FleetConfig, fast_publisher, run_live
 from simulators.groundtruth import truth_document
 from tests.mqtt_helpers import count, running_collector, wait_until
@@ -199,13 +200,11 @@ def test_short_live_run_through_broker_and_collector(db, settings, tmp_path):
 
 
 def test_cli_simulate_writes_ground_truth(db, settings, tmp_path):
-    _register_subcommands()
     truth = tmp_path / "truth.json"
     with running_collector(settings):
         result = CliRunner().invoke(
-            cli,
+            simulate,
             [
-                "simulate",
                 "--trucks",
                 "3",
                 "--seed",
@@ -219,6 +218,7 @@ def test_cli_simulate_writes_ground_truth(db, settings, tmp_path):
                 "--truth",
                 str(truth),
             ],
+            obj=MuckContext(None),
         )
         assert result.exit_code == 0, result.output
         assert wait_until(
