@@ -129,6 +129,7 @@ class TruckAgent:
         self.buffer: list[dict] = []
         self.last_delivered_ms: int | None = None
         self.dark_event: TruthEvent | None = None
+        self.dark_windows: list[tuple[int, int]] = []  # device time, ms
 
     # -- truth ----------------------------------------------------------------------------
     def _open(self, kind: str, **detail) -> TruthEvent:
@@ -215,6 +216,9 @@ class TruckAgent:
         if "going_dark" in kinds:
             self.dark_from = self.t + r.randint(60, 300)
             self.dark_until = self.dark_from + r.randint(420, 900)
+            self.dark_windows.append(
+                (self.fleet.ms(self.dark_from), self.fleet.ms(self.dark_until))
+            )
         if r.random() * 100 < self.fleet.config.coverage_gap_pct:
             begin = max(self.t, self.dark_until) + r.randint(30, 400)
             self.gap_from, self.gap_until = begin, begin + r.randint(60, 240)
@@ -240,8 +244,10 @@ class TruckAgent:
             kind = "unsealed_transport" if "unsealed_transport" in kinds else "speeding"
             n = len(segs)
             a = r.randrange(1, n - 1) if n >= 3 else 0
-            b = a + 1  # up to 3 segments, straight on (a turn would slow the truck down)
-            while b < min(n, a + 3) and _turn_deg(segs[b - 1], segs[b]) <= 45:
+            b = a + 1  # up to 3 segments, not into the disposal site
+            while b < min(n - 1, a + 3) and (
+                kind == "unsealed_transport" or _turn_deg(segs[b - 1], segs[b]) <= 45
+            ):  # a speeder goes straight on (a turn would slow the truck down)
                 b += 1
             for i, seg in enumerate(segs[a:b], a):
                 seg.tag = kind
@@ -352,11 +358,13 @@ class TruckAgent:
             self._flip(events, "speeding", on, limit_kmh=seg.limit_kmh)
         if seg.tag == "unsealed_transport" or "unsealed_transport" in events:
             on = seg.tag == "unsealed_transport" and s.lid == "open" and kmh >= MOVING_KMH
-            self._flip(events, "unsealed_transport", on and loaded)
+            on = on and loaded and self.fleet.city.site_contains(s.x, s.y) is None
+            self._flip(events, "unsealed_transport", on)
         if seg.tag == "route_deviation" or "route_deviation" in events:
             d = _dist_to_polyline(s.x, s.y, self.route_xy)
             limit = ROUTE_WIDTH_M * (0.7 if "route_deviation" in events else 1.0)
-            self._flip(events, "route_deviation", loaded and d > limit, route=self.route.code)
+            on = loaded and d > limit and self.fleet.city.site_contains(s.x, s.y) is None
+            self._flip(events, "route_deviation", on, route=self.route.code)
 
     def _flip(self, events: dict[str, TruthEvent], kind: str, on: bool, **detail) -> None:
         if on and kind not in events:
@@ -487,6 +495,18 @@ class Fleet:
                 agent.buffer = []
         return out
 
+    def annotate_truth(self) -> list[TruthEvent]:
+        """Mark misbehaviour that happened while the truck's terminal was dark
+        (`detail["while_dark"]`): no fix shows it, so no rule can find it."""
+        windows = {a.truck.device_id: a.dark_windows for a in self.agents}
+        for event in self.truth:
+            if event.kind == "going_dark":
+                continue
+            end = event.end_ms if event.end_ms is not None else self.ms(self.t)
+            if any(a < end and b > event.start_ms for a, b in windows[event.device_id]):
+                event.detail["while_dark"] = True
+        return self.truth
+
     def open_truth(self) -> list[TruthEvent]:
         return [e for e in self.truth if e.end_ms is None]
 
@@ -526,6 +546,7 @@ def run_live(
             break
         if speedup > 0 or target >= now_t - 1:
             stop.wait(tick_s)
+    fleet.annotate_truth()
     tail = fleet.finish()
     if tail:
         publish(tail)
