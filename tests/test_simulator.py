@@ -232,3 +232,17 @@ def test_cli_simulate_writes_ground_truth(db, settings, tmp_path):
 
 def test_site_half_size_leaves_room_between_nodes():
     assert SITE_HALF_M * 2 < 600
+
+
+def test_run_live_paces_simulated_time_and_never_passes_now():
+    city = generate_city(31, trucks=3, center=(114.06, 22.55))
+    fleet = Fleet(city, FleetConfig(), start_ms=int(time.time() * 1000) - 400_000)
+    sent: list[tuple[str, bytes]] = []
+    began = time.monotonic()
+    run_live(fleet, sent.extend, speedup=300, duration_s=300, tick_s=0.05)
+    elapsed = time.monotonic() - began
+    assert fleet.t == 300
+    assert 0.8 < elapsed < 5  # 300 simulated seconds at 300x
+    assert fleet.published == len(sent) > 0
+    newest = max(msgspec.json.decode(p)["ts"] for _, p in sent if p[:1] == b"{")
+    assert newest <= time.time() * 1000
