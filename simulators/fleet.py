@@ -31,12 +31,19 @@ OVER_LIMIT_KMH = 30.0  # how far over the limit an injected speeder drives
 MOVING_KMH = 5.0
 
 # Driving misbehaviour, at most one per loaded trip (probability per trip).
-TRIP_KINDS = ("route_deviation", "unsealed_transport", "speeding", "illegal_dumping")
+TRIP_KINDS = (
+    "route_deviation",
+    "unsealed_transport",
+    "speeding",
+    "illegal_dumping",
+    "restricted_zone",
+)
 DEFAULT_RATES = {
     "route_deviation": 0.05,
     "unsealed_transport": 0.05,
     "speeding": 0.05,
     "illegal_dumping": 0.02,
+    "restricted_zone": 0.01,  # through the city-centre zone (banned all day), off the route
     "going_dark": 0.03,  # independent of the others: the terminal goes silent for 7-15 min
 }
 INJECTABLE = (*TRIP_KINDS, "going_dark")
@@ -238,6 +245,8 @@ class TruckAgent:
         segs = None
         if "route_deviation" in kinds and len(nodes) >= 4:
             segs = self._detour(nodes)
+        if "restricted_zone" in kinds and len(nodes) >= 3:
+            segs = self._through_centre(nodes)
         if segs is None:
             segs = self._segments(self._xy(nodes))
         if "unsealed_transport" in kinds or "speeding" in kinds:
@@ -261,6 +270,35 @@ class TruckAgent:
         yield from self._unloading()
         back = self._segments(self._xy(nodes[::-1]))
         yield from self._drive(back)
+
+    def _route_edges(self, nodes: list[int]) -> set[int]:
+        adjacency = self.fleet.city.roads.adjacency
+        return {
+            k for a, b in zip(nodes, nodes[1:], strict=False) for nb, k in adjacency[a] if nb == b
+        }
+
+    def _through_centre(self, nodes: list[int]) -> list[Seg] | None:
+        """Leave the route at the node nearest the city-centre zone, cross the zone, rejoin."""
+        city = self.fleet.city
+        centre = city.restricted[0]["node"]
+        cx, cy = city.node_xy(centre)
+        i = min(
+            range(1, len(nodes) - 1),
+            key=lambda k: math.dist(city.node_xy(nodes[k]), (cx, cy)),
+        )
+        j = min(len(nodes) - 2, i + 2)
+        avoid = (set(nodes) - {nodes[i], nodes[j]}) | city.restricted_nodes() - {centre}
+        avoid |= {s.node for s in city.sites.values()}
+        try:
+            there = city.roads.shortest_path(nodes[i], centre, avoid, self._route_edges(nodes))
+            back = city.roads.shortest_path(centre, nodes[j], avoid, self._route_edges(nodes))
+        except ValueError:
+            return None
+        detour = there + back[1:]
+        segs = self._segments(self._xy(nodes[:i] + detour + nodes[j + 1 :]))
+        for seg in segs[i : i + len(detour) - 1]:
+            seg.tag = "restricted_zone"
+        return segs
 
     def _detour(self, nodes: list[int]) -> list[Seg] | None:
         """Leave the route at node i and rejoin at node j over other roads."""
@@ -360,7 +398,12 @@ class TruckAgent:
             on = seg.tag == "unsealed_transport" and s.lid == "open" and kmh >= MOVING_KMH
             on = on and loaded and self.fleet.city.site_contains(s.x, s.y) is None
             self._flip(events, "unsealed_transport", on)
-        if seg.tag == "route_deviation" or "route_deviation" in events:
+        if seg.tag == "restricted_zone" or "restricted_zone" in events:
+            zone = self.fleet.city.restricted[0]
+            cx, cy = self.fleet.city.node_xy(zone["node"])
+            inside = abs(s.x - cx) <= zone["half_m"] and abs(s.y - cy) <= zone["half_m"]
+            self._flip(events, "restricted_zone", inside, zone=zone["code"])
+        if seg.tag in ("route_deviation", "restricted_zone") or "route_deviation" in events:
             d = _dist_to_polyline(s.x, s.y, self.route_xy)
             limit = ROUTE_WIDTH_M * (0.7 if "route_deviation" in events else 1.0)
             on = loaded and d > limit and self.fleet.city.site_contains(s.x, s.y) is None

@@ -29,6 +29,7 @@ SCRIPT = {
     2: ["speeding"],
     3: ["illegal_dumping"],
     4: ["going_dark"],
+    5: ["restricted_zone"],
 }
 
 
@@ -176,7 +177,7 @@ def test_messages_follow_the_contract():
 
 
 def test_short_live_run_through_broker_and_collector(db, settings, tmp_path):
-    city = generate_city(21, trucks=5, center=(114.06, 22.55))
+    city = generate_city(21, trucks=6, center=(114.06, 22.55))
     install_city(db, settings, city)
     duration = 1500
     start_ms = int(time.time() * 1000) - duration * 1000 - 60_000
@@ -189,7 +190,7 @@ def test_short_live_run_through_broker_and_collector(db, settings, tmp_path):
             publisher.close()
         expected = fleet.published
         assert wait_until(
-            lambda: count(db, "SELECT count(DISTINCT truck_id) FROM positions") == 5, 30
+            lambda: count(db, "SELECT count(DISTINCT truck_id) FROM positions") == 6, 30
         )
         assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") >= expected * 0.9, 30)
     assert fleet.reuploads >= 1

@@ -19,6 +19,7 @@ SCRIPT = {
     2: ["speeding"],
     3: ["illegal_dumping"],
     4: ["going_dark"],
+    5: ["restricted_zone"],
 }
 SLACK_S = 30  # fixes every 10 s: an episode is seen up to a few fixes late or early
 
