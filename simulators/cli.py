@@ -61,7 +61,7 @@ from core.cli import MuckContext, pass_ctx
     metavar="KIND=P",
     help="Probability per loaded trip of injected misbehaviour, e.g. speeding=0.1 "
     "(repeatable; kinds: route_deviation, unsealed_transport, speeding, illegal_dumping, "
-    "restricted_zone, going_dark).",
+    "restricted_zone, unapproved_disposal, going_dark).",
 )
 @click.option(
     "--truth",

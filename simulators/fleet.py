@@ -37,13 +37,16 @@ TRIP_KINDS = (
     "speeding",
     "illegal_dumping",
     "restricted_zone",
+    "unapproved_disposal",
 )
+OFF_ROUTE = ("route_deviation", "restricted_zone", "unapproved_disposal")  # tags that leave it
 DEFAULT_RATES = {
     "route_deviation": 0.05,
     "unsealed_transport": 0.05,
     "speeding": 0.05,
     "illegal_dumping": 0.02,
-    "restricted_zone": 0.01,  # through the city-centre zone (banned all day), off the route
+    "restricted_zone": 0.01,
+    "unapproved_disposal": 0.01,  # to another disposal site, off the route  # through the city-centre zone (banned all day), off the route
     "going_dark": 0.03,  # independent of the others: the terminal goes silent for 7-15 min
 }
 INJECTABLE = (*TRIP_KINDS, "going_dark")
@@ -192,11 +195,14 @@ class TruckAgent:
         yield from self._dwell(r.randint(60, 150), load="half")
         yield from self._dwell(r.randint(20, 60), load="full")
 
-    def _unloading(self) -> Iterator[State]:
+    def _unloading(self, unapproved: str | None = None) -> Iterator[State]:
         r = self.rng
         yield from self._dwell(r.randint(20, 60), load="full")
+        event = self._open("unapproved_disposal", site=unapproved) if unapproved else None
         yield from self._dwell(r.randint(30, 60), lid="open", lift="up", load="half")
         yield from self._dwell(r.randint(20, 40), load="empty")
+        if event is not None:
+            event.end_ms = self.fleet.ms(self.t)
         yield from self._dwell(r.randint(20, 40), lid="closed", lift="down", load="empty")
 
     def _segments(self, pts: list[tuple[float, float]]) -> list[Seg]:
@@ -230,6 +236,26 @@ class TruckAgent:
             begin = max(self.t, self.dark_until) + r.randint(30, 400)
             self.gap_from, self.gap_until = begin, begin + r.randint(60, 240)
         self.state.load = "full"
+        if "unapproved_disposal" in kinds:
+            city = self.fleet.city
+            others = [
+                d
+                for d in city.sites.values()
+                if d.kind == "disposal" and d.code != self.route.disposal
+            ]
+            if others:
+                other = r.choice(others)
+                avoid = city.restricted_nodes() | {
+                    d.node for d in city.sites.values() if d.node not in (nodes[0], other.node)
+                }
+                path = city.roads.shortest_path(nodes[0], other.node, avoid)
+                segs = self._segments(self._xy(path))
+                for seg in segs:
+                    seg.tag = "unapproved_disposal"  # off the route too, where it leaves it
+                yield from self._drive(segs)
+                yield from self._unloading(unapproved=other.code)
+                yield from self._drive(self._segments(self._xy(path[::-1])))
+                return
         if "illegal_dumping" in kinds and len(nodes) >= 3:
             k = r.randrange(1, len(nodes) - 1)
             yield from self._drive(self._segments(self._xy(nodes[: k + 1])))
@@ -403,7 +429,7 @@ class TruckAgent:
             cx, cy = self.fleet.city.node_xy(zone["node"])
             inside = abs(s.x - cx) <= zone["half_m"] and abs(s.y - cy) <= zone["half_m"]
             self._flip(events, "restricted_zone", inside, zone=zone["code"])
-        if seg.tag in ("route_deviation", "restricted_zone") or "route_deviation" in events:
+        if seg.tag in OFF_ROUTE or "route_deviation" in events:
             d = _dist_to_polyline(s.x, s.y, self.route_xy)
             limit = ROUTE_WIDTH_M * (0.7 if "route_deviation" in events else 1.0)
             on = loaded and d > limit and self.fleet.city.site_contains(s.x, s.y) is None

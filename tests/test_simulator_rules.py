@@ -20,6 +20,7 @@ SCRIPT = {
     3: ["illegal_dumping"],
     4: ["going_dark"],
     5: ["restricted_zone"],
+    6: ["unapproved_disposal"],
 }
 SLACK_S = 30  # fixes every 10 s: an episode is seen up to a few fixes late or early
 
