@@ -143,6 +143,9 @@ class Permit:
     valid_to: dt.date
     operating_hours: list[str] = field(default_factory=list)  # [] = any time
 
+    def valid_on(self, day: dt.date) -> bool:
+        return self.valid_from <= day <= self.valid_to
+
 
 @dataclass
 class City:
@@ -347,8 +350,11 @@ def generate_city(
     disposal_sites: int | None = None,
     today: dt.date | None = None,
     plate_prefix: str = "粤B",
+    expired: int | None = None,
 ) -> City:
-    """A reproducible city: same arguments (and `today`), same city."""
+    """A reproducible city: same arguments (and `today`), same city. The last `expired`
+    trucks (default one in twenty) hold only an expired permit: every load they carry is
+    transport without a valid permit."""
     rng = random.Random(seed)
     today = today or dt.date.today()
     roads = _road_network(rng, grid, spacing_m)
@@ -439,15 +445,32 @@ def generate_city(
                 today + dt.timedelta(days=335),
             )
         )
+    n_expired = trucks // 20 if expired is None else max(0, min(trucks, expired))
+    expired_permits: dict[str, Permit] = {}
     for i in range(trucks):
         plate = yellow_plate(rng, plate_prefix)
         while plate in plates:
             plate = yellow_plate(rng, plate_prefix)
         plates.add(plate)
         permit = permits[i % len(permits)]
+        if i >= trucks - n_expired:
+            number = permit.number.replace(f"{prefix}-", f"{prefix}-EXP-")
+            old = expired_permits.get(number)
+            if old is None:
+                old = expired_permits[number] = Permit(
+                    number,
+                    permit.company,
+                    [],
+                    permit.origin_site,
+                    list(permit.disposal_sites),
+                    list(permit.routes),
+                    today - dt.timedelta(days=400),
+                    today - dt.timedelta(days=35),
+                )
+            permit = old
         permit.trucks.append(plate)
         truck_list.append(Truck(plate, f"{prefix}-T{i + 1:05d}", permit.company, permit.number))
-    permits = [p for p in permits if p.trucks]
+    permits = [p for p in permits if p.trucks] + list(expired_permits.values())
     return City(
         seed, center, roads, site_map, restricted, route_map, companies, truck_list, permits
     )

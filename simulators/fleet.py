@@ -10,6 +10,7 @@ start time give the same messages. `run_live` paces it against the wall clock (`
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 import threading
@@ -122,6 +123,8 @@ class TruckAgent:
         city = fleet.city
         self.rng = random.Random(city.seed * 1_000_003 + index)
         permit = next(p for p in city.permits if p.number == truck.permit)
+        day = time.gmtime(fleet.start_ms / 1000)
+        self.permitted = permit.valid_on(dt.date(day.tm_year, day.tm_mon, day.tm_mday))
         self.route = city.routes[permit.routes[0]]
         self.route_xy = city.route_xy(self.route.code)
         self.factor = self.rng.uniform(0.72, 0.85)  # how close to the limit this driver goes
@@ -163,6 +166,8 @@ class TruckAgent:
         config = self.fleet.config
         if self.trips == 0 and self.index in config.script:
             return list(config.script[self.index])
+        if not self.permitted:
+            return []  # a truck without a valid permit is misbehaving enough
         kinds = []
         u = self.rng.random()
         for kind in TRIP_KINDS:
@@ -198,6 +203,8 @@ class TruckAgent:
     def _unloading(self, unapproved: str | None = None) -> Iterator[State]:
         r = self.rng
         yield from self._dwell(r.randint(20, 60), load="full")
+        if unapproved is None and not self.permitted:
+            unapproved = self.route.disposal  # no valid permit approves any disposal site
         event = self._open("unapproved_disposal", site=unapproved) if unapproved else None
         yield from self._dwell(r.randint(30, 60), lid="open", lift="up", load="half")
         yield from self._dwell(r.randint(20, 40), load="empty")
@@ -417,6 +424,9 @@ class TruckAgent:
         s = self.state
         kmh = s.v * 3.6
         loaded = s.load != "empty"
+        if not self.permitted:
+            on = loaded and kmh >= MOVING_KMH and self.fleet.city.site_contains(s.x, s.y) is None
+            self._flip(events, "no_valid_permit", on, permit=self.truck.permit)
         if seg.tag == "speeding" or "speeding" in events:
             on = seg.tag == "speeding" and kmh > seg.limit_kmh + SPEED_TOLERANCE_KMH
             self._flip(events, "speeding", on, limit_kmh=seg.limit_kmh)

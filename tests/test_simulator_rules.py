@@ -42,7 +42,7 @@ def overlaps(truth, found) -> bool:
     [(21, 5.0, {}), (22, 100.0, DEFAULT_RATES), (23, 30.0, {k: 0.1 for k in DEFAULT_RATES})],
 )
 def test_rules_find_the_injected_misbehaviour_and_nothing_else(db, settings, seed, gap_pct, rates):
-    city = generate_city(seed, trucks=10, center=(114.06, 22.55))
+    city = generate_city(seed, trucks=10, center=(114.06, 22.55), expired=2)
     install_city(db, settings, city)
     duration = 5400
     start_ms = int(time.time() * 1000) - duration * 1000 - 60_000
@@ -84,3 +84,4 @@ def test_rules_find_the_injected_misbehaviour_and_nothing_else(db, settings, see
     assert not missed, f"not found: {missed}\nfound: {found}"
     assert not extra, f"no such misbehaviour injected: {extra}\ntruth: {fleet.truth}"
     assert {e.kind for e in fleet.truth} >= {k for ks in SCRIPT.values() for k in ks}
+    assert "no_valid_permit" in {e.kind for e in truth}  # the two trucks on expired permits
