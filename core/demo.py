@@ -21,7 +21,9 @@ from core.cli import MuckContext, pass_ctx
     show_default=True,
     help="Where the embedded database keeps its files.",
 )
-@click.option("--trucks", type=int, default=50, show_default=True, help="Trucks in the demo fleet.")
+@click.option(
+    "--trucks", type=int, default=50, show_default=True, help="Trucks in the simulated fleet."
+)
 @click.option(
     "--interval",
     type=float,
@@ -42,6 +44,7 @@ from core.cli import MuckContext, pass_ctx
 @click.option(
     "--web-port", type=int, default=8000, show_default=True, help="Port of the dashboard."
 )
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated city.")
 @pass_ctx
 def demo(
     mctx: MuckContext,
@@ -51,9 +54,11 @@ def demo(
     mqtt_port: int,
     duration: float,
     web_port: int,
+    seed: int,
 ) -> None:
-    """Run everything: services (embedded if unset), schema, example zones and permits, the
-    collector with the rules, a demo fleet, and the dashboard (development server).
+    """Run everything: services (embedded if unset), schema, a simulated city (zones,
+    companies, trucks, permits) and its fleet in real time, the collector with the rules, and
+    the dashboard (development server).
 
     Prints live counts until Ctrl-C, then stops everything cleanly.
     """
@@ -62,7 +67,8 @@ def demo(
     from core.db import connect
     from core.embedded import EmbeddedBroker, EmbeddedDatabase
     from core.migrate import migrate
-    from simulators.minimal_fleet import MinimalFleet, register_fleet
+    from simulators.city import city_from_settings, install_city
+    from simulators.fleet import Fleet, FleetConfig
     from telemetry.collector import Collector
     from telemetry.partitions import maintain
 
@@ -87,8 +93,9 @@ def demo(
         click.echo(
             f"schema: {len(applied)} migrations applied; {maintain(conn, settings).describe()}"
         )
-        devices = register_fleet(conn, trucks)
-        _load_examples(conn)
+        city = city_from_settings(settings, seed, trucks)
+        install_city(conn, settings, city)
+        click.echo(city.describe())
         password = _demo_admin(conn)
 
         rules = RulesService(settings)
@@ -98,18 +105,20 @@ def demo(
         collector.start()
         if not collector.wait_connected(15):
             raise click.ClickException(f"cannot connect to MQTT at {settings.mqtt_url}")
-        fleet = MinimalFleet(
-            settings.mqtt_endpoint(),
-            devices,
-            center=(settings.city["center_lon"], settings.city["center_lat"]),
-            interval_s=interval,
-            topic_prefix=settings.mqtt["topic_prefix"],
+        fleet = _LiveFleet(
+            Fleet(
+                city,
+                FleetConfig(interval_s=interval, topic_prefix=settings.mqtt["topic_prefix"]),
+                start_ms=int(time.time() * 1000),
+            ),
+            settings,
         )
         fleet.start()
+        started.append(fleet)
         web = _DashboardServer(settings, web_port)
         web.start()
         started.append(web)
-        click.echo(f"demo running: {trucks} trucks + 1 unregistered terminal. Ctrl-C to stop.")
+        click.echo(f"demo running: {trucks} simulated trucks (seed {seed}). Ctrl-C to stop.")
         click.secho(
             f"dashboard: http://127.0.0.1:{web_port}/  (user admin, password {password})",
             bold=True,
@@ -125,7 +134,7 @@ def demo(
                 live, unregistered, violations = cur.fetchone()
             conn.commit()
             click.echo(
-                f"published={fleet.published} {collector.stats.describe()} "
+                f"published={fleet.fleet.published} {collector.stats.describe()} "
                 f"trucks_live={live} unregistered_fixes={unregistered} violations={violations}"
             )
             if duration and time.monotonic() - began >= duration:
@@ -139,20 +148,33 @@ def demo(
         click.echo("demo stopped")
 
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_PASSWORD = "muckwatch-demo"
 
 
-def _load_examples(conn) -> None:
-    """The example zones and permits (geofence/examples, compliance/examples): idempotent."""
-    from compliance.permits import import_permits, read_permits_file
-    from geofence.io import read_zones_file
-    from geofence.store import upsert_zones
+class _LiveFleet:
+    """The simulator's fleet in real time, published from a thread (demo only)."""
 
-    upsert_zones(conn, read_zones_file(ROOT / "geofence" / "examples" / "zones.geojson"))
-    conn.commit()
-    import_permits(conn, read_permits_file(ROOT / "compliance" / "examples" / "permits.json"))
-    conn.commit()
+    def __init__(self, fleet, settings) -> None:
+        self.fleet = fleet
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-fleet", daemon=True)
+
+    def _run(self) -> None:
+        from simulators.fleet import fast_publisher, run_live
+
+        publisher, publish = fast_publisher(self.settings)
+        try:
+            run_live(self.fleet, publish, speedup=1.0, stop=self._stop)
+        finally:
+            publisher.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def _demo_admin(conn) -> str:
