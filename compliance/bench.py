@@ -13,18 +13,14 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
-from urllib.parse import urlparse, urlunparse
 
 import msgspec
 import numpy as np
-import psycopg2
-from psycopg2 import sql
 
 from compliance.engine import ComplianceEngine
 from compliance.permits import import_permits, parse_permits_json
 from core.config import Settings
-from core.db import connect
+from core.db import connect, create_database, drop_database
 from core.migrate import migrate
 from geofence.bench import synthetic_zones
 from geofence.store import upsert_zones
@@ -34,21 +30,11 @@ from telemetry.partitions import maintain
 
 
 def _scratch(url: str) -> tuple[str, str]:
-    name = "muck_bench_rules_" + uuid.uuid4().hex[:8]
-    admin = psycopg2.connect(url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    return name, urlunparse(urlparse(url)._replace(path="/" + name))
+    return create_database(url, "muck_bench_rules_")
 
 
 def _drop(url: str, name: str) -> None:
-    admin = psycopg2.connect(url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin.close()
+    drop_database(url, name)
 
 
 def _setup(conn, settings: Settings, trucks: int, polygons: int, routes: int) -> list[str]:

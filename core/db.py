@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
+from urllib.parse import urlparse, urlunparse
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+from psycopg2 import sql as psql
 
 from core.config import ConfigError, Settings
 
@@ -75,3 +78,36 @@ def consistent_snapshot(conn) -> Iterator[None]:
                 cur.execute("ROLLBACK")
         else:
             conn.rollback()
+
+
+def database_url(url: str, dbname: str) -> str:
+    """`url` pointing at another database of the same server."""
+    return urlunparse(urlparse(url)._replace(path="/" + dbname))
+
+
+def create_database(server_url: str, prefix: str) -> tuple[str, str]:
+    """A new, empty database named `prefix` + a random suffix; returns (name, url)."""
+    name = prefix + uuid.uuid4().hex[:10]
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(psql.SQL("CREATE DATABASE {}").format(psql.Identifier(name)))
+    finally:
+        admin.close()
+    return name, database_url(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop a database made by `create_database`, ending its sessions first."""
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            cur.execute(psql.SQL("DROP DATABASE IF EXISTS {}").format(psql.Identifier(name)))
+    finally:
+        admin.close()

@@ -16,12 +16,13 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 import psycopg2
+
+from core.db import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,11 +52,6 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def with_database(url: str, dbname: str) -> str:
-    parsed = urlparse(url)
-    return urlunparse(parsed._replace(path="/" + dbname))
-
-
 @dataclass
 class PostgresServer:
     admin_url: str
@@ -75,25 +71,10 @@ class PostgresServer:
         return cls(server.get_uri(), server)
 
     def create_database(self) -> str:
-        name = "muck_test_" + uuid.uuid4().hex[:10]
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')  # name is generated above, not input
-        conn.close()
-        return with_database(self.admin_url, name)
+        return create_database(self.admin_url, "muck_test_")[1]
 
     def drop_database(self, url: str) -> None:
-        name = urlparse(url).path.lstrip("/")
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.close()
+        drop_database(self.admin_url, urlparse(url).path.lstrip("/"))
 
     def stop(self) -> None:
         if self._embedded is not None:

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
-from urllib.parse import urlparse, urlunparse
-
-import psycopg2
-from psycopg2 import sql
 
 from core.config import Settings
-from core.db import connect
+from core.db import connect, create_database, drop_database
 from core.migrate import migrate
-
-
-def _with_db(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path="/" + name))
 
 
 def seed(conn, trucks: int, center: tuple[float, float]) -> None:
@@ -77,12 +68,7 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
         from core.config import ConfigError
 
         raise ConfigError("MUCK_DATABASE_URL is not set")
-    name = "muck_bench_web_" + uuid.uuid4().hex[:8]
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _with_db(admin_url, name)
+    name, url = create_database(admin_url, "muck_bench_web_")
     lines = []
     try:
         conn = connect(url)
@@ -121,10 +107,5 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
         app.extensions["muck_pool"].close()
         conn.close()
     finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.close()
+        drop_database(admin_url, name)
     return "\n".join(lines)
