@@ -103,6 +103,7 @@ def demo(
         started.append(rules)
         collector = Collector(settings, client_id="muck-demo-collector", after_store=rules.hooks)
         collector.start()
+        started.append(collector)
         if not collector.wait_connected(15):
             raise click.ClickException(f"cannot connect to MQTT at {settings.mqtt_url}")
         fleet = _LiveFleet(
@@ -139,10 +140,10 @@ def demo(
             )
             if duration and time.monotonic() - began >= duration:
                 break
-        fleet.stop()
-        collector.stop()
         conn.close()
     finally:
+        # Reverse order of start: dashboard, fleet, collector (writes what it has), rules,
+        # broker, database.
         for service in reversed(started):
             service.stop()
         click.echo("demo stopped")
