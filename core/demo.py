@@ -67,6 +67,7 @@ def demo(
     from core.db import connect
     from core.embedded import EmbeddedBroker, EmbeddedDatabase
     from core.migrate import migrate
+    from registry.service import RegistryError
     from simulators.city import city_from_settings, install_city
     from simulators.fleet import Fleet, FleetConfig
     from telemetry.collector import Collector
@@ -94,7 +95,13 @@ def demo(
             f"schema: {len(applied)} migrations applied; {maintain(conn, settings).describe()}"
         )
         city = city_from_settings(settings, seed, trucks)
-        install_city(conn, settings, city)
+        try:
+            install_city(conn, settings, city)
+        except RegistryError as exc:
+            raise click.ClickException(
+                f"{exc}: the database already holds a simulated city made with other settings "
+                f"(--trucks/--seed); use those again, another --data-dir, or delete {data_dir}"
+            ) from None
         click.echo(city.describe())
         password = _demo_admin(conn)
 
