@@ -80,13 +80,12 @@ class TruckState(msgspec.Struct, omit_defaults=True):
     runs: dict[int, list[float]] = {}
     on_route: bool = True
     snap: float = _NEVER  # device time of the last snapshot taken
-    trip: list = []  # compliance.trips carry (the last two items, the position, from the row)
+    trip: list = []  # compliance.trips carry
 
 
 def _row_part(state: TruckState) -> TruckState:
     """The part of a state kept in truck_state.rule_state."""
-    trip = state.trip[:4] + [None, None] if state.trip else []
-    return msgspec.structs.replace(state, cp=_NEVER, last=[], trip=trip)
+    return msgspec.structs.replace(state, cp=_NEVER, last=[])
 
 
 _encode = msgspec.json.Encoder().encode
@@ -343,7 +342,7 @@ class ComplianceEngine:
         # Lock the trucks' rows: collectors sharing a subscription never evaluate one truck
         # at the same time, and each starts from the state the other committed.
         select = """SELECT truck_id, rule_state::text, extract(epoch FROM fix_time)::float8,
-                           load::text, speed_kmh, acc, lon, lat
+                           load::text, speed_kmh, acc
                     FROM truck_state WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
         cur.execute(select, (trucks,))
         rows = cur.fetchall()
@@ -359,14 +358,12 @@ class ComplianceEngine:
             rows += cur.fetchall()
         states: dict[int, TruckState] = {}
         stored: dict[int, str] = {}
-        for truck, raw, fix_t, load, speed, acc, lon, lat in rows:
+        for truck, raw, fix_t, load, speed, acc in rows:
             state = self._parse(raw)
             loaded = load in ("half", "full")
             operating = loaded or (speed or 0.0) >= self.moving_kmh or acc is True
             state.cp = fix_t
             state.last = [fix_t, float(loaded), float(operating), float(state.on_route)]
-            if state.trip:
-                state.trip = state.trip[:4] + [lon, lat]
             states[truck] = state
             stored[truck] = raw
         cp = np.array([states[int(t)].cp if int(t) in states else _NEVER for t in cols.truck_id])
@@ -375,7 +372,7 @@ class ComplianceEngine:
         if on_time.any():
             outcome = self.evaluate(cols.take(np.flatnonzero(on_time)), states)
             self.writer.write(cur, outcome.episodes)
-            write_trips(cur, outcome.trips)
+            write_trips(cur, outcome.trips, self.moving_kmh)
             self._save(cur, outcome.states, stored)
         for truck in sorted(late_trucks):
             late = cols.t[(cols.truck_id == truck)]
@@ -439,7 +436,7 @@ class ComplianceEngine:
             return
         outcome = self.evaluate(FixColumns.from_rows(rows), {truck: state})
         self.writer.reconcile(cur, truck, since, outcome.episodes)
-        write_trips(cur, outcome.trips)
+        write_trips(cur, outcome.trips, self.moving_kmh)
         new_state = outcome.states[truck]
         new_state.snap = since
         self._save(cur, outcome.states)
