@@ -185,3 +185,148 @@ def simulate(
             )
             click.echo(f"ground truth: {len(fleet.truth)} events written to {truth}")
     click.echo("simulation stopped")
+
+
+@click.command()
+@click.option("--trucks", type=int, default=100, show_default=True, help="Trucks in the fleet.")
+@click.option("--hours", type=float, default=1.0, show_default=True, help="Simulated hours to run.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the city and fleet.")
+@click.option(
+    "--speedup",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Simulated seconds per real second (0: as fast as possible).",
+)
+@click.option(
+    "--interval",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Simulated seconds between fixes of one truck.",
+)
+@click.option(
+    "--rate",
+    "rates",
+    multiple=True,
+    metavar="KIND=P",
+    help="Probability per loaded trip of injected misbehaviour (repeatable; as for simulate).",
+)
+@click.option(
+    "--min-precision",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Exit 1 when a kind with truth events has a lower precision.",
+)
+@click.option(
+    "--min-recall",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Exit 1 when a kind with truth events has a lower recall.",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the result as Markdown to this file.",
+)
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Install and run in MUCK_DATABASE_URL itself instead of a scratch database next to it "
+    "(dropped afterwards).",
+)
+@pass_ctx
+def accuracy(
+    mctx: MuckContext,
+    trucks: int,
+    hours: float,
+    seed: int,
+    speedup: float,
+    interval: int,
+    rates: tuple[str, ...],
+    min_precision: float,
+    min_recall: float,
+    report: str | None,
+    in_place: bool,
+) -> None:
+    """Score the compliance rules against the simulator's ground truth.
+
+    Generates the city of SEED, installs it into a scratch database next to
+    MUCK_DATABASE_URL's, runs the fleet for HOURS simulated hours through the real ingestion
+    path and rules (in process), and matches the violations stored to the injected
+    misbehaviour per kind. Ctrl-C stops early and scores what ran.
+    """
+    from simulators.accuracy import prepare_database, run_accuracy, scratch_database
+    from simulators.city import city_from_settings
+    from simulators.fleet import DEFAULT_RATES, FleetConfig
+
+    settings = mctx.settings
+    if trucks < 1:
+        raise click.BadParameter("at least one truck", param_hint="--trucks")
+    if hours <= 0:
+        raise click.BadParameter("must be positive", param_hint="--hours")
+    if not settings.database_url:
+        raise click.UsageError("MUCK_DATABASE_URL is not set")
+    chosen = dict(DEFAULT_RATES)
+    for item in rates:
+        kind, sep, value = item.partition("=")
+        try:
+            chosen[kind.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KIND=P", param_hint="--rate")
+    try:
+        config = FleetConfig(
+            interval_s=interval, rates=chosen, topic_prefix=settings.mqtt["topic_prefix"]
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    city = city_from_settings(settings, seed, trucks)
+    click.echo(city.describe())
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def status(fleet, fed: int, duration: int) -> None:
+        sim = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fleet.ms(fleet.t) / 1000))
+        click.echo(
+            f"\rsim {sim}  {fleet.t / duration * 100:5.1f}%  fixes fed={fed} "
+            f"injected={len(fleet.truth)}   ",
+            nl=False,
+        )
+
+    if in_place:
+        from core.db import connect_settings
+
+        name, conn = None, connect_settings(settings)
+    else:
+        from compliance.bench import _drop
+
+        name, url = scratch_database(settings.database_url)
+        click.echo(f"scratch database {name}")
+        conn = None
+    try:
+        if conn is None:
+            conn = prepare_database(url, settings)
+        result = run_accuracy(
+            settings, conn, city, config, hours=hours, speedup=speedup, stop=stop, status=status
+        )
+    finally:
+        if conn is not None:
+            conn.close()
+        if name is not None:
+            _drop(settings.database_url, name)
+        click.echo("")
+    click.echo(result.table())
+    if report:
+        with open(report, "w", encoding="utf-8") as fh:
+            fh.write(result.markdown())
+        click.echo(f"report written to {report}")
+    failures = result.failures(min_precision, min_recall)
+    for failure in failures:
+        click.echo(f"below the floor: {failure}", err=True)
+    if failures:
+        raise SystemExit(1)
