@@ -287,8 +287,9 @@ def accuracy(
     city = city_from_settings(settings, seed, trucks)
     click.echo(city.describe())
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
 
     def status(fleet, fed: int, duration: int) -> None:
         sim = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fleet.ms(fleet.t) / 1000))
@@ -319,6 +320,8 @@ def accuracy(
             conn.close()
         if name is not None:
             _drop(settings.database_url, name)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         click.echo("")
     click.echo(result.table())
     if report:
