@@ -357,15 +357,15 @@ class ComplianceEngine:
             cur.execute(select, (new,))
             rows += cur.fetchall()
         states: dict[int, TruckState] = {}
-        stored: dict[int, str] = {}
+        stored: dict[int, TruckState] = {}
         for truck, raw, fix_t, load, speed, acc in rows:
             state = self._parse(raw)
+            stored[truck] = _row_part(state)
             loaded = load in ("half", "full")
             operating = loaded or (speed or 0.0) >= self.moving_kmh or acc is True
             state.cp = fix_t
             state.last = [fix_t, float(loaded), float(operating), float(state.on_route)]
             states[truck] = state
-            stored[truck] = raw
         cp = np.array([states[int(t)].cp if int(t) in states else _NEVER for t in cols.truck_id])
         late_trucks = set(np.unique(cols.truck_id[cols.t <= cp]).tolist())
         on_time = ~np.isin(cols.truck_id, list(late_trucks))
@@ -379,7 +379,7 @@ class ComplianceEngine:
             self._replay(cur, truck, float(late.min()))
 
     def _save(
-        self, cur, states: dict[int, TruckState], stored: dict[int, str] | None = None
+        self, cur, states: dict[int, TruckState], stored: dict[int, TruckState] | None = None
     ) -> None:
         """Hand the changed states to the batch's truck_state write (telemetry.store merges
         truck_state_staging into the same row update), and snapshot the trucks whose device
@@ -394,10 +394,10 @@ class ComplianceEngine:
                 snapshots.append((truck, state.cp, _encode(state).decode()))
             elif state.snap <= _NEVER:
                 state.snap = state.cp  # start counting; no snapshot needed before the first
-            text = _encode(_row_part(state)).decode()
-            if text == stored.get(truck):
+            part = _row_part(state)
+            if part == stored.get(truck):
                 continue  # unchanged: the row's own columns carry the rest
-            text = text.replace("\\", "\\\\")
+            text = _encode(part).decode().replace("\\", "\\\\")
             lines.append(f"{truck}\t{text}\t{state.cp!r}\n")
         if lines:
             cur.copy_expert("COPY truck_state_staging FROM STDIN", io.StringIO("".join(lines)))
