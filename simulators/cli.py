@@ -11,6 +11,22 @@ import click
 from core.cli import MuckContext, pass_ctx
 
 
+def _parse_rates(rates: tuple[str, ...]) -> dict[str, float]:
+    """`--rate KIND=P` options over the default misbehaviour rates."""
+    from simulators.fleet import DEFAULT_RATES
+
+    chosen = dict(DEFAULT_RATES)
+    for item in rates:
+        kind, sep, value = item.partition("=")
+        try:
+            chosen[kind.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KIND=P", param_hint="--rate")
+    return chosen
+
+
 @click.command()
 @click.option("--trucks", type=int, default=20, show_default=True, help="Trucks in the fleet.")
 @click.option(
@@ -95,21 +111,13 @@ def simulate(
     the ground truth written).
     """
     from simulators.city import city_from_settings, install_city
-    from simulators.fleet import DEFAULT_RATES, Fleet, FleetConfig, fast_publisher, run_live
+    from simulators.fleet import Fleet, FleetConfig, fast_publisher, run_live
     from simulators.groundtruth import write_truth
 
     settings = mctx.settings
     if trucks < 1:
         raise click.BadParameter("at least one truck", param_hint="--trucks")
-    chosen = dict(DEFAULT_RATES)
-    for item in rates:
-        kind, sep, value = item.partition("=")
-        try:
-            chosen[kind.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KIND=P", param_hint="--rate")
+    chosen = _parse_rates(rates)
     try:
         config = FleetConfig(
             interval_s=interval,
@@ -260,7 +268,7 @@ def accuracy(
     """
     from simulators.accuracy import prepare_database, run_accuracy, scratch_database
     from simulators.city import city_from_settings
-    from simulators.fleet import DEFAULT_RATES, FleetConfig
+    from simulators.fleet import FleetConfig
 
     settings = mctx.settings
     if trucks < 1:
@@ -269,15 +277,7 @@ def accuracy(
         raise click.BadParameter("must be positive", param_hint="--hours")
     if not settings.database_url:
         raise click.UsageError("MUCK_DATABASE_URL is not set")
-    chosen = dict(DEFAULT_RATES)
-    for item in rates:
-        kind, sep, value = item.partition("=")
-        try:
-            chosen[kind.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KIND=P", param_hint="--rate")
+    chosen = _parse_rates(rates)
     try:
         config = FleetConfig(
             interval_s=interval, rates=chosen, topic_prefix=settings.mqtt["topic_prefix"]
