@@ -266,22 +266,19 @@ class ComplianceEngine:
         return rows
 
     def _point_rows(self, rule: Rule, frame: FixFrame, points) -> list[EpisodeRow]:
-        return [
-            self._row(
-                rule,
-                "gap",
-                frame,
-                int(frame.slot[i]),
-                int(i),
-                float(s),
-                float(e),
-                float(w),
-                located=True,
+        flagged = points.flagged if points.flagged is not None else np.zeros(points.fix.size, bool)
+        rows = []
+        for i, s, e, w, flag in zip(
+            points.fix, points.start_t, points.end_t, points.worst, flagged, strict=True
+        ):
+            row = self._row(
+                rule, "gap", frame, int(frame.slot[i]), int(i), float(s), float(e), float(w), True
             )
-            for i, s, e, w in zip(
-                points.fix, points.start_t, points.end_t, points.worst, strict=True
-            )
-        ]
+            if flag:
+                row.severity = "serious"
+                row.params = {**row.params, **rule.flag_detail()}
+            rows.append(row)
+        return rows
 
     def _row(self, rule, stream, frame, slot, at, start, end, worst, located) -> EpisodeRow:
         permit = frame.permit[at] if 0 <= at < len(frame) else None

@@ -80,6 +80,9 @@ ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     severity = CASE WHEN 'serious' IN (v.severity, EXCLUDED.severity) THEN 'serious'
                     ELSE 'minor' END,
     lat = COALESCE(v.lat, EXCLUDED.lat), lon = COALESCE(v.lon, EXCLUDED.lon),
+    -- a finding made when the episode ends (e.g. unloaded while dark) joins the parameters
+    -- the sweep recorded when it opened the violation
+    rule_params = v.rule_params || EXCLUDED.rule_params,
     updated_at = now()
 WHERE v.ended_at IS NULL AND v.status <> 'withdrawn'
 RETURNING id, (xmax = 0) AS inserted, ended_at IS NOT NULL AS ended

@@ -236,3 +236,35 @@ def test_a_position_jump_quarantined_at_ingestion_becomes_a_going_dark_violation
     assert sweep_jumps(db, settings) == []  # the quarantine is read once
     (row,) = violations(db)
     assert row[1:3] == ("going_dark", "jump") and float(row[5]) > 1000
+
+
+def test_unloading_while_dark_is_not_dumping_where_the_truck_reappears(db, settings, city):
+    """Loaded, dark for 10 minutes, back empty: where it unloaded is unknown, so no dumping
+    is claimed at the place it reappears; the going-dark violation is serious and says so."""
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED).drive(2000, 0, 35, **LOADED)
+    trace.gap(600).drive(2500, 0, 35, **EMPTY).drive(4950, 0, 35, **EMPTY)
+    assert run(db, settings, trace) == ["going_dark"]
+    with db.cursor() as cur:
+        cur.execute("SELECT severity, rule_params FROM violations")
+        severity, params = cur.fetchone()
+    db.commit()
+    assert severity == "serious" and params["unloaded_while_dark"] is True
+
+
+def test_going_dark_loaded_and_back_loaded_is_not_flagged(db, settings, city):
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED).drive(2000, 0, 35, **LOADED)
+    trace.gap(400).drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == ["going_dark"]
+    with db.cursor() as cur:
+        cur.execute("SELECT severity, rule_params FROM violations")
+        severity, params = cur.fetchone()
+    db.commit()
+    assert severity == "minor" and "unloaded_while_dark" not in params
+
+
+def test_no_valid_permit_is_one_violation_across_stops(db, settings, city):
+    """Stops at lights do not split a transport without a permit into several violations."""
+    trace = Trace("T2", city.base_ms).dwell(180, **LOADED).drive(1500, 0, 35, **LOADED)
+    trace.dwell(60, **LOADED).drive(3000, 0, 35, **LOADED).dwell(45, **LOADED)
+    trace.drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == ["no_valid_permit"]

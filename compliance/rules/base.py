@@ -41,6 +41,9 @@ class PointEpisodes:
     start_t: np.ndarray
     end_t: np.ndarray
     worst: np.ndarray
+    #: episodes with an aggravating finding: always serious, with `Rule.flag_detail()`
+    #: added to their recorded parameters
+    flagged: np.ndarray | None = None
 
 
 class Rule:
@@ -64,6 +67,10 @@ class Rule:
 
     def severity(self, duration_s: float, worst: float) -> str:
         return "minor"
+
+    def flag_detail(self) -> dict[str, Any]:
+        """What a flagged point episode records beside the thresholds (see PointEpisodes)."""
+        return {}
 
     def parameters(self) -> dict[str, Any]:
         """Thresholds recorded with each violation (what the officer sees as "rule used")."""

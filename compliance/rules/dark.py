@@ -1,6 +1,11 @@
 """不在线 / 屏蔽 GPS: no report for longer than `thresholds.dark_after_s` while the truck was
 operating (found on the next fix, or earlier by the sweep in compliance.sweep), and terminal
-alarms for a cut antenna, lost main power or a GNSS fault. Worst = minutes dark."""
+alarms for a cut antenna, lost main power or a GNSS fault. Worst = minutes dark.
+
+A truck that went dark loaded and reports again empty unloaded somewhere unseen — the
+pattern of switching the terminal off to dump. That gap is always `serious` and carries
+`unloaded_while_dark: true` in its rule parameters (the dumping rules do not guess a place).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import numpy as np
 
 from compliance.frame import previous
 from compliance.rules.base import Carried, PointEpisodes, Rule, Stream
+from compliance.rules.dumping import load_dropped
 
 
 class GoingDark(Rule):
@@ -30,7 +36,11 @@ class GoingDark(Rule):
         prev_operating = previous(frame, operating, carried.last_operating)
         gap = t - prev_t
         hit = np.flatnonzero(np.isfinite(prev_t) & (gap > self.dark_after_s) & prev_operating)
-        return PointEpisodes(hit, prev_t[hit], t[hit], gap[hit] / 60.0)
+        unloaded = load_dropped(frame, carried)[hit]
+        return PointEpisodes(hit, prev_t[hit], t[hit], gap[hit] / 60.0, flagged=unloaded)
+
+    def flag_detail(self) -> dict:
+        return {"unloaded_while_dark": True}
 
     def severity(self, duration_s: float, worst: float) -> str:
         return "serious" if duration_s >= self.serious_after_s else "minor"

@@ -4,6 +4,12 @@ Unloading is either the dump body lifted, or the load going from loaded to empty
 fixes. Outside every construction and disposal site that is illegal dumping; inside a
 disposal site it must be one on the truck's permit, within its opening hours, or it is an
 unapproved disposal. Lifting inside the permit's origin site (e.g. levelling) is neither.
+
+A load drop proves unloading *here* only when the fix before it is at most
+`compliance.max_gap_s` older: after a longer silence the truck may have unloaded anywhere on
+the way (its approved disposal site included), so the place it reappears is no evidence of
+where. Such a drop after the truck went dark marks the going-dark violation instead
+(`unloaded_while_dark`, compliance.rules.dark).
 """
 
 from __future__ import annotations
@@ -15,8 +21,15 @@ from compliance.rules.base import Carried, Rule, Stream
 
 
 def load_dropped(frame, carried: Carried) -> np.ndarray:
+    """Loaded at the previous fix of the truck, empty at this one (across any gap)."""
     was_loaded = previous(frame, frame.loaded, carried.last_loaded)
     return was_loaded & (frame.cols.load == 0)
+
+
+def located_load_drop(frame, carried: Carried, max_gap_s: float) -> np.ndarray:
+    """A load drop whose place is known: the previous fix is at most `max_gap_s` older."""
+    gap = frame.t - previous(frame, frame.t, carried.last_t)
+    return load_dropped(frame, carried) & (gap <= max_gap_s)
 
 
 class IllegalDumping(Rule):
@@ -24,9 +37,13 @@ class IllegalDumping(Rule):
     unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_outside_sites",)
 
+    def __init__(self, spec, settings) -> None:
+        super().__init__(spec, settings)
+        self.max_gap_s = float(settings["compliance"]["max_gap_s"])
+
     def streams(self, frame, carried: Carried) -> list[Stream]:
         outside = (frame.site < 0) & (frame.disposal < 0)
-        return [_unloading("unloading_outside_sites", frame, carried, outside, self.min_duration_s)]
+        return [_unloading("unloading_outside_sites", frame, carried, outside, self)]
 
 
 class UnapprovedDisposal(Rule):
@@ -34,14 +51,18 @@ class UnapprovedDisposal(Rule):
     unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_at_wrong_site",)
 
+    def __init__(self, spec, settings) -> None:
+        super().__init__(spec, settings)
+        self.max_gap_s = float(settings["compliance"]["max_gap_s"])
+
     def streams(self, frame, carried: Carried) -> list[Stream]:
         wrong = (frame.disposal >= 0) & ~(frame.approved_disposal & frame.disposal_open)
-        return [_unloading("unloading_at_wrong_site", frame, carried, wrong, self.min_duration_s)]
+        return [_unloading("unloading_at_wrong_site", frame, carried, wrong, self)]
 
 
-def _unloading(name, frame, carried: Carried, where: np.ndarray, min_duration_s: float) -> Stream:
-    """Lifted for the minimum time, or a load drop (which proves it at once), at `where`.
-    Value 1 marks a fix where the load went from loaded to empty."""
-    dropped = load_dropped(frame, carried)
+def _unloading(name, frame, carried: Carried, where: np.ndarray, rule) -> Stream:
+    """Lifted for the minimum time, or a located load drop (which proves it at once), at
+    `where`. Value 1 marks a fix where the load went from loaded to empty."""
+    dropped = located_load_drop(frame, carried, rule.max_gap_s)
     cond = (frame.cols.lift_up | dropped) & where
-    return Stream(name, cond, dropped.astype(float), min_duration_s, qualify_value=1.0)
+    return Stream(name, cond, dropped.astype(float), rule.min_duration_s, qualify_value=1.0)
