@@ -37,6 +37,24 @@ COMPANY_WORDS += ["永兴", "远航", "城建", "金石", "振华", "汇通", "�
 SITE_HALF_M = 120.0  # half side of a site / disposal site square
 ROUTE_WIDTH_M = 50.0
 SPEED_ZONE_HALF_M = 40.0  # half width of the speed-zone strip along a fast road
+# Operating hours of the permits that have them (every HOURS_EVERY-th permit): no transport
+# in the rush hours 07:00-09:00 and 17:00-19:00 (city local time).
+HOURS_EVERY = 3
+RUSH_HOUR_BAN = [
+    {"days": "daily", "start": "09:00", "end": "17:00"},
+    {"days": "daily", "start": "19:00", "end": "07:00"},
+]
+# Black trucks, in turn: an unregistered truck whose unregistered terminal reports; a
+# registered, permitted truck whose bound terminal is silent while an unregistered one reports
+# (a swapped terminal); an unregistered plate with no terminal; a registered truck with no
+# permit and no terminal; a registered, permitted truck whose terminal never reports.
+BLACK_MODES = (
+    "rogue_terminal",
+    "swapped_terminal",
+    "unregistered_plate",
+    "no_permit_no_terminal",
+    "silent_terminal",
+)
 
 
 @dataclass(frozen=True)
@@ -126,9 +144,14 @@ class Company:
 @dataclass
 class Truck:
     plate: str
-    device_id: str
-    company: str  # credit code
-    permit: str  # permit number
+    device_id: str  # "" for a truck with no terminal at all
+    company: str  # credit code ("" for an unregistered truck)
+    permit: str  # permit number ("" for none)
+    # Black trucks (黑车) only: what makes them black (BLACK_MODES), the route they drive, and
+    # the unregistered terminal that reports for them (if any).
+    black: str = ""
+    route: str = ""
+    rogue_device: str = ""
 
 
 @dataclass
@@ -141,7 +164,7 @@ class Permit:
     routes: list[str]
     valid_from: dt.date
     valid_to: dt.date
-    operating_hours: list[str] = field(default_factory=list)  # [] = any time
+    operating_hours: list[dict[str, Any]] = field(default_factory=list)  # [] = any time
 
     def valid_on(self, day: dt.date) -> bool:
         return self.valid_from <= day <= self.valid_to
@@ -158,6 +181,7 @@ class City:
     companies: list[Company]
     trucks: list[Truck]
     permits: list[Permit]
+    black_trucks: list[Truck] = field(default_factory=list)  # see BLACK_MODES
 
     # -- geometry -------------------------------------------------------------------------
     def lonlat(self, x: float, y: float) -> tuple[float, float]:
@@ -276,7 +300,7 @@ class City:
             f"edges, {sum(s.kind == 'site' for s in self.sites.values())} sites, "
             f"{sum(s.kind == 'disposal' for s in self.sites.values())} disposal sites, "
             f"{len(self.routes)} routes, {len(self.companies)} companies, {len(self.trucks)} "
-            f"trucks, {len(self.permits)} permits"
+            f"trucks, {len(self.permits)} permits, {len(self.black_trucks)} black trucks"
         )
 
 
@@ -351,10 +375,13 @@ def generate_city(
     today: dt.date | None = None,
     plate_prefix: str = "粤B",
     expired: int | None = None,
+    black: int | None = None,
 ) -> City:
     """A reproducible city: same arguments (and `today`), same city. The last `expired`
     trucks (default one in twenty) hold only an expired permit: every load they carry is
-    transport without a valid permit."""
+    transport without a valid permit. `black` black trucks (default: none under 10 trucks,
+    else max(5, trucks // 40)) are drawn from a generator of their own, so they change
+    nothing else."""
     rng = random.Random(seed)
     today = today or dt.date.today()
     roads = _road_network(rng, grid, spacing_m)
@@ -443,6 +470,7 @@ def generate_city(
                 [route.code],
                 today - dt.timedelta(days=30),
                 today + dt.timedelta(days=335),
+                list(RUSH_HOUR_BAN) if k % HOURS_EVERY == HOURS_EVERY - 1 else [],
             )
         )
     n_expired = trucks // 20 if expired is None else max(0, min(trucks, expired))
@@ -466,14 +494,68 @@ def generate_city(
                     list(permit.routes),
                     today - dt.timedelta(days=400),
                     today - dt.timedelta(days=35),
+                    list(permit.operating_hours),
                 )
             permit = old
         permit.trucks.append(plate)
         truck_list.append(Truck(plate, f"{prefix}-T{i + 1:05d}", permit.company, permit.number))
+    n_black = (0 if trucks < 10 else max(5, trucks // 40)) if black is None else max(0, black)
+    black_list = _black_trucks(seed, n_black, plates, companies, permits, routes, plate_prefix)
     permits = [p for p in permits if p.trucks] + list(expired_permits.values())
     return City(
-        seed, center, roads, site_map, restricted, route_map, companies, truck_list, permits
+        seed,
+        center,
+        roads,
+        site_map,
+        restricted,
+        route_map,
+        companies,
+        truck_list,
+        permits,
+        black_list,
     )
+
+
+def _black_trucks(
+    seed: int,
+    n: int,
+    plates: set[str],
+    companies: list[Company],
+    permits: list[Permit],
+    routes: list[Route],
+    plate_prefix: str,
+) -> list[Truck]:
+    """Black trucks of BLACK_MODES in turn, from a generator of their own (the rest of the
+    city stays as it was without them). Permitted ones join a permit of their route."""
+    rng = random.Random(seed * 7919 + 17)
+    prefix = f"SIM{seed}"
+    out = []
+    for k in range(n):
+        mode = BLACK_MODES[k % len(BLACK_MODES)]
+        plate = yellow_plate(rng, plate_prefix)
+        while plate in plates:
+            plate = yellow_plate(rng, plate_prefix)
+        plates.add(plate)
+        route = routes[rng.randrange(len(routes))]
+        permit = next(p for p in permits if p.routes == [route.code])
+        registered = mode in ("swapped_terminal", "no_permit_no_terminal", "silent_terminal")
+        permitted = mode in ("swapped_terminal", "silent_terminal")
+        if permitted:
+            permit.trucks.append(plate)
+        out.append(
+            Truck(
+                plate,
+                f"{prefix}-T9{k + 1:04d}" if permitted else "",
+                permit.company if registered else "",
+                permit.number if permitted else "",
+                black=mode,
+                route=route.code,
+                rogue_device=f"{prefix}-X{k + 1:04d}"
+                if mode in ("rogue_terminal", "swapped_terminal")
+                else "",
+            )
+        )
+    return out
 
 
 def _grid_dist(a: int, b: int, n: int) -> int:
@@ -512,9 +594,12 @@ def install_city(conn, settings, city: City) -> dict[str, Any]:
             co.credit_code: upsert_company(cur, co.name, co.credit_code, co.legal_representative)
             for co in city.companies
         }
-        for truck in city.trucks:
+        for truck in city.trucks + city.black_trucks:
+            if not truck.company:
+                continue  # an unregistered black truck
             truck_id = upsert_truck(cur, truck.plate, company_ids[truck.company])
-            bind_terminal(cur, truck.device_id, truck_id, TERMINALS_FROM)
+            if truck.device_id:
+                bind_terminal(cur, truck.device_id, truck_id, TERMINALS_FROM)
     conn.commit()
     permit_counts = import_permits(
         conn, parse_permits_json(city.permits_json()), source=f"simulated city {city.seed}"
@@ -523,6 +608,6 @@ def install_city(conn, settings, city: City) -> dict[str, Any]:
     return {
         "zones": zone_counts,
         "companies": len(company_ids),
-        "trucks": len(city.trucks),
+        "trucks": len(city.trucks) + sum(bool(t.company) for t in city.black_trucks),
         "permits": permit_counts,
     }
