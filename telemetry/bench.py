@@ -10,105 +10,26 @@ collector stamps `received_at` when it writes the batch (commit follows within a
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import psutil
 
-from core.config import MqttEndpoint, Settings
+from core.config import Settings
 from core.db import connect_settings
-from simulators.fastpub import FastPublisher, paced
-from telemetry.mqtt_lean import LeanSubscriber
-
-
-def _publisher(
-    url: str,
-    prefix: str,
-    devices: list[str],
-    count: int,
-    rate: float,
-    qos: int,
-    start_at: float,
-    result: mp.Queue,
-) -> None:
-    endpoint = MqttEndpoint.parse(url)
-    if qos != 1:
-        raise ValueError("the benchmark publishes at QoS 1 (what terminals use)")
-    publisher = FastPublisher(
-        endpoint.host, endpoint.port, username=endpoint.username, password=endpoint.password
-    )
-    topics = [f"{prefix}/trucks/{d}/telemetry".encode() for d in devices]
-    seqs = [0] * len(devices)
-    encode = msgspec.json.encode
-
-    def messages():
-        for i in range(count):
-            d = i % len(devices)
-            seqs[d] += 1
-            body = {
-                "ts": int(time.time() * 1000),
-                "lat": 22.5 + d * 1e-4,
-                "lon": 114.0 + (i % 97) * 1e-5,
-                "speed": 35.0,
-                "heading": 90,
-                "lid": "closed",
-                "load": "full",
-                "seq": seqs[d],
-            }
-            yield topics[d], encode(body)
-
-    while time.time() < start_at:
-        time.sleep(0.001)
-    began = time.perf_counter()
-    publisher.publish_many(messages(), pace=paced(rate) if rate > 0 else None)
-    elapsed = time.perf_counter() - began
-    publisher.close()
-    result.put((count, elapsed, psutil.Process().cpu_times()))
-
-
-def _ceiling_subscriber(url: str, topic: str, expected: int, ready, result) -> None:
-    """Receives and acknowledges, nothing else: what the broker alone can deliver."""
-    endpoint = MqttEndpoint.parse(url)
-    got = 0
-    first = last = 0.0
-    done = threading.Event()
-    subscriber: LeanSubscriber
-
-    def on_batch(generation: int, received: list) -> None:
-        nonlocal got, first, last
-        if got == 0:
-            first = time.perf_counter()
-        got += len(received)
-        last = time.perf_counter()
-        subscriber.ack(generation, [mid for _, _, mid, qos in received if qos])
-        if got >= expected:
-            done.set()
-
-    subscriber = LeanSubscriber(
-        endpoint.host,
-        endpoint.port,
-        "bench-ceil-" + uuid.uuid4().hex[:6],
-        [topic],
-        on_batch,
-        username=endpoint.username,
-        password=endpoint.password,
-    )
-    subscriber.start()
-    subscriber.connected.wait(10)
-    time.sleep(0.5)
-    ready.set()
-    done.wait(120)
-    subscriber.stop()
-    result.put((got, last - first if got > 1 else 0.0))
+from simulators.loadgen import (
+    PublisherGroup,
+    broker_ceiling,
+    plans_for,
+    register_devices,
+    unregister_company,
+)
 
 
 @dataclass
@@ -179,56 +100,6 @@ def _service_cpu() -> dict[str, float]:
     return totals
 
 
-def _split(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
-def _run_publishers(url, prefix, devices, messages, publishers, rate, qos):
-    ctx = mp.get_context("spawn")
-    result = ctx.Queue()
-    start_at = time.time() + 2.0
-    shares = _split(messages, publishers)
-    device_groups = [devices[i::publishers] for i in range(publishers)]
-    procs = [
-        ctx.Process(
-            target=_publisher,
-            args=(
-                url,
-                prefix,
-                device_groups[i],
-                shares[i],
-                rate / publishers if rate else 0,
-                qos,
-                start_at,
-                result,
-            ),
-        )
-        for i in range(publishers)
-    ]
-    for p in procs:
-        p.start()
-    return procs, result, start_at
-
-
-def broker_ceiling(url: str, messages: int, publishers: int, qos: int) -> float:
-    ctx = mp.get_context("spawn")
-    prefix = "bench-ceiling-" + uuid.uuid4().hex[:6]
-    ready, result = ctx.Event(), ctx.Queue()
-    sub = ctx.Process(
-        target=_ceiling_subscriber, args=(url, f"{prefix}/#", messages, ready, result)
-    )
-    sub.start()
-    ready.wait(10)
-    procs, pub_result, _ = _run_publishers(
-        url, prefix, [f"C{i:05d}" for i in range(1000)], messages, publishers, 0, qos
-    )
-    for p in procs:
-        p.join()
-    got, seconds = result.get(timeout=150)
-    sub.join(10)
-    return got / seconds if seconds else 0.0
-
-
 def run_ingest_bench(
     settings: Settings,
     *,
@@ -258,7 +129,7 @@ def run_ingest_bench(
     muck = str(Path(sys.executable).with_name("muck"))
     conn = connect_settings(settings, application_name="muck-bench")
     if registered:
-        _register(conn, run, device_ids)
+        register_devices(conn, f"bench {run}", f"BENCH{run}", device_ids)
     flags = ["--no-maintenance"] + ([] if rules else ["--no-rules"])
     procs = [
         subprocess.Popen(
@@ -273,11 +144,14 @@ def run_ingest_bench(
     try:
         time.sleep(2.0)  # collectors connect and subscribe
         services_before = _service_cpu()
-        pubs, pub_result, start_at = _run_publishers(
-            url, prefix, device_ids, messages, publishers, rate, qos
-        )
-        pub_cpu = 0.0
-        results = []
+        if qos != 1:
+            raise ValueError("the benchmark publishes at QoS 1 (what terminals use)")
+        start_at = time.time() + 2.0
+        pubs = PublisherGroup(
+            plans_for(
+                url, prefix, device_ids, publishers, rate=rate, count=messages, start_at=start_at
+            )
+        ).start()
         stored, last_change, last_count = 0, time.monotonic(), -1
         while True:
             with conn.cursor() as cur:
@@ -290,12 +164,9 @@ def run_ingest_bench(
             if stored >= messages or time.monotonic() - last_change > 30:
                 break
             time.sleep(0.25)
-        for p in pubs:
-            p.join()
-        while not pub_result.empty():
-            results.append(pub_result.get())
-        report.publish_seconds = max(r[1] for r in results) if results else 0.0
-        pub_cpu = sum(r[2].user + r[2].system for r in results)
+        results = [r for r in pubs.join() if r.error is None]
+        report.publish_seconds = max((r.seconds for r in results), default=0.0)
+        pub_cpu = sum(r.cpu_s for r in results)
         report.stored = stored
         report.store_seconds = finished_at - start_at
         with conn.cursor() as cur:
@@ -338,7 +209,7 @@ def run_ingest_bench(
             cur.execute("DELETE FROM positions WHERE device_id LIKE %s", (f"B{run}%",))
         conn.commit()
         if registered:
-            _unregister(conn, run)
+            unregister_company(conn, f"bench {run}")
         conn.close()
     report.registered, report.rules = registered, rules
     return report
@@ -372,43 +243,3 @@ def _alert_latency(conn, run: str) -> dict[str, float]:
     if not n:
         return {}
     return {"violations": float(n), "p50 ms": p50, "p99 ms": p99, "max ms": float(worst)}
-
-
-def _register(conn, run: str, device_ids: list[str]) -> None:
-    """Register the bench's devices as trucks of a scratch company, so the rules run on them."""
-    with conn.cursor() as cur:
-        cur.execute("INSERT INTO companies (name) VALUES (%s) RETURNING id", (f"bench {run}",))
-        company = cur.fetchone()[0]
-        cur.execute(
-            """INSERT INTO trucks (plate, company_id)
-               SELECT %s || lpad(g::text, 6, '0'), %s FROM generate_series(0, %s) g""",
-            (f"BENCH{run}", company, len(device_ids) - 1),
-        )
-        cur.execute(
-            """INSERT INTO terminals (device_id, truck_id, valid_from)
-               SELECT %s || lpad(substr(t.plate, %s)::text, 5, '0'), t.id, now() - interval '1 day'
-               FROM trucks t WHERE t.company_id = %s""",
-            (f"B{run}", len(f"BENCH{run}") + 2, company),
-        )
-    conn.commit()
-
-
-def _unregister(conn, run: str) -> None:
-    with conn.cursor() as cur:
-        cur.execute("SELECT id FROM companies WHERE name = %s", (f"bench {run}",))
-        company = cur.fetchone()[0]
-        for table in ("violation_events",):
-            cur.execute(
-                f"""DELETE FROM {table} WHERE violation_id IN (
-                       SELECT v.id FROM violations v JOIN trucks t ON t.id = v.truck_id
-                       WHERE t.company_id = %s)""",  # noqa: S608 - fixed table name
-                (company,),
-            )
-        for table in ("violations", "trips", "rule_snapshots", "truck_state", "terminals"):
-            cur.execute(
-                f"DELETE FROM {table} WHERE truck_id IN (SELECT id FROM trucks WHERE company_id = %s)",  # noqa: S608 - fixed table name
-                (company,),
-            )
-        cur.execute("DELETE FROM trucks WHERE company_id = %s", (company,))
-        cur.execute("DELETE FROM companies WHERE id = %s", (company,))
-    conn.commit()

@@ -1,0 +1,441 @@
+"""Load generation shared by `muck bench ingest` and `muck loadtest`.
+
+* Publisher processes on `simulators.fastpub` (one Python process cannot publish 20,000 QoS 1
+  messages/s with room to spare, and a publisher in the measuring process would share its
+  GIL). Every fix carries its device's sequence number `seq` (1, 2, …, so losses can be
+  counted per device) and its publish time as `ts` (so publish → stored latency is
+  `received_at - fix_time`). A fraction can be published twice (exact copies: duplicates
+  the platform must store once) or to a topic no collector subscribes to (a loss on purpose,
+  to show the loss check works).
+* The broker's raw ceiling: the same publishers to a subscriber that only acknowledges.
+* Scratch registration of the load's devices as trucks of a scratch company, so the
+  compliance rules run on every fix, and its removal with everything the rules wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import queue
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import psutil
+
+from core.config import MqttEndpoint
+from simulators.fastpub import FastPublisher, paced
+from telemetry.mqtt_lean import LeanSubscriber
+
+# Where `lose_pct` sends messages: a prefix outside the contract, which no collector reads.
+VOID_PREFIX = "muck-loadtest-void/v1"
+
+_SPEED_MS = 10.0  # 36 km/h: every truck drives back and forth on a 3 km street
+_LEG_M = 3000.0
+_M_PER_DEG_LAT = 111_320.0
+_COPY_DELAY = 500  # messages between an original and its duplicate
+
+
+@dataclass
+class PublisherPlan:
+    """What one publisher process publishes. Either `count` or `duration_s` ends it (or the
+    stop event); `rate` is this process's share of the target (0: as fast as it can)."""
+
+    url: str
+    topic_prefix: str
+    devices: list[str]
+    rate: float = 0.0
+    count: int | None = None
+    duration_s: float | None = None
+    start_at: float = 0.0  # time.time() at which every process starts, so they start together
+    duplicate_pct: float = 0.0
+    lose_pct: float = 0.0
+    seed: int = 0
+    window: int = 10_000
+    first_index: int = 0  # index of devices[0] in the whole fleet (spreads the positions)
+    # Device index step between this process's devices (devices are dealt round-robin).
+    index_step: int = 1
+
+
+@dataclass
+class PublisherResult:
+    """What one publisher process did. Messages a process sent are all acknowledged by the
+    broker (QoS 1 PUBACK) unless `error` says otherwise."""
+
+    sent: int = 0  # packets written, duplicates included
+    unique: int = 0  # distinct (device, seq) published, those sent to the void included
+    duplicates: int = 0
+    voided: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    last_seq: dict[str, int] = field(default_factory=dict)  # seq 1..last of each device
+    duplicated: list[tuple[str, int]] = field(default_factory=list)
+    per_second: list[int] = field(default_factory=list)  # packets per second from start_at
+    error: str | None = None
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` in `parts` shares that differ by at most one."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def plans_for(
+    url: str,
+    topic_prefix: str,
+    devices: Sequence[str],
+    publishers: int,
+    *,
+    rate: float = 0.0,
+    count: int | None = None,
+    duration_s: float | None = None,
+    start_at: float,
+    duplicate_pct: float = 0.0,
+    lose_pct: float = 0.0,
+    seed: int = 0,
+) -> list[PublisherPlan]:
+    """One plan per process: devices dealt round-robin, count and rate split evenly."""
+    shares = split(count, publishers) if count is not None else [None] * publishers
+    return [
+        PublisherPlan(
+            url=url,
+            topic_prefix=topic_prefix,
+            devices=list(devices[i::publishers]),
+            rate=rate / publishers if rate else 0.0,
+            count=shares[i],
+            duration_s=duration_s,
+            start_at=start_at,
+            duplicate_pct=duplicate_pct,
+            lose_pct=lose_pct,
+            seed=seed * 1000 + i,
+            first_index=i,
+            index_step=publishers,
+        )
+        for i in range(publishers)
+    ]
+
+
+class _Run:
+    """State of one publisher process, kept outside the loop so that a failure still
+    reports what was sent before it."""
+
+    def __init__(self, plan: PublisherPlan, progress, stop) -> None:
+        self.plan = plan
+        self.progress = progress
+        self.stop = stop
+        self.result = PublisherResult()
+        self.done = False
+        self.seqs = [0] * len(plan.devices)
+        self.counted = 0
+
+    def messages(self) -> Iterator[tuple[bytes, bytes]]:
+        plan, result = self.plan, self.result
+        devices = plan.devices
+        n = len(devices)
+        topics = [f"{plan.topic_prefix}/trucks/{d}/telemetry".encode() for d in devices]
+        void = [f"{VOID_PREFIX}/trucks/{d}/telemetry".encode() for d in devices]
+        # Each truck drives east and back on its own street at 36 km/h: plausible for the
+        # implied-speed filter, and moving, so the rules see trips when devices are trucks.
+        origins = []
+        for k in range(n):
+            g = plan.first_index + k * plan.index_step
+            lat0 = 22.45 + (g % 60) * 0.003
+            lon0 = 113.90 + (g // 60 % 60) * 0.004
+            origins.append((lat0, lon0, _M_PER_DEG_LAT * math.cos(math.radians(lat0))))
+        last_ts = [0] * n
+        seqs = self.seqs
+        encode = msgspec.json.encode
+        rnd = random.Random(plan.seed).random
+        dup_p, lose_p = plan.duplicate_pct / 100.0, plan.lose_pct / 100.0
+        count = plan.count
+        now = time.time
+        # A copy goes out some messages after its original, as a terminal's re-send would:
+        # usually in another batch, and with several collectors often to another collector.
+        copies: deque[tuple[int, bytes, bytes]] = deque()
+        i = 0
+        while not self.done and (count is None or result.unique < count):
+            while copies and copies[0][0] <= i:
+                _, topic, payload = copies.popleft()
+                yield topic, payload
+            d = i % n
+            i += 1
+            seqs[d] += 1
+            # Fix times of one device must differ (the store's key is device + fix time).
+            ts = max(int(now() * 1000), last_ts[d] + 1)
+            last_ts[d] = ts
+            lat0, lon0, m_per_deg_lon = origins[d]
+            s = (ts / 1000.0 * _SPEED_MS) % (2 * _LEG_M)
+            east = s < _LEG_M
+            payload = encode(
+                {
+                    "ts": ts,
+                    "lat": lat0,
+                    "lon": lon0 + (s if east else 2 * _LEG_M - s) / m_per_deg_lon,
+                    "speed": 36.0,
+                    "heading": 90 if east else 270,
+                    "lid": "closed",
+                    "load": "full",
+                    "seq": seqs[d],
+                }
+            )
+            result.unique += 1
+            if lose_p and rnd() < lose_p:
+                result.voided += 1
+                yield void[d], payload
+                continue
+            yield topics[d], payload
+            if dup_p and rnd() < dup_p:
+                result.duplicates += 1
+                result.duplicated.append((devices[d], seqs[d]))
+                copies.append((i + _COPY_DELAY, topics[d], payload))
+        for _, topic, payload in copies:
+            yield topic, payload
+
+    def pace(self, rate: float):
+        """Called by FastPublisher after each chunk: keep the rate, count packets per second,
+        publish progress and decide when to stop."""
+        keep_rate = paced(rate) if rate > 0 else None
+        plan, result = self.plan, self.result
+        end = plan.start_at + plan.duration_s if plan.duration_s else math.inf
+
+        def pace(sent: int) -> None:
+            t = time.time()
+            second = max(0, int(t - plan.start_at))
+            per_second = result.per_second
+            while len(per_second) <= second:
+                per_second.append(0)
+            per_second[second] += sent - self.counted
+            self.counted = sent
+            if self.progress is not None:
+                self.progress.value = sent
+            if t >= end or (self.stop is not None and self.stop.is_set()):
+                self.done = True
+            elif keep_rate is not None:
+                keep_rate(sent)
+
+        return pace
+
+    def run(self) -> PublisherResult:
+        plan, result = self.plan, self.result
+        endpoint = MqttEndpoint.parse(plan.url)
+        publisher = FastPublisher(
+            endpoint.host,
+            endpoint.port,
+            username=endpoint.username,
+            password=endpoint.password,
+            window=plan.window,
+        )
+        try:
+            while time.time() < plan.start_at:
+                time.sleep(0.001)
+            began = time.perf_counter()
+            # Small chunks keep the pacing and the stop check fine-grained at low rates.
+            chunk = 256 if plan.rate == 0 or plan.rate >= 2000 else 32
+            publisher.publish_many(self.messages(), pace=self.pace(plan.rate), chunk=chunk)
+            result.seconds = time.perf_counter() - began
+        finally:
+            result.sent = publisher.sent
+            publisher.close()
+        return result
+
+    def finish(self) -> PublisherResult:
+        result = self.result
+        result.last_seq = {d: s for d, s in zip(self.plan.devices, self.seqs, strict=True) if s}
+        times = psutil.Process().cpu_times()
+        result.cpu_s = times.user + times.system
+        if self.progress is not None:
+            self.progress.value = result.sent
+        return result
+
+
+def publisher_main(plan: PublisherPlan, results, progress=None, stop=None) -> None:
+    """Entry of a publisher process: publish the plan, put a PublisherResult on `results`."""
+    # The parent decides when to stop (Ctrl-C in a terminal reaches the whole process group).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run = _Run(plan, progress, stop)
+    try:
+        run.run()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent with what was sent
+        run.result.error = f"{type(exc).__name__}: {exc}"
+    results.put(run.finish())
+
+
+class PublisherGroup:
+    """Publisher processes started together; `sent()` is live, `join()` collects results."""
+
+    def __init__(self, plans: Sequence[PublisherPlan]) -> None:
+        ctx = mp.get_context("spawn")
+        self.plans = list(plans)
+        self.results = ctx.Queue()
+        self.stop_event = ctx.Event()
+        self.progress = [ctx.Value("q", 0, lock=False) for _ in self.plans]
+        self.procs = [
+            ctx.Process(
+                target=publisher_main,
+                args=(plan, self.results, self.progress[i], self.stop_event),
+                name=f"publisher-{i}",
+            )
+            for i, plan in enumerate(self.plans)
+        ]
+
+    def start(self) -> PublisherGroup:
+        for proc in self.procs:
+            proc.start()
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def sent(self) -> int:
+        return sum(v.value for v in self.progress)
+
+    def running(self) -> bool:
+        return any(p.is_alive() for p in self.procs)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float = 60.0) -> list[PublisherResult]:
+        """Results of every process (read before joining: a child cannot exit while its
+        result is still in the pipe). A process that died without one gets an error result."""
+        results: list[PublisherResult] = []
+        deadline = time.monotonic() + timeout
+        while len(results) < len(self.procs) and time.monotonic() < deadline:
+            try:
+                results.append(self.results.get(timeout=0.2))
+            except queue.Empty:
+                if not self.running():
+                    # Exited: anything it put is in the pipe already.
+                    try:
+                        results.append(self.results.get(timeout=1.0))
+                    except queue.Empty:
+                        break
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        missing = len(self.procs) - len(results)
+        results += [PublisherResult(error="publisher process died without a result")] * missing
+        return results
+
+
+def _ceiling_subscriber(url: str, topic: str, expected: int, ready, result) -> None:
+    """Receives and acknowledges, nothing else: what the broker alone can deliver."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    endpoint = MqttEndpoint.parse(url)
+    got = 0
+    first = last = 0.0
+    done = threading.Event()
+    subscriber: LeanSubscriber
+
+    def on_batch(generation: int, received: list) -> None:
+        nonlocal got, first, last
+        if got == 0:
+            first = time.perf_counter()
+        got += len(received)
+        last = time.perf_counter()
+        subscriber.ack(generation, [mid for _, _, mid, qos in received if qos])
+        if got >= expected:
+            done.set()
+
+    subscriber = LeanSubscriber(
+        endpoint.host,
+        endpoint.port,
+        "bench-ceil-" + uuid.uuid4().hex[:6],
+        [topic],
+        on_batch,
+        username=endpoint.username,
+        password=endpoint.password,
+    )
+    subscriber.start()
+    subscriber.connected.wait(10)
+    time.sleep(0.5)
+    ready.set()
+    done.wait(120)
+    subscriber.stop()
+    result.put((got, last - first if got > 1 else 0.0))
+
+
+def broker_ceiling(url: str, messages: int, publishers: int, qos: int = 1) -> float:
+    """Messages/s the broker delivers from `publishers` unpaced publisher processes to one
+    subscriber that only acknowledges (QoS 1 both ways), on a topic of its own."""
+    if qos != 1:
+        raise ValueError("the load publishes at QoS 1 (what terminals use)")
+    ctx = mp.get_context("spawn")
+    prefix = "bench-ceiling-" + uuid.uuid4().hex[:6]
+    ready, result = ctx.Event(), ctx.Queue()
+    sub = ctx.Process(
+        target=_ceiling_subscriber, args=(url, f"{prefix}/#", messages, ready, result)
+    )
+    sub.start()
+    ready.wait(10)
+    group = PublisherGroup(
+        plans_for(
+            url,
+            prefix,
+            [f"C{i:05d}" for i in range(1000)],
+            publishers,
+            count=messages,
+            start_at=time.time() + 2.0,
+        )
+    ).start()
+    group.join(timeout=150)
+    got, seconds = result.get(timeout=150)
+    sub.join(10)
+    return got / seconds if seconds else 0.0
+
+
+def register_devices(conn, company: str, plate_prefix: str, device_ids: Sequence[str]) -> int:
+    """Register each device as a truck (plate `plate_prefix` + 6 digits) of a new company
+    named `company`, bound from a day ago, so the compliance rules run on their fixes."""
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO companies (name) VALUES (%s) RETURNING id", (company,))
+        company_id = cur.fetchone()[0]
+        cur.execute(
+            """WITH d AS (
+                   SELECT device_id, n FROM unnest(%s::text[]) WITH ORDINALITY AS x(device_id, n)
+               ), t AS (
+                   INSERT INTO trucks (plate, company_id)
+                   SELECT %s || lpad((n - 1)::text, 6, '0'), %s FROM d
+                   RETURNING id, plate
+               )
+               INSERT INTO terminals (device_id, truck_id, valid_from)
+               SELECT d.device_id, t.id, now() - interval '1 day'
+               FROM d JOIN t ON t.plate = %s || lpad((d.n - 1)::text, 6, '0')""",
+            (list(device_ids), plate_prefix, company_id, plate_prefix),
+        )
+    conn.commit()
+    return company_id
+
+
+def unregister_company(conn, company: str) -> None:
+    """Remove the company registered by `register_devices`, its trucks and terminals, and
+    everything the rules wrote about them (violations, trips, rule state)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM companies WHERE name = %s", (company,))
+        row = cur.fetchone()
+        if row is None:
+            conn.commit()
+            return
+        company_id = row[0]
+        trucks = "SELECT id FROM trucks WHERE company_id = %s"
+        cur.execute(
+            f"""DELETE FROM violation_events WHERE violation_id IN (
+                   SELECT id FROM violations WHERE truck_id IN ({trucks}))""",  # noqa: S608 - constant
+            (company_id,),
+        )
+        for table in ("violations", "trips", "rule_snapshots", "truck_state", "terminals"):
+            cur.execute(
+                f"DELETE FROM {table} WHERE truck_id IN ({trucks})",  # noqa: S608 - fixed table name
+                (company_id,),
+            )
+        cur.execute("DELETE FROM trucks WHERE company_id = %s", (company_id,))
+        cur.execute("DELETE FROM companies WHERE id = %s", (company_id,))
+    conn.commit()
