@@ -17,7 +17,7 @@ from geofence.io import export_geojson
 from geofence.store import load_zones
 from web.auth import require
 from web.db import get_db
-from web.live import live_trucks, live_trucks_json
+from web.live import LiveCache, live_trucks, live_trucks_json
 from web.params import bad, city_tz, int_arg, page_args, settings, time_range
 from web.queries import local_day_start, overview, track, truck_detail
 
@@ -62,11 +62,23 @@ def trucks_live():
             bad("since must be the cursor returned by the previous response")
         since = int(raw)
     crs, overlap = _crs(), settings()["web"]["live_overlap_s"]
-    if crs == "wgs84":
+    if since is None:
+        body = _live_cache().snapshot(get_db(), overlap_s=overlap, crs=crs)
+    elif crs == "wgs84":
         body = live_trucks_json(get_db(), since, overlap_s=overlap)
     else:
         body = _encoder.encode(live_trucks(get_db(), since, overlap_s=overlap, crs=crs))
     return Response(body, mimetype="application/json")
+
+
+def _live_cache() -> LiveCache:
+    """This process's snapshot cache (one per app; MUCK_LIVE_REBUILD_S overrides how often
+    it is rebuilt from the full query)."""
+    cache = current_app.extensions.get("muck_live_cache")
+    if cache is None:
+        rebuild_s = float(current_app.config.get("MUCK_LIVE_REBUILD_S", 60.0))
+        cache = current_app.extensions.setdefault("muck_live_cache", LiveCache(rebuild_s))
+    return cache
 
 
 _TRUCK_SORT = {

@@ -40,9 +40,14 @@ def seed(conn, trucks: int, center: tuple[float, float]) -> None:
     conn.commit()
 
 
-def _time(client, url: str, headers: dict, repeat: int) -> tuple[list[float], int, int]:
+def _time(
+    client, url: str, headers: dict, repeat: int, before=None
+) -> tuple[list[float], int, int]:
+    """Time `repeat` requests; `before()` runs (untimed) before each one."""
     times, size, count = [], 0, 0
     for _ in range(repeat):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         resp = client.get(url, headers=headers)
         times.append((time.perf_counter() - t0) * 1000)
@@ -56,7 +61,7 @@ def _fmt(name: str, times: list[float], size: int, count: int) -> str:
     times = sorted(times)
     p50 = statistics.median(times)
     p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-    return f"{name:<28} trucks={count:>6}  p50={p50:6.1f} ms  p95={p95:6.1f} ms  body={size / 1024:7.0f} KiB"
+    return f"{name:<32} trucks={count:>6}  p50={p50:6.1f} ms  p95={p95:6.1f} ms  body={size / 1024:7.0f} KiB"
 
 
 def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> str:
@@ -81,29 +86,50 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
             token = create_token(cur, "bench", "bench", actor="bench")
         conn.commit()
         bench_settings = Settings(settings.sections, url, settings.mqtt_url, settings.source)
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def move(n: int):
+            def run() -> None:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        """UPDATE truck_state SET lat = lat + 0.00001, fix_time = now(),
+                                  updated_at = now() WHERE truck_id <= %s""",
+                        (n,),
+                    )
+                conn.commit()
+
+            return run
+
+        # The first full snapshot of a process runs the full query; rebuilding every time
+        # (MUCK_LIVE_REBUILD_S = 0) measures that path.
+        cold = create_app(
+            {"MUCK_SETTINGS": bench_settings, "SECRET_KEY": "bench", "MUCK_LIVE_REBUILD_S": 0}
+        )
+        cold_client = cold.test_client()
+        cold_client.get("/api/v1/trucks/live", headers=headers)  # warm the pool
+        for crs in ("wgs84", "gcj02"):
+            timed = _time(cold_client, f"/api/v1/trucks/live?crs={crs}", headers, repeat)
+            lines.append(_fmt(f"full, full query ({crs})", *timed))
+        cold.extensions["muck_pool"].close()
+
         app = create_app({"MUCK_SETTINGS": bench_settings, "SECRET_KEY": "bench"})
         client = app.test_client()
-        headers = {"Authorization": f"Bearer {token}"}
-        client.get("/api/v1/trucks/live", headers=headers)  # warm the pool and caches
-        full = _time(client, "/api/v1/trucks/live", headers, repeat)
-        lines.append(_fmt("full snapshot", *full))
+        for crs in ("wgs84", "gcj02"):
+            client.get(f"/api/v1/trucks/live?crs={crs}", headers=headers)  # fill the cache
+            timed = _time(client, f"/api/v1/trucks/live?crs={crs}", headers, repeat, move(changed))
+            lines.append(_fmt(f"full, {changed} changed ({crs})", *timed))
+            timed = _time(client, f"/api/v1/trucks/live?crs={crs}", headers, repeat)
+            lines.append(_fmt(f"full, none changed ({crs})", *timed))
         cursor = client.get("/api/v1/trucks/live", headers=headers).get_json()["cursor"]
-        with conn.cursor() as cur:
-            cur.execute(
-                """UPDATE truck_state SET lat = lat + 0.0005, fix_time = now(), updated_at = now()
-                   WHERE truck_id <= %s""",
-                (changed,),
-            )
-        conn.commit()
+        move(changed)()
         delta = _time(client, f"/api/v1/trucks/live?since={cursor}", headers, repeat)
         lines.append(_fmt(f"delta ({changed} changed)", *delta))
         after = client.get(f"/api/v1/trucks/live?since={cursor}", headers=headers).get_json()[
             "cursor"
         ]
         empty = _time(client, f"/api/v1/trucks/live?since={after}", headers, repeat)
-        lines.append(_fmt("delta (nothing changed)", *empty))
-        conv = _time(client, "/api/v1/trucks/live?crs=gcj02", headers, repeat)
-        lines.append(_fmt("full snapshot, GCJ-02", *conv))
+        lines.append(_fmt("delta (nothing changed; overlap)", *empty))
+        lines.append(f"cache rebuilds: {app.extensions['muck_live_cache'].rebuilds}")
         app.extensions["muck_pool"].close()
         conn.close()
     finally:

@@ -10,14 +10,17 @@ client applies rows idempotently (each row is the truck's whole state).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from geofence.coords import from_wgs84, normalise_crs
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ENCODER = msgspec.json.Encoder()
 FIELDS = (
     "id",
     "plate",
@@ -189,3 +192,197 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - t0
+
+
+# ---- full snapshots from memory ------------------------------------------------------------
+
+_CACHE_ROWS = _SELECT  # every truck with a state, active or not (inactive ones are not sent)
+_CACHE_DELTA = _SELECT + _CHANGED
+
+
+class LiveCache:
+    """Full snapshots served from memory, kept current with the delta query.
+
+    A full snapshot of 20,000 trucks costs ~80 ms of SQL; the delta since the previous
+    snapshot costs a few. So each process keeps the active trucks as columns, and before
+    answering a full request it reads the delta since its own cursor (with the same overlap
+    as the clients' deltas) and applies it. Each column is kept encoded as JSON until one of
+    its values changes, and display coordinates per CRS are converted only for the trucks
+    that moved, so a snapshot re-encodes only what changed and GCJ-02 costs no more than
+    WGS-84. What a delta cannot see is caught as well: a deleted truck_state row (the row
+    count differs), and anything else by rebuilding from the full query every `rebuild_s`.
+    """
+
+    def __init__(self, rebuild_s: float = 60.0) -> None:
+        self.rebuild_s = rebuild_s
+        self._lock = threading.Lock()
+        self._built = float("-inf")
+        self._reset()
+        self.rebuilds = 0  # how often the full query ran (tests, benchmark)
+
+    def _reset(self) -> None:
+        self._pos: dict[int, int] = {}  # truck id -> index in the columns (active trucks)
+        self._cols: dict[str, list] = {name: [] for name in FIELDS}
+        self._updated: list[dt.datetime] = []  # per active truck
+        self._inactive: set[int] = set()  # trucks with a state row that are not on the map
+        self._top: dt.datetime | None = None  # newest change seen, active or not
+        self._active_top: dt.datetime | None = None
+        self._display: dict[str, tuple[list, list]] = {}  # crs -> converted lon, lat
+        self._stale: dict[str, set[int]] = {}  # crs -> indices to convert again
+        self._fragments: dict[tuple[str, str], bytes] = {}  # (crs or "", field) -> JSON
+
+    def _mark(self, i: int) -> None:
+        for stale in self._stale.values():
+            stale.add(i)
+
+    def _remove(self, i: int) -> None:
+        """Swap the last active truck into slot i."""
+        last = len(self._updated) - 1
+        del self._pos[self._cols["id"][i]]
+        columns = [*self._cols.values(), self._updated]
+        columns += [c for pair in self._display.values() for c in pair]
+        for column in columns:
+            column[i] = column[last]
+            column.pop()
+        for stale in self._stale.values():
+            moved_stale = last in stale
+            stale.discard(last)
+            stale.discard(i)
+            if moved_stale and i != last:
+                stale.add(i)
+        if i != last:
+            self._pos[self._cols["id"][i]] = i
+
+    def _append(self, row: tuple) -> None:
+        i = len(self._updated)
+        self._pos[row[0]] = i
+        for name, value in zip(FIELDS, row, strict=False):
+            self._cols[name].append(value)
+        self._updated.append(row[-1])
+        for lon, lat in self._display.values():
+            lon.append(None)
+            lat.append(None)
+        self._mark(i)
+
+    def _apply(self, rows: list[tuple]) -> None:
+        changed: set[str] = set()
+        for row in rows:
+            tid = row[0]
+            if self._top is None or row[-1] > self._top:
+                self._top = row[-1]
+            i = self._pos.get(tid)
+            if not row[3]:  # inactive: not on the map
+                self._inactive.add(tid)
+                if i is not None:
+                    self._remove(i)
+                    changed.update(FIELDS)
+                continue
+            self._inactive.discard(tid)
+            if i is None:
+                self._append(row)
+                changed.update(FIELDS)
+                continue
+            self._updated[i] = row[-1]
+            for name, value in zip(FIELDS, row, strict=False):
+                column = self._cols[name]
+                if column[i] != value:
+                    column[i] = value
+                    changed.add(name)
+                    if name in ("lon", "lat"):
+                        self._mark(i)
+        if changed:
+            self._active_top = max(self._updated, default=None)
+            if changed & {"lon", "lat"}:
+                changed |= {"lon", "lat"}  # a converted lon depends on the lat too
+            for key in [k for k in self._fragments if k[1] in changed]:
+                del self._fragments[key]
+
+    def _refresh(self, cur, overlap_s: float) -> None:
+        cur.execute("SELECT count(*) FROM truck_state")
+        state_rows = cur.fetchone()[0]
+        seen = len(self._pos) + len(self._inactive)
+        stale = time.monotonic() - self._built > self.rebuild_s
+        if stale or self._top is None or state_rows != seen:
+            cur.execute(_CACHE_ROWS)
+            rows = cur.fetchall()
+            self._reset()
+            self._apply(rows)
+            self._built = time.monotonic()
+            self.rebuilds += 1
+            return
+        cur.execute(_CACHE_DELTA, {"since": self._top - dt.timedelta(seconds=overlap_s)})
+        self._apply(cur.fetchall())
+
+    def _display_coords(self, crs: str) -> tuple[list, list]:
+        """Converted lon/lat lists for `crs`, converting only the trucks that moved."""
+        n = len(self._updated)
+        if crs not in self._display:
+            self._display[crs] = ([0.0] * n, [0.0] * n)
+            self._stale[crs] = set(range(n))
+        out_lon, out_lat = self._display[crs]
+        stale = self._stale[crs]
+        if stale:
+            idx = np.fromiter(stale, dtype=np.int64, count=len(stale))
+            lon, lat = from_wgs84(
+                np.asarray(self._cols["lon"], dtype=np.float64)[idx],
+                np.asarray(self._cols["lat"], dtype=np.float64)[idx],
+                crs,
+            )
+            for j, x, y in zip(
+                idx.tolist(), lon.round(7).tolist(), lat.round(7).tolist(), strict=True
+            ):
+                out_lon[j] = x
+                out_lat[j] = y
+            stale.clear()
+        return out_lon, out_lat
+
+    def _column_json(self, crs: str, name: str) -> bytes:
+        converted = name in ("lon", "lat") and crs != "wgs84"
+        key = (crs if converted else "", name)
+        fragment = self._fragments.get(key)
+        if fragment is None:
+            values = self._cols[name]
+            if converted:
+                values = self._display_coords(crs)[0 if name == "lon" else 1]
+            fragment = self._fragments[key] = _ENCODER.encode(values)
+        return fragment
+
+    def snapshot(self, conn, *, overlap_s: float, crs: str = "wgs84") -> bytes:
+        """The same document as `live_trucks(conn, None, ...)`, as JSON bytes."""
+        crs = normalise_crs(crs)
+        with self._lock:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT now()")
+                    server_now = cur.fetchone()[0]
+                    self._refresh(cur, overlap_s)
+                    top = _with_violations(cur, self._active_top)
+                    columns = (
+                        b"{"
+                        + b",".join(
+                            b'"' + name.encode() + b'":' + self._column_json(crs, name)
+                            for name in FIELDS
+                        )
+                        + b"}"
+                    )
+                    count = len(self._updated)
+                    company_ids = sorted({c for c in self._cols["company_id"] if c is not None})
+                    companies = {}
+                    if company_ids:
+                        cur.execute(
+                            "SELECT id, name FROM companies WHERE id = ANY(%s)", (company_ids,)
+                        )
+                        companies = {str(cid): name for cid, name in cur.fetchall()}
+            finally:
+                conn.rollback()
+        head = {
+            "full": True,
+            "cursor": str(time_to_cursor(top if top is not None else server_now)),
+            "server_ms": int(server_now.timestamp() * 1000),
+            "count": count,
+            "crs": crs,
+            "fields": list(FIELDS),
+            "companies": companies,
+        }
+        text = _ENCODER.encode(head)
+        return text[:-1] + b', "trucks": ' + columns + b"}"
