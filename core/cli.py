@@ -96,7 +96,7 @@ def _register_subcommands() -> None:
     from core.collect import collect
     from core.demo import demo
     from geofence.cli import bench_geofence, zones
-    from simulators.cli import accuracy, simulate
+    from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import bench_ingest, maintain_cmd
     from web.cli import bench_web, user_cmd, web_cmd
 
@@ -111,6 +111,7 @@ def _register_subcommands() -> None:
     cli.add_command(violations)
     cli.add_command(simulate)
     cli.add_command(accuracy)
+    cli.add_command(loadtest)
     bench.add_command(bench_ingest)
     bench.add_command(bench_geofence)
     bench.add_command(bench_rules)

@@ -9,6 +9,7 @@ import time
 import click
 
 from core.cli import MuckContext, pass_ctx
+from simulators.loadtest_cli import loadtest  # noqa: F401 - registered by core.cli
 
 
 def _parse_rates(rates: tuple[str, ...]) -> dict[str, float]:

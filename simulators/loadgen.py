@@ -80,6 +80,11 @@ class PublisherResult:
     error: str | None = None
 
 
+def _process_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def split(total: int, parts: int) -> list[int]:
     """`total` in `parts` shares that differ by at most one."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
@@ -132,6 +137,7 @@ class _Run:
         self.done = False
         self.seqs = [0] * len(plan.devices)
         self.counted = 0
+        self.cpu_at_start = _process_cpu()
 
     def messages(self) -> Iterator[tuple[bytes, bytes]]:
         plan, result = self.plan, self.result
@@ -212,7 +218,8 @@ class _Run:
             per_second[second] += sent - self.counted
             self.counted = sent
             if self.progress is not None:
-                self.progress.value = sent
+                self.progress[0] = sent
+                self.progress[1] = result.unique - result.voided
             if t >= end or (self.stop is not None and self.stop.is_set()):
                 self.done = True
             elif keep_rate is not None:
@@ -233,6 +240,7 @@ class _Run:
         try:
             while time.time() < plan.start_at:
                 time.sleep(0.001)
+            self.cpu_at_start = _process_cpu()
             began = time.perf_counter()
             # Small chunks keep the pacing and the stop check fine-grained at low rates.
             chunk = 256 if plan.rate == 0 or plan.rate >= 2000 else 32
@@ -246,10 +254,11 @@ class _Run:
     def finish(self) -> PublisherResult:
         result = self.result
         result.last_seq = {d: s for d, s in zip(self.plan.devices, self.seqs, strict=True) if s}
-        times = psutil.Process().cpu_times()
-        result.cpu_s = times.user + times.system
+        # CPU of publishing only (not of starting the process and connecting).
+        result.cpu_s = _process_cpu() - self.cpu_at_start
         if self.progress is not None:
-            self.progress.value = result.sent
+            self.progress[0] = result.sent
+            self.progress[1] = result.unique - result.voided
         return result
 
 
@@ -273,7 +282,8 @@ class PublisherGroup:
         self.plans = list(plans)
         self.results = ctx.Queue()
         self.stop_event = ctx.Event()
-        self.progress = [ctx.Value("q", 0, lock=False) for _ in self.plans]
+        # Per process: [packets sent, distinct messages sent to the platform's topics].
+        self.progress = [ctx.Array("q", 2, lock=False) for _ in self.plans]
         self.procs = [
             ctx.Process(
                 target=publisher_main,
@@ -293,7 +303,11 @@ class PublisherGroup:
         return [p.pid for p in self.procs if p.pid is not None]
 
     def sent(self) -> int:
-        return sum(v.value for v in self.progress)
+        return sum(v[0] for v in self.progress)
+
+    def storable(self) -> int:
+        """Distinct messages published to the platform's topics so far: what should be stored."""
+        return sum(v[1] for v in self.progress)
 
     def running(self) -> bool:
         return any(p.is_alive() for p in self.procs)
