@@ -1,15 +1,21 @@
 """`muck accuracy`: the compliance rules scored against the simulator's ground truth.
 
-A seeded city is installed, its fleet runs for some simulated hours, every message goes
-through the real ingestion path in process (telemetry.ingest.Ingestor → BatchWriter, with
-ComplianceEngine.after_store hooked in, and the going-dark sweep every simulated minute as
-the collector runs it), and the violations stored are matched to the injected misbehaviour
-per kind. See docs/accuracy.md.
+A seeded city is installed, its fleet runs for some simulated hours, and every simulated
+minute's messages go either through the real MQTT broker into the real collector
+(telemetry.collector.Collector with ComplianceEngine.after_store, in this process, on a
+topic prefix of its own) or, with transport "inprocess", straight into the collector's
+ingestion path (telemetry.ingest.Ingestor → BatchWriter with the same hook). Once a minute is
+stored, the clock jobs run at the simulated time (going-dark sweep, black-truck matching).
+The violations stored, the terminals' status and the black-truck list are then matched to
+the injected misbehaviour per kind. See docs/accuracy.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
+import socket
 import statistics
 import threading
 import time
@@ -17,19 +23,27 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse, urlunparse
+from zoneinfo import ZoneInfo
 
-from compliance.violations import KINDS
-from simulators.groundtruth import TruthEvent
+from simulators.groundtruth import BLACK_KINDS, SCORED_KINDS, TruthEvent
+
+log = logging.getLogger(__name__)
 
 CHUNK_S = 60  # simulated seconds per feeding step (and between going-dark sweeps)
+DEVICE_SCAN_S = 900  # simulated seconds between scans for unregistered terminals
+TRANSPORTS = ("broker", "inprocess")
+BROKER_WAIT_S = 120.0  # longest wait for the collector to store one simulated minute
+# The black-truck list is scored per plate (or device), whatever the times: a match needs
+# the same plate and reason only.
+_ANY_TIME_S = 10 * 365 * 86400.0
 
 
 @dataclass(frozen=True)
 class Found:
     """A stored violation, as the matcher sees it."""
 
-    plate: str
-    kind: str
+    plate: str  # the device id for black_unregistered_device
+    kind: str  # one of simulators.groundtruth.SCORED_KINDS
     start_ms: int
     end_ms: int | None  # None while still going on
 
@@ -76,21 +90,33 @@ class KindScore:
 
 
 def minimum_s(settings, kind: str) -> float:
-    """The rule's minimum duration (going dark: the silence before a truck counts as dark)."""
+    """The rule's minimum duration (going dark: the silence before a truck counts as dark;
+    alarms, status and the black-truck list: none)."""
     if kind == "going_dark":
         return float(settings.thresholds["dark_after_s"])
     return float(settings.sections["rules"].get(kind, {}).get("min_duration_s", 0.0))
 
 
 def tolerances_s(settings, interval_s: int) -> dict[str, float]:
-    """Per kind: the rule's minimum duration + two reporting intervals."""
-    return {kind: minimum_s(settings, kind) + 2 * interval_s for kind in KINDS}
+    """Per kind: the rule's minimum duration + two reporting intervals (black trucks: any
+    time, they are scored per plate)."""
+    out = {kind: minimum_s(settings, kind) + 2 * interval_s for kind in SCORED_KINDS}
+    out.update({kind: _ANY_TIME_S for kind in BLACK_KINDS})
+    return out
 
 
 def shortest_s(settings, interval_s: int) -> dict[str, float]:
     """Per kind: truth episodes shorter than this (the rule's minimum + one reporting
-    interval, which sampling can cut off a run) are not expected to be reported."""
-    return {kind: minimum_s(settings, kind) + interval_s for kind in KINDS}
+    interval, which sampling can cut off a run) are not expected to be reported. Alarms,
+    status changes and black trucks are events: never too short."""
+    out = {kind: minimum_s(settings, kind) + interval_s for kind in SCORED_KINDS}
+    out.update({kind: 0.0 for kind in ("terminal_alarm", "terminal_offline", *BLACK_KINDS)})
+    return out
+
+
+def _key(t: TruthEvent) -> tuple[str, str]:
+    """What a truth event is matched on: plate and kind (an unregistered device: its id)."""
+    return (t.device_id if t.kind == "black_unregistered_device" else t.plate, t.kind)
 
 
 def merge_truth(truth: list[TruthEvent], gap_s: float) -> list[TruthEvent]:
@@ -100,7 +126,7 @@ def merge_truth(truth: list[TruthEvent], gap_s: float) -> list[TruthEvent]:
     out: list[TruthEvent] = []
     last: dict[tuple[str, str], TruthEvent] = {}
     for t in sorted(truth, key=lambda e: (e.start_ms, e.device_id, e.kind)):
-        key = (t.plate, t.kind)
+        key = _key(t)
         prev = last.get(key)
         if prev is not None and prev.end_ms is not None and t.start_ms - prev.end_ms < gap_s * 1000:
             prev.end_ms = t.end_ms
@@ -115,8 +141,9 @@ def merge_truth(truth: list[TruthEvent], gap_s: float) -> list[TruthEvent]:
 
 
 def _class(t: TruthEvent, shortest_s: dict[str, float] | None, end_ms: int) -> int:
-    """0: counts for recall; 1: shorter than the rule's minimum; 2: while dark."""
-    if t.detail.get("while_dark"):
+    """0: counts for recall; 1: shorter than the rule's minimum; 2: while dark (or never
+    delivered: an alarm whose fixes were all lost)."""
+    if t.detail.get("while_dark") or t.detail.get("unseen"):
         return 2
     if shortest_s:
         end = t.end_ms if t.end_ms is not None else end_ms  # open: so far
@@ -136,7 +163,7 @@ def match(
     kind's tolerance; pairs are taken truth that counts for recall first, then short truth
     (below `shortest_s`; an open episode counts up to `end_ms`), then truth while dark, each nearest start
     first. Open intervals (end None) run to `end_ms`."""
-    scores = {kind: KindScore(kind) for kind in KINDS}
+    scores = {kind: KindScore(kind) for kind in SCORED_KINDS}
     for v in found:
         scores[v.kind].found += 1
     classes = [_class(t, shortest_s, end_ms) for t in truth]
@@ -154,7 +181,7 @@ def match(
     for i, t in enumerate(truth):
         tol = tolerance_s.get(t.kind, 0.0) * 1000
         t_end = t.end_ms if t.end_ms is not None else end_ms
-        for j in by_key.get((t.plate, t.kind), ()):
+        for j in by_key.get(_key(t), ()):
             v = found[j]
             v_end = v.end_ms if v.end_ms is not None else end_ms
             if v.start_ms <= t_end + tol and v_end >= t.start_ms - tol:
@@ -195,10 +222,14 @@ def match(
 
 
 def stored_violations(conn) -> list[Found]:
-    """Violations in the database (withdrawn ones left out: a replay took them back)."""
+    """Violations in the database (withdrawn ones left out: a replay took them back).
+    Going-dark violations of stream `terminal_alarm` are scored as `terminal_alarm`."""
     with conn.cursor() as cur:
         cur.execute(
-            """SELECT t.plate, v.kind, (extract(epoch FROM v.started_at) * 1000)::bigint,
+            """SELECT t.plate,
+                      CASE WHEN v.kind = 'going_dark' AND v.stream = 'terminal_alarm'
+                           THEN 'terminal_alarm' ELSE v.kind END,
+                      (extract(epoch FROM v.started_at) * 1000)::bigint,
                       (extract(epoch FROM v.ended_at) * 1000)::bigint
                FROM violations v JOIN trucks t ON t.id = v.truck_id
                WHERE v.status <> 'withdrawn' ORDER BY 1, 2, 3"""
@@ -206,6 +237,82 @@ def stored_violations(conn) -> list[Found]:
         rows = cur.fetchall()
     conn.commit()
     return [Found(p, k, int(s), int(e) if e is not None else None) for p, k, s, e in rows]
+
+
+def listed_black_trucks(conn) -> list[Found]:
+    """The black-truck list: one per plate and reason, one per unregistered device."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT kind, key, reasons, (extract(epoch FROM first_seen) * 1000)::bigint,
+                      (extract(epoch FROM last_seen) * 1000)::bigint
+               FROM black_trucks ORDER BY kind, key"""
+        )
+        rows = cur.fetchall()
+    conn.commit()
+    out = []
+    for kind, key, reasons, first, last in rows:
+        if kind == "device":
+            out.append(Found(key, "black_unregistered_device", int(first), int(last)))
+        else:
+            out += [Found(key, "black_" + r, int(first), int(last)) for r in reasons]
+    return out
+
+
+class StatusWatch:
+    """The platform's view of terminal status (`device_status`, one row per device), read
+    after every simulated minute: offline periods as the platform saw them."""
+
+    def __init__(self, plates: dict[str, str]) -> None:
+        self.plates = plates  # device -> plate
+        self.seen: dict[str, tuple[str, dt.datetime]] = {}
+        self.found: list[Found] = []
+        self.open: dict[str, int] = {}  # device -> index of its open offline period
+
+    def poll(self, conn) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT device_id, status, changed_at FROM device_status")
+            rows = cur.fetchall()
+        conn.commit()
+        for device, status, changed_at in rows:
+            if device not in self.plates or self.seen.get(device) == (status, changed_at):
+                continue
+            self.seen[device] = (status, changed_at)
+            ms = int(changed_at.timestamp() * 1000)
+            if status == "offline" and device not in self.open:
+                self.open[device] = len(self.found)
+                self.found.append(Found(self.plates[device], "terminal_offline", ms, None))
+            elif status == "online" and device in self.open:
+                i = self.open.pop(device)
+                self.found[i] = dataclasses.replace(self.found[i], end_ms=ms)
+
+
+def recent_start_ms(
+    tz: str, hhmm: str, duration_s: float, *, weekday: bool = False, now_s: float | None = None
+) -> int:
+    """The most recent local time `hhmm` (on a weekday, if asked) from which a run of
+    `duration_s` ends at least two minutes before now (fix times must lie in the past)."""
+    zone = ZoneInfo(tz)
+    hours, minutes = (int(x) for x in hhmm.split(":"))
+    latest = (time.time() if now_s is None else now_s) - duration_s - 120
+    day = dt.datetime.fromtimestamp(latest, zone).date()
+    for _ in range(10):
+        start = dt.datetime.combine(day, dt.time(hours, minutes), zone)
+        if start.timestamp() <= latest and (not weekday or start.isoweekday() <= 5):
+            return int(start.timestamp() * 1000)
+        day -= dt.timedelta(days=1)
+    raise ValueError(f"no {hhmm} start found")  # unreachable: a weekday within 10 days
+
+
+def broker_reachable(settings, timeout_s: float = 1.0) -> bool:
+    """Whether MUCK_MQTT_URL accepts a TCP connection (the broker transport's default)."""
+    if not settings.mqtt_url:
+        return False
+    try:
+        endpoint = settings.mqtt_endpoint()
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -218,6 +325,8 @@ class AccuracyResult:
     wall_s: float
     scores: dict[str, KindScore]
     stopped: bool = False
+    transport: str = "inprocess"
+    start_ms: int = 0
 
     def failures(self, min_precision: float, min_recall: float) -> list[str]:
         """Kinds with truth events below a floor."""
@@ -236,7 +345,7 @@ class AccuracyResult:
             return "–" if x is None else format(x, fmt)
 
         out = []
-        for kind in KINDS:
+        for kind in SCORED_KINDS:
             s = self.scores[kind]
             if not (s.truth or s.dark or s.short or s.found):
                 continue
@@ -264,9 +373,11 @@ class AccuracyResult:
 
     def summary(self) -> str:
         state = " (stopped early)" if self.stopped else ""
+        start = dt.datetime.fromtimestamp(self.start_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
         return (
             f"seed {self.seed}, {self.trucks} trucks, {self.simulated_s / 3600:.2f} of "
-            f"{self.hours:g} simulated hours{state}; {self.fixes} messages in {self.wall_s:.0f} s"
+            f"{self.hours:g} simulated hours from {start} UTC{state}; {self.fixes} messages "
+            f"({self.transport}) in {self.wall_s:.0f} s"
         )
 
     def table(self) -> str:
@@ -313,6 +424,104 @@ class AccuracyResult:
         return "\n".join(lines)
 
 
+class _InProcess:
+    """The collector's ingestion path without MQTT: Ingestor.build → BatchWriter.write."""
+
+    def __init__(self, settings, conn, engine) -> None:
+        from telemetry.ingest import Ingestor
+
+        self.conn = conn
+        self.ingestor = Ingestor(settings)
+        self.writer = self.ingestor.make_writer(conn, after_store=[engine.after_store])
+        self.batch_size = int(settings.ingest["batch_size"])
+
+    def feed(self, messages: list[tuple[str, bytes]]) -> None:
+        from telemetry.ingest import Incoming
+
+        incoming = [Incoming(t, p) for t, p in messages]
+        for i in range(0, len(incoming), self.batch_size):
+            with self.conn.cursor() as cur:
+                batch = self.ingestor.build(incoming[i : i + self.batch_size], cur)
+            self.writer.write(batch)
+
+    def close(self) -> None:
+        pass
+
+
+class _ThroughBroker:
+    """Publish to the broker (QoS 1) and let the real collector, running in this process on
+    a topic prefix of its own, store the messages; `feed` returns once the collector has
+    committed (stored or quarantined) every message published so far."""
+
+    def __init__(self, settings, database_url: str, engine, prefix: str) -> None:
+        from simulators.fastpub import FastPublisher
+        from telemetry.collector import Collector
+
+        self.settings = settings.with_overrides(mqtt={"topic_prefix": prefix})
+        self.settings = dataclasses.replace(self.settings, database_url=database_url)
+        endpoint = self.settings.mqtt_endpoint()
+        self.endpoint = endpoint
+        self.client_id = "muck-accuracy-" + uuid.uuid4().hex[:8]
+        self.collector = Collector(
+            self.settings, client_id=self.client_id, after_store=[engine.after_store]
+        )
+        self.publisher = FastPublisher(
+            endpoint.host,
+            endpoint.port,
+            client_id=self.client_id + "-pub",
+            username=endpoint.username,
+            password=endpoint.password,
+        )
+        self.collector.start()
+        if not self.collector.wait_connected(10):
+            self.close()
+            raise OSError(f"the collector cannot connect to {endpoint.url()}")
+        # The SUBSCRIBE is sent but may not be active yet: probe until a message arrives.
+        probe = (f"{prefix}/trucks/muck-accuracy-probe/status".encode(), b"online")
+        deadline = time.monotonic() + 10
+        while self._received() < 1:
+            if time.monotonic() > deadline:
+                self.close()
+                raise OSError("the collector receives nothing from the broker")
+            self.publisher.publish_many([probe])
+            time.sleep(0.05)
+        self.expected = self._received()
+
+    def _received(self) -> int:
+        return int(self.collector.stats.received._value.get())
+
+    def feed(self, messages: list[tuple[str, bytes]]) -> None:
+        if not messages:
+            return
+        self.publisher.publish_many((t.encode(), p) for t, p in messages)
+        self.expected += len(messages)
+        deadline = time.monotonic() + BROKER_WAIT_S
+        while self._received() < self.expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the collector stored {self._received()} of {self.expected} messages "
+                    f"in {BROKER_WAIT_S:.0f} s"
+                )
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        from simulators.fastpub import FastPublisher
+
+        self.collector.stop()
+        self.publisher.close()
+        # The collector's session is persistent: end it, so the broker keeps nothing for it.
+        try:
+            FastPublisher(
+                self.endpoint.host,
+                self.endpoint.port,
+                client_id=self.client_id,
+                username=self.endpoint.username,
+                password=self.endpoint.password,
+            ).close()
+        except OSError as exc:
+            log.warning("could not clear the collector's MQTT session: %s", exc)
+
+
 def run_accuracy(
     settings,
     conn,
@@ -323,59 +532,100 @@ def run_accuracy(
     speedup: float = 0.0,
     stop: threading.Event | None = None,
     status: Callable[[object, int, int], None] | None = None,
+    transport: str = "inprocess",
+    database_url: str | None = None,
+    start_ms: int | None = None,
 ) -> AccuracyResult:
     """Install `city` into `conn`'s database, run its fleet for `hours` simulated hours through
-    the in-process ingestion path with the rules, and score the violations stored."""
+    the broker and the collector (`transport="broker"`, storing into `database_url`, the
+    database of `conn`) or the in-process ingestion path, with the rules, and score what the
+    platform found. `start_ms` (default: so that the run ends two minutes before now) must
+    leave every fix in the past and within the ingest horizon."""
+    from compliance.black_trucks import match_new_sightings, scan_unregistered_devices
     from compliance.engine import ComplianceEngine
-    from compliance.sweep import sweep_dark
+    from compliance.sweep import sweep_dark, sweep_jumps
     from simulators.city import install_city
     from simulators.fleet import Fleet
-    from telemetry.ingest import Incoming, Ingestor
 
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
     stop = stop or threading.Event()
     install_city(conn, settings, city)
     engine = ComplianceEngine(settings)
     engine.load(conn)
-    ingestor = Ingestor(settings)
-    writer = ingestor.make_writer(conn, after_store=[engine.after_store])
-    batch_size = int(settings.ingest["batch_size"])
     duration = int(hours * 3600)
-    # Fix times stay in the past (the collector refuses future fixes).
-    start_ms = int(time.time() * 1000) - duration * 1000 - 120_000
+    if start_ms is None:
+        # Fix times stay in the past (the collector refuses future fixes).
+        start_ms = int(time.time() * 1000) - duration * 1000 - 120_000
+    if start_ms + duration * 1000 > time.time() * 1000:
+        raise ValueError("the run would end in the future: fix times must lie in the past")
+    if transport == "broker":
+        if not database_url:
+            raise ValueError("the broker transport needs the database URL for its collector")
+        prefix = f"muck-accuracy-{uuid.uuid4().hex[:8]}/v1"  # nothing else publishes there
+        config = dataclasses.replace(config, topic_prefix=prefix)
+        path = _ThroughBroker(settings, database_url, engine, prefix)
+    else:
+        path = _InProcess(settings, conn, engine)
     fleet = Fleet(city, config, start_ms=start_ms)
+    plates = {a.device: a.truck.plate for a in fleet.agents if a.judged and a.device}
+    watch = StatusWatch(plates)
+    zones = engine.zones
+    permits = engine.permits
     fed = 0
     began = time.monotonic()
 
     def feed(messages) -> None:
         nonlocal fed
-        incoming = [Incoming(t, p) for t, p in messages]
-        for i in range(0, len(incoming), batch_size):
-            with conn.cursor() as cur:
-                batch = ingestor.build(incoming[i : i + batch_size], cur)
-            writer.write(batch)
-        fed += len(incoming)
+        path.feed(messages)
+        fed += len(messages)
+
+    def at(ms: int) -> dt.datetime:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+    def clock_jobs(now_ms: int, devices: bool) -> None:
+        """What the collector's clock jobs do, at the simulated time."""
+        sweep_dark(conn, settings, at(now_ms))
+        sweep_jumps(conn, settings)
+        match_new_sightings(conn, settings, now=at(now_ms), permits=permits)
+        if devices:
+            scan_unregistered_devices(conn, settings, now=at(now_ms), zones=zones)
+        watch.poll(conn)
 
     last_status = 0.0
-    while fleet.t < duration and not stop.is_set():
-        target = min(duration, fleet.t + CHUNK_S)
-        if speedup > 0:
-            wait = (target / speedup) - (time.monotonic() - began)
-            if wait > 0 and stop.wait(wait):
-                break
-        feed(fleet.advance(target))
-        sweep_dark(conn, settings, dt.datetime.fromtimestamp(fleet.ms(fleet.t) / 1000, dt.UTC))
-        if status is not None and time.monotonic() - last_status >= 1.0:
-            status(fleet, fed, duration)
-            last_status = time.monotonic()
-    fleet.annotate_truth()
-    feed(fleet.finish())
-    end_ms = fleet.ms(fleet.t)
-    sweep_dark(conn, settings, dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC))
+    try:
+        while fleet.t < duration and not stop.is_set():
+            target = min(duration, fleet.t + CHUNK_S)
+            if speedup > 0:
+                wait = (target / speedup) - (time.monotonic() - began)
+                if wait > 0 and stop.wait(wait):
+                    break
+            feed(fleet.advance(target))
+            clock_jobs(fleet.ms(fleet.t), fleet.t % DEVICE_SCAN_S < CHUNK_S)
+            if status is not None and time.monotonic() - last_status >= 1.0:
+                status(fleet, fed, duration)
+                last_status = time.monotonic()
+        fleet.annotate_truth()
+        feed(fleet.finish())
+        end_ms = fleet.ms(fleet.t)
+        clock_jobs(end_ms, True)
+        # Sightings still pending at the end are decided as if the match window and its
+        # grace had passed (no fix comes after the end of the run).
+        match_cfg = settings.sections.get("compliance", {})
+        settle_s = 60 * (
+            float(match_cfg.get("anpr_match_window_min", 5))
+            + float(match_cfg.get("anpr_pending_grace_min", 10))
+        )
+        match_new_sightings(conn, settings, now=at(end_ms + int(settle_s * 1000) + 1000),
+                            permits=permits)  # fmt: skip
+    finally:
+        path.close()
     if status is not None:
         status(fleet, fed, duration)
+    found = stored_violations(conn) + watch.found + listed_black_trucks(conn)
     scores = match(
         merge_truth(fleet.truth, config.interval_s),
-        stored_violations(conn),
+        found,
         tolerances_s(settings, config.interval_s),
         end_ms,
         shortest_s(settings, config.interval_s),
@@ -389,6 +639,8 @@ def run_accuracy(
         wall_s=time.monotonic() - began,
         scores=scores,
         stopped=fleet.t < duration,
+        transport=transport,
+        start_ms=fleet.start_ms,
     )
 
 

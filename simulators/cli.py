@@ -128,6 +128,7 @@ def simulate(
             coverage_gap_pct=gap_pct,
             rates=chosen,
             topic_prefix=settings.mqtt["topic_prefix"],
+            timezone=settings.city["timezone"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -222,6 +223,32 @@ def simulate(
     help="Probability per loaded trip of injected misbehaviour (repeatable; as for simulate).",
 )
 @click.option(
+    "--noise-m", type=float, default=10.0, show_default=True, help="GPS noise, σ per axis (m)."
+)
+@click.option("--drop-pct", type=float, default=2.0, show_default=True, help="Messages lost (%).")
+@click.option(
+    "--duplicate-pct",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Messages delivered twice (%).",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["auto", "broker", "inprocess"]),
+    default="auto",
+    show_default=True,
+    help="broker: publish to MUCK_MQTT_URL and store with the real collector (in this process); "
+    "inprocess: the collector's ingestion path without MQTT; auto: broker when reachable.",
+)
+@click.option(
+    "--start",
+    "start_at",
+    metavar="HH:MM",
+    help="Start the simulated day at this city local time (the latest such time that lets the "
+    "run end before now). Default: the run ends now.",
+)
+@click.option(
     "--min-precision",
     type=float,
     default=0.0,
@@ -255,6 +282,11 @@ def accuracy(
     speedup: float,
     interval: int,
     rates: tuple[str, ...],
+    noise_m: float,
+    drop_pct: float,
+    duplicate_pct: float,
+    transport: str,
+    start_at: str | None,
     min_precision: float,
     min_recall: float,
     report: str | None,
@@ -263,11 +295,18 @@ def accuracy(
     """Score the compliance rules against the simulator's ground truth.
 
     Generates the city of SEED, installs it into a scratch database next to
-    MUCK_DATABASE_URL's, runs the fleet for HOURS simulated hours through the real ingestion
-    path and rules (in process), and matches the violations stored to the injected
-    misbehaviour per kind. Ctrl-C stops early and scores what ran.
+    MUCK_DATABASE_URL's, runs the fleet for HOURS simulated hours through the broker and the
+    real collector with the rules (or in process), and matches the violations, terminal
+    status and black-truck list to the injected misbehaviour per kind. Ctrl-C stops early and
+    scores what ran.
     """
-    from simulators.accuracy import prepare_database, run_accuracy, scratch_database
+    from simulators.accuracy import (
+        broker_reachable,
+        prepare_database,
+        recent_start_ms,
+        run_accuracy,
+        scratch_database,
+    )
     from simulators.city import city_from_settings
     from simulators.fleet import FleetConfig
 
@@ -281,10 +320,28 @@ def accuracy(
     chosen = _parse_rates(rates)
     try:
         config = FleetConfig(
-            interval_s=interval, rates=chosen, topic_prefix=settings.mqtt["topic_prefix"]
+            interval_s=interval,
+            noise_m=noise_m,
+            drop_pct=drop_pct,
+            duplicate_pct=duplicate_pct,
+            rates=chosen,
+            topic_prefix=settings.mqtt["topic_prefix"],
+            timezone=settings.city["timezone"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    start_ms = None
+    if start_at:
+        try:
+            start_ms = recent_start_ms(settings.city["timezone"], start_at, hours * 3600)
+        except ValueError:
+            raise click.BadParameter(f"{start_at!r} is not HH:MM", param_hint="--start") from None
+    if transport == "auto":
+        transport = "broker" if broker_reachable(settings) else "inprocess"
+        if transport == "inprocess":
+            click.echo(f"no broker at {settings.mqtt_url or 'MUCK_MQTT_URL (unset)'}: in process")
+    elif transport == "broker" and not broker_reachable(settings):
+        raise click.UsageError(f"no MQTT broker reachable at {settings.mqtt_url}")
     city = city_from_settings(settings, seed, trucks)
     click.echo(city.describe())
     stop = threading.Event()
@@ -303,7 +360,7 @@ def accuracy(
     if in_place:
         from core.db import connect_settings
 
-        name, conn = None, connect_settings(settings)
+        name, url, conn = None, settings.database_url, connect_settings(settings)
     else:
         from compliance.bench import _drop
 
@@ -314,8 +371,20 @@ def accuracy(
         if conn is None:
             conn = prepare_database(url, settings)
         result = run_accuracy(
-            settings, conn, city, config, hours=hours, speedup=speedup, stop=stop, status=status
+            settings,
+            conn,
+            city,
+            config,
+            hours=hours,
+            speedup=speedup,
+            stop=stop,
+            status=status,
+            transport=transport,
+            database_url=url,
+            start_ms=start_ms,
         )
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         if conn is not None:
             conn.close()

@@ -15,11 +15,14 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
+import numpy as np
 
+from geofence.timewin import LocalClock, window_bitmap
 from simulators.city import ROUTE_WIDTH_M, City, Truck
 from simulators.groundtruth import TruthEvent
 from telemetry.contract import Topics
@@ -30,6 +33,13 @@ TURN_KMH = 20.0  # speed through a turn of more than 45°
 SPEED_TOLERANCE_KMH = 5.0  # [rules.speeding] tolerance_kmh: speeding truth starts above it
 OVER_LIMIT_KMH = 30.0  # how far over the limit an injected speeder drives
 MOVING_KMH = 5.0
+WILL_DELAY_S = 45  # the broker publishes a vanished terminal's will after 1.5 x keepalive (30 s)
+ALARMS = ("antenna_cut", "power_cut")  # sent on the last fixes before some terminals go dark
+# [compliance] anpr_match_window_min / anpr_match_radius_m: the black-truck truth of a camera
+# sighting of a registered, permitted truck is "untracked" when its terminal delivered no fix
+# within this window and distance of the camera's site (any distance for a road checkpoint).
+ANPR_WINDOW_S = 300
+ANPR_RADIUS_M = 500.0
 
 # Driving misbehaviour, at most one per loaded trip (probability per trip).
 TRIP_KINDS = (
@@ -49,8 +59,11 @@ DEFAULT_RATES = {
     "restricted_zone": 0.01,
     "unapproved_disposal": 0.01,  # to another disposal site, off the route  # through the city-centre zone (banned all day), off the route
     "going_dark": 0.03,  # independent of the others: the terminal goes silent for 7-15 min
+    # A truck on a permit with operating hours whose trip would fall outside them goes anyway
+    # (probability per such trip; the others wait at the site until the hours allow it).
+    "restricted_hours": 0.2,
 }
-INJECTABLE = (*TRIP_KINDS, "going_dark")
+INJECTABLE = (*TRIP_KINDS, "going_dark", "restricted_hours")
 
 
 @dataclass
@@ -65,6 +78,10 @@ class FleetConfig:
     # Truck index -> kinds forced on its first loaded trip (tests, demonstrations).
     script: dict[int, list[str]] = field(default_factory=dict)
     topic_prefix: str = "muck/v1"
+    timezone: str = "Asia/Shanghai"  # city local time: operating hours, zone windows
+    alarm_pct: float = 50.0  # going-dark terminals that first send antenna_cut or power_cut (%)
+    checkpoints: int = 3  # road checkpoint cameras (besides one camera at every site gate)
+    low_confidence_pct: float = 3.0  # camera reads under anpr_min_confidence (%)
 
     def __post_init__(self) -> None:
         if int(self.interval_s) < 1:
@@ -86,6 +103,9 @@ class Seg:
     lid: str = "closed"
     tag: str = ""  # injected misbehaviour on this segment
     stop_after: bool = False
+    gate_a: str | None = None  # the site at the start node, whose gate camera sees the truck
+    gate_b: str | None = None  # the site at the end node
+    checkpoint: str | None = None  # the road checkpoint camera at the end node
 
     @property
     def length(self) -> float:
@@ -122,10 +142,22 @@ class TruckAgent:
         self.fleet, self.index, self.truck = fleet, index, truck
         city = fleet.city
         self.rng = random.Random(city.seed * 1_000_003 + index)
-        permit = next(p for p in city.permits if p.number == truck.permit)
+        permit = fleet.permits.get(truck.permit)
         day = time.gmtime(fleet.start_ms / 1000)
-        self.permitted = permit.valid_on(dt.date(day.tm_year, day.tm_mon, day.tm_mday))
-        self.route = city.routes[permit.routes[0]]
+        today = dt.date(day.tm_year, day.tm_mon, day.tm_mday)
+        self.permitted = permit is not None and permit.valid_on(today)
+        self.registered = bool(truck.company)
+        # Rules judge only trucks whose bound terminal reports; black trucks are judged by the
+        # black-truck list (cameras, unregistered terminals) alone.
+        self.judged = not truck.black
+        self.device = (truck.device_id if self.judged else truck.rogue_device) or None
+        self.hours = (
+            window_bitmap(permit.operating_hours)
+            if permit is not None and permit.operating_hours
+            else None
+        )
+        self.ignores_hours = "restricted_hours" in fleet.config.script.get(index, ())
+        self.route = city.routes[truck.route or permit.routes[0]]
         self.route_xy = city.route_xy(self.route.code)
         self.factor = self.rng.uniform(0.72, 0.85)  # how close to the limit this driver goes
         self.t = 0  # simulated seconds since the fleet's start
@@ -143,14 +175,34 @@ class TruckAgent:
         self.last_delivered_ms: int | None = None
         self.dark_event: TruthEvent | None = None
         self.dark_windows: list[tuple[int, int]] = []  # device time, ms
+        self.alarm: str | None = None  # sent on the fixes from alarm_from until dark_from
+        self.alarm_from = -1
+        self.alarm_event: TruthEvent | None = None
+        self.offline_event: TruthEvent | None = None
+        self.online_sent = False
+        self.zone: dict | None = None  # the restricted zone this trip crosses
+        # Cameras
+        self.in_site: str | None = self.route.origin  # the site whose gate it passed last
+        self.cam_out: list[tuple[str, str | None, str, int]] = []  # camera, site, direction, ms
+        self.recent: deque[tuple[int, float, float]] = deque()  # delivered fixes, 5 min
+        self.checks: list[list] = []  # sightings awaiting a fix: [ms, site, confident]
+        self.untracked: list[int] = []  # ms of confident untracked sightings
+        self.evidence: list[tuple[int, bool]] = []  # delivered sightings (ms, confident)
+        self.rogue_first_ms: int | None = None
+        self.rogue_last_ms: int | None = None
 
     # -- truth ----------------------------------------------------------------------------
     def _open(self, kind: str, **detail) -> TruthEvent:
         event = TruthEvent(
             self.truck.plate, self.truck.device_id, kind, self.fleet.ms(self.t), None, detail
         )
-        self.fleet.truth.append(event)
+        if self.judged:  # black trucks' misbehaviour is no rule's business (no bound fixes)
+            self.fleet.truth.append(event)
         return event
+
+    def operating_at(self, t: int) -> bool:
+        """Inside the permit's operating hours at simulated second t (always without hours)."""
+        return self.hours is None or bool(self.hours[self.fleet.minute_of_week(t)])
 
     # -- life -----------------------------------------------------------------------------
     def _life(self) -> Iterator[State]:
@@ -158,16 +210,37 @@ class TruckAgent:
         yield from self._dwell(self.rng.randint(10, 240), load="empty")
         while True:
             kinds = self._plan()
+            if self.hours is not None and self.permitted:
+                yield from self._wait_for_hours(kinds)
             yield from self._loading()
             yield from self._loaded_trip(kinds)
             self.trips += 1
+
+    def _wait_for_hours(self, kinds: list[str]) -> Iterator[State]:
+        """A truck on a permit with operating hours loads only when the loaded trip (loading,
+        driving at three quarters of the limit, unloading; with a margin) fits in them —
+        unless it goes anyway (restricted_hours, rate per such trip)."""
+        if self.ignores_hours:
+            return
+        length = sum(
+            math.dist(a, b) for a, b in zip(self.route_xy, self.route_xy[1:], strict=False)
+        )
+        need = int(1.5 * (600 + length / (40 / 3.6 * 0.75) + 300))
+        decided = False
+        while not all(self.operating_at(self.t + k) for k in range(0, need + 1, 300)):
+            if not decided:
+                decided = True
+                if self.rng.random() < self.fleet.config.rates.get("restricted_hours", 0.0):
+                    kinds.append("restricted_hours")
+                    return
+            yield from self._dwell(60, load="empty", lid="closed", lift="down")
 
     def _plan(self) -> list[str]:
         config = self.fleet.config
         if self.trips == 0 and self.index in config.script:
             return list(config.script[self.index])
-        if not self.permitted:
-            return []  # a truck without a valid permit is misbehaving enough
+        if not self.permitted or not self.judged:
+            return []  # a truck without a valid permit (or a black one) misbehaves enough
         kinds = []
         u = self.rng.random()
         for kind in TRIP_KINDS:
@@ -213,13 +286,27 @@ class TruckAgent:
         yield from self._dwell(r.randint(20, 40), lid="closed", lift="down", load="empty")
 
     def _segments(self, pts: list[tuple[float, float]]) -> list[Seg]:
-        roads = self.fleet.city.roads
+        fleet = self.fleet
+        roads = fleet.city.roads
         segs = []
         for (ax, ay), (bx, by), a, b in zip(pts, pts[1:], *self._nodes_of(pts), strict=False):
             edge = roads.edge_between(a, b)
             target = edge.limit_kmh * self.factor * self.rng.uniform(0.96, 1.03) / 3.6
-            stop = self.rng.random() * 100 < self.fleet.config.stop_pct
-            segs.append(Seg(ax, ay, bx, by, edge.limit_kmh, target, stop_after=stop))
+            stop = self.rng.random() * 100 < fleet.config.stop_pct
+            segs.append(
+                Seg(
+                    ax,
+                    ay,
+                    bx,
+                    by,
+                    edge.limit_kmh,
+                    target,
+                    stop_after=stop,
+                    gate_a=fleet.gates.get(a),
+                    gate_b=fleet.gates.get(b),
+                    checkpoint=fleet.checkpoints.get(b),
+                )
+            )
         return segs
 
     def _nodes_of(self, pts):
@@ -239,6 +326,11 @@ class TruckAgent:
             self.dark_windows.append(
                 (self.fleet.ms(self.dark_from), self.fleet.ms(self.dark_until))
             )
+            self.alarm = None
+            if r.random() * 100 < self.fleet.config.alarm_pct:
+                self.alarm = r.choice(ALARMS)
+                self.alarm_from = self.dark_from - r.randint(15, 35)
+            self.online_sent = False
         if r.random() * 100 < self.fleet.config.coverage_gap_pct:
             begin = max(self.t, self.dark_until) + r.randint(30, 400)
             self.gap_from, self.gap_until = begin, begin + r.randint(60, 240)
@@ -279,7 +371,7 @@ class TruckAgent:
         if "route_deviation" in kinds and len(nodes) >= 4:
             segs = self._detour(nodes)
         if "restricted_zone" in kinds and len(nodes) >= 3:
-            segs = self._through_centre(nodes)
+            segs = self._through_zone(nodes)
         if segs is None:
             segs = self._segments(self._xy(nodes))
         if "unsealed_transport" in kinds or "speeding" in kinds:
@@ -310,10 +402,16 @@ class TruckAgent:
             k for a, b in zip(nodes, nodes[1:], strict=False) for nb, k in adjacency[a] if nb == b
         }
 
-    def _through_centre(self, nodes: list[int]) -> list[Seg] | None:
-        """Leave the route at the node nearest the city-centre zone, cross the zone, rejoin."""
+    def _through_zone(self, nodes: list[int]) -> list[Seg] | None:
+        """Leave the route at the node nearest a restricted zone in force — the school zone in
+        its window (from now for at least ten minutes), else the city-centre zone (banned all
+        day) — cross the zone, rejoin."""
         city = self.fleet.city
-        centre = city.restricted[0]["node"]
+        self.zone = city.restricted[0]
+        for zone in city.restricted[1:]:
+            if all(self.fleet.zone_in_force(zone, self.t + k) for k in (0, 300, 600)):
+                self.zone = zone
+        centre = self.zone["node"]
         cx, cy = city.node_xy(centre)
         i = min(
             range(1, len(nodes) - 1),
@@ -388,6 +486,8 @@ class TruckAgent:
                 carry = pos - length
                 s.x, s.y = seg.bx, seg.by
                 s.heading = _heading(seg)
+                if seg.checkpoint is not None:
+                    self.cam_out.append((seg.checkpoint, None, "pass", self.fleet.ms(self.t + 1)))
                 if last:
                     s.v = 0.0
                     self._track(open_events, seg)
@@ -424,9 +524,21 @@ class TruckAgent:
         s = self.state
         kmh = s.v * 3.6
         loaded = s.load != "empty"
+        if seg.gate_a is not None or seg.gate_b is not None:
+            self._gates(seg)
+        if not self.judged:
+            return
         if not self.permitted:
-            on = loaded and kmh >= MOVING_KMH and self.fleet.city.site_contains(s.x, s.y) is None
+            # Stops included: the rule spans them (compliance.rules.permit).
+            on = loaded and self.fleet.city.site_contains(s.x, s.y) is None
             self._flip(events, "no_valid_permit", on, permit=self.truck.permit)
+        elif self.hours is not None:
+            # Stops included, as for no_valid_permit: the whole loaded trip is transport out of
+            # hours (the rule may see it in pieces; docs/accuracy.md).
+            on = loaded and not self.operating_at(self.t + 1)
+            on = on and self.fleet.city.site_contains(s.x, s.y) is None
+            if on or "restricted_hours" in events:
+                self._flip(events, "restricted_hours", on, permit=self.truck.permit)
         if seg.tag == "speeding" or "speeding" in events:
             on = seg.tag == "speeding" and kmh > seg.limit_kmh + SPEED_TOLERANCE_KMH
             self._flip(events, "speeding", on, limit_kmh=seg.limit_kmh)
@@ -435,9 +547,10 @@ class TruckAgent:
             on = on and loaded and self.fleet.city.site_contains(s.x, s.y) is None
             self._flip(events, "unsealed_transport", on)
         if seg.tag == "restricted_zone" or "restricted_zone" in events:
-            zone = self.fleet.city.restricted[0]
+            zone = self.zone or self.fleet.city.restricted[0]
             cx, cy = self.fleet.city.node_xy(zone["node"])
             inside = abs(s.x - cx) <= zone["half_m"] and abs(s.y - cy) <= zone["half_m"]
+            inside = inside and self.fleet.zone_in_force(zone, self.t + 1)
             self._flip(events, "restricted_zone", inside, zone=zone["code"])
         if seg.tag in OFF_ROUTE or "route_deviation" in events:
             d = _dist_to_polyline(s.x, s.y, self.route_xy)
@@ -445,7 +558,27 @@ class TruckAgent:
             on = loaded and d > limit and self.fleet.city.site_contains(s.x, s.y) is None
             self._flip(events, "route_deviation", on, route=self.route.code)
 
+    def _gates(self, seg: Seg) -> None:
+        """A site gate camera sees the truck leave or enter the site."""
+        city, s = self.fleet.city, self.state
+        inside = None
+        for code in (seg.gate_a, seg.gate_b):
+            if code is not None:
+                site = city.sites[code]
+                sx, sy = city.roads.nodes[site.node]
+                if abs(s.x - sx) <= site.half_m and abs(s.y - sy) <= site.half_m:
+                    inside = code
+        if inside != self.in_site:
+            ms = self.fleet.ms(self.t + 1)
+            if self.in_site is not None:
+                self.cam_out.append((self.fleet.gate_camera[self.in_site], self.in_site, "out", ms))
+            if inside is not None:
+                self.cam_out.append((self.fleet.gate_camera[inside], inside, "in", ms))
+            self.in_site = inside
+
     def _flip(self, events: dict[str, TruthEvent], kind: str, on: bool, **detail) -> None:
+        if not self.judged:
+            return
         if on and kind not in events:
             # The episode starts at this tick (the state is yielded right after).
             events[kind] = TruthEvent(
@@ -464,8 +597,13 @@ class TruckAgent:
     def emit(self, state: State, out: list[tuple[str, bytes]]) -> None:
         fleet, r = self.fleet, self.rng
         config = fleet.config
+        device = self.device
+        if device is None:
+            return  # no terminal reports for this truck: only the cameras see it
         ts = fleet.ms(self.t)
         self.seq += 1
+        if self.judged:
+            self._status(state, ts, out)
         if state.dark:
             if self.dark_event is None:
                 start = self.last_delivered_ms if self.last_delivered_ms is not None else ts
@@ -475,7 +613,8 @@ class TruckAgent:
                 fleet.truth.append(self.dark_event)
             return
         noise = config.noise_m
-        lon, lat = fleet.city.lonlat(state.x + r.gauss(0, noise), state.y + r.gauss(0, noise))
+        x, y = state.x + r.gauss(0, noise), state.y + r.gauss(0, noise)
+        lon, lat = fleet.city.lonlat(x, y)
         kmh = max(0.0, state.v * 3.6 + (r.gauss(0, 0.8) if state.v > 0 else 0.0))
         fix = {
             "ts": ts,
@@ -491,9 +630,26 @@ class TruckAgent:
             "hdop": round(r.uniform(0.6, 1.6), 1),
             "seq": self.seq,
         }
-        topic = fleet.topic(self.truck.device_id)
+        alarmed = self.alarm is not None and self.alarm_from <= self.t < self.dark_from
+        if alarmed:
+            fix["alarms"] = [self.alarm]
+            if self.alarm_event is None:
+                # Seen only if one of its fixes is delivered (marked below).
+                self.alarm_event = TruthEvent(
+                    self.truck.plate,
+                    self.truck.device_id,
+                    "terminal_alarm",
+                    ts,
+                    fleet.ms(self.dark_from),
+                    {"alarm": self.alarm, "unseen": True},
+                )
+                fleet.truth.append(self.alarm_event)
+        elif self.alarm_event is not None and self.t >= self.dark_from:
+            self.alarm_event = None
+        topic = fleet.topic(device)
         if state.gap:
             self.buffer.append(fix)
+            self._delivered(ts, x, y, alarmed)  # re-uploaded later
             return
         lost = r.random() * 100 < config.drop_pct
         if not lost:
@@ -501,6 +657,7 @@ class TruckAgent:
             if r.random() * 100 < config.duplicate_pct:
                 out.append((topic, msgspec.json.encode(fix)))
             self.last_delivered_ms = ts
+            self._delivered(ts, x, y, alarmed)
             if self.dark_event is not None:
                 self.dark_event.end_ms = ts
                 self.dark_event = None
@@ -509,6 +666,82 @@ class TruckAgent:
             out.append((topic, msgspec.json.encode(self.buffer)))
             fleet.reuploads += 1
             self.buffer = []
+
+    def _status(self, state: State, ts: int, out: list[tuple[str, bytes]]) -> None:
+        """The terminal's status topic: online when it connects; offline when the broker
+        publishes its last will, WILL_DELAY_S after the terminal vanished (switched off or
+        power cut; a terminal with a cut GNSS antenna stays connected, silent)."""
+        topic = self.fleet.status_topic(self.device)
+        if not self.online_sent and not state.dark:
+            self.online_sent = True
+            out.append((topic, msgspec.json.encode({"status": "online", "ts": ts})))
+            if self.offline_event is not None:
+                self.offline_event.end_ms = ts
+                self.offline_event = None
+        elif (
+            state.dark
+            and self.online_sent
+            and self.alarm != "antenna_cut"
+            and self.t >= self.dark_from + WILL_DELAY_S
+        ):
+            self.online_sent = False  # reconnects when the dark period ends
+            # The will's payload as the simulator publishes it for the broker: with the
+            # simulated time (a real will carries none and is stamped on arrival).
+            out.append((topic, msgspec.json.encode({"status": "offline", "ts": ts})))
+            self.offline_event = TruthEvent(
+                self.truck.plate, self.truck.device_id, "terminal_offline", ts, None, {}
+            )
+            self.fleet.truth.append(self.offline_event)
+
+    def _delivered(self, ms: int, x: float, y: float, alarmed: bool) -> None:
+        """A fix that reaches the platform (now or in a re-upload): evidence for cameras."""
+        if alarmed and self.alarm_event is not None:
+            self.alarm_event.detail.pop("unseen", None)
+        if not self.judged:
+            if self.rogue_first_ms is None:
+                self.rogue_first_ms = ms
+            self.rogue_last_ms = ms
+            return
+        recent = self.recent
+        recent.append((ms, x, y))
+        while recent and recent[0][0] < ms - ANPR_WINDOW_S * 1000:
+            recent.popleft()
+        if self.checks:
+            window = ANPR_WINDOW_S * 1000
+            self.checks = [
+                c for c in self.checks if not (ms - c[0] <= window and self._near(c[1], x, y))
+            ]
+
+    def _near(self, site: str | None, x: float, y: float) -> bool:
+        if site is None:
+            return True  # a road checkpoint: any fix in the window
+        city = self.fleet.city
+        zone = city.sites[site]
+        sx, sy = city.roads.nodes[zone.node]
+        dx, dy = max(abs(x - sx) - zone.half_m, 0.0), max(abs(y - sy) - zone.half_m, 0.0)
+        return math.hypot(dx, dy) <= ANPR_RADIUS_M
+
+    def sighted(self, ms: int, site: str | None, confident: bool) -> None:
+        """A camera sighting of this truck reached the platform."""
+        self.evidence.append((ms, confident))
+        if not (self.registered and self.permitted):
+            return
+        if self.device is not None and self.judged:
+            if any(ms - f[0] <= ANPR_WINDOW_S * 1000 and self._near(site, f[1], f[2])
+                   for f in self.recent):  # fmt: skip
+                return
+        self.checks.append([ms, site, confident])
+
+    def settle_checks(self, now_ms: int | None) -> None:
+        """Sightings no fix within the window explained: untracked (all of them at the end)."""
+        keep = []
+        for check in self.checks:
+            if now_ms is None or now_ms > check[0] + ANPR_WINDOW_S * 1000:
+                if check[2]:
+                    self.untracked.append(check[0])
+            else:
+                keep.append(check)
+        self.checks = keep
 
 
 def _heading(seg: Seg) -> float:
@@ -538,19 +771,67 @@ class Fleet:
         self.node_at = {xy: k for k, xy in enumerate(city.roads.nodes)}
         self._topics = Topics(self.config.topic_prefix)
         self._topic_cache: dict[str, str] = {}
+        self._status_cache: dict[str, str] = {}
+        self.permits = {p.number: p for p in city.permits}
+        self.clock = LocalClock(self.config.timezone)
+        self._mow: tuple[int, int] = (-1, 0)  # (simulated minute, local minute of the week)
+        self.zone_bits = {
+            z["code"]: window_bitmap(z["windows"]) if z["windows"] else None
+            for z in city.restricted
+        }
+        # Cameras: one at every site gate, and road checkpoints at the nodes the most routes
+        # pass (not sites, not restricted zones).
+        self.gates = {site.node: site.code for site in city.sites.values()}
+        self.gate_camera = {code: f"{code}-GATE" for code in city.sites}
+        use: dict[int, int] = {}
+        for route in city.routes.values():
+            for node in route.nodes[1:-1]:
+                use[node] = use.get(node, 0) + 1
+        busy = sorted(
+            (n for n in use if n not in self.gates and n not in city.restricted_nodes()),
+            key=lambda n: (-use[n], n),
+        )
+        self.checkpoints = {
+            n: f"{city.prefix}-CP-{k + 1:02d}"
+            for k, n in enumerate(busy[: self.config.checkpoints])
+        }
+        self.cam_rng = random.Random(city.seed * 31 + 7)
+        self.sightings = 0
         chosen = city.trucks if trucks is None else city.trucks[:trucks]
         self.agents = [TruckAgent(self, i, truck) for i, truck in enumerate(chosen)]
+        self.agents += [
+            TruckAgent(self, len(chosen) + k, truck) for k, truck in enumerate(city.black_trucks)
+        ]
         self.t = 0
         self.published = 0
         self.reuploads = 0
+        self._settled = False
 
     def ms(self, t: int) -> int:
         return self.start_ms + t * 1000
+
+    def minute_of_week(self, t: int) -> int:
+        """City local minute of the week (Monday 00:00 = 0) at simulated second t."""
+        minute = (self.start_ms // 1000 + t) // 60
+        if self._mow[0] != minute:
+            mow = self.clock.minute_of_week(np.array([minute * 60], dtype=np.int64))
+            self._mow = (minute, int(mow[0]))
+        return self._mow[1]
+
+    def zone_in_force(self, zone: dict, t: int) -> bool:
+        bits = self.zone_bits[zone["code"]]
+        return bits is None or bool(bits[self.minute_of_week(t)])
 
     def topic(self, device: str) -> str:
         topic = self._topic_cache.get(device)
         if topic is None:
             topic = self._topic_cache[device] = self._topics.telemetry(device)
+        return topic
+
+    def status_topic(self, device: str) -> str:
+        topic = self._status_cache.get(device)
+        if topic is None:
+            topic = self._status_cache[device] = self._topics.status(device)
         return topic
 
     def advance(self, until_s: int) -> list[tuple[str, bytes]]:
@@ -561,30 +842,99 @@ class Fleet:
             self.t += 1
             for agent in self.agents:
                 state = next(agent.gen)
+                if agent.cam_out:
+                    self._cameras(agent, out)
                 if (agent.t - agent.phase) % interval == 0:
                     agent.emit(state, out)
         return out
+
+    def _cameras(self, agent: TruckAgent, out: list[tuple[str, bytes]]) -> None:
+        """Publish the truck's plate sightings (lost and duplicated like fixes; a few reads
+        under the confidence threshold)."""
+        r, config = self.cam_rng, self.config
+        for camera, site, direction, ms in agent.cam_out:
+            low = r.random() * 100 < config.low_confidence_pct
+            confidence = round(r.uniform(0.55, 0.79) if low else r.uniform(0.85, 0.99), 2)
+            body = {
+                "ts": ms,
+                "plate": agent.truck.plate,
+                "plate_color": "yellow",
+                "direction": direction,
+                "confidence": confidence,
+                "image_ref": f"anpr/{camera}/{ms}.jpg",
+            }
+            if site is not None:
+                body["site_id"] = site
+            if r.random() * 100 < config.drop_pct:
+                continue
+            payload = msgspec.json.encode(body)
+            topic = self._topics.sightings(camera)
+            out.append((topic, payload))
+            if r.random() * 100 < config.duplicate_pct:
+                out.append((topic, payload))
+            self.sightings += 1
+            agent.sighted(ms, site, not low)
+        agent.cam_out.clear()
 
     def finish(self) -> list[tuple[str, bytes]]:
         """Flush buffered fixes and close open truth episodes at the current time."""
         out: list[tuple[str, bytes]] = []
         for agent in self.agents:
             if agent.buffer:
-                out.append((self.topic(agent.truck.device_id), msgspec.json.encode(agent.buffer)))
+                out.append((self.topic(agent.device), msgspec.json.encode(agent.buffer)))
                 agent.buffer = []
         return out
 
     def annotate_truth(self) -> list[TruthEvent]:
         """Mark misbehaviour that happened while the truck's terminal was dark
-        (`detail["while_dark"]`): no fix shows it, so no rule can find it."""
+        (`detail["while_dark"]`): no fix shows it, so no rule can find it. Adds the
+        black-truck truth (once): per plate seen by a camera with a confident read, why it
+        is black; per unregistered terminal that delivered fixes."""
         windows = {a.truck.device_id: a.dark_windows for a in self.agents}
         for event in self.truth:
-            if event.kind == "going_dark":
+            if event.kind in ("going_dark", "terminal_alarm", "terminal_offline"):
+                continue
+            if event.kind.startswith("black_"):
                 continue
             end = event.end_ms if event.end_ms is not None else self.ms(self.t)
             if any(a < end and b > event.start_ms for a, b in windows[event.device_id]):
                 event.detail["while_dark"] = True
+        if not self._settled:
+            self._settled = True
+            self.truth.extend(self.black_truth())
         return self.truth
+
+    def black_truth(self) -> list[TruthEvent]:
+        """What the black-truck list should hold at the end of the run."""
+        out = []
+        for agent in self.agents:
+            truck = agent.truck
+            agent.settle_checks(None)
+            confident = [ms for ms, ok in agent.evidence if ok]
+            reason = None
+            times = confident
+            if not agent.registered:
+                reason = "black_unregistered_plate"
+            elif not agent.permitted:
+                reason = "black_no_valid_permit"
+            elif agent.untracked:
+                reason, times = "black_untracked", agent.untracked
+            if reason is not None and times:
+                detail = {"sightings": len(times), "mode": truck.black or "fleet"}
+                out.append(TruthEvent(truck.plate, truck.device_id, reason, times[0], times[-1],
+                                      detail))  # fmt: skip
+            if truck.rogue_device and agent.rogue_first_ms is not None:
+                out.append(
+                    TruthEvent(
+                        truck.plate,
+                        truck.rogue_device,
+                        "black_unregistered_device",
+                        agent.rogue_first_ms,
+                        agent.rogue_last_ms,
+                        {"mode": truck.black},
+                    )
+                )
+        return out
 
     def open_truth(self) -> list[TruthEvent]:
         return [e for e in self.truth if e.end_ms is None]

@@ -10,18 +10,30 @@ from typing import Any
 
 from compliance.violations import KINDS
 
+# Scored beside the violation kinds: terminal alarms (going_dark violations of stream
+# `terminal_alarm`), terminals reported offline (`device_status`, the MQTT last will), and the
+# black-truck list (compliance.black_trucks), per plate and reason or per unregistered device.
+TERMINAL_KINDS = ("terminal_alarm", "terminal_offline")
+BLACK_KINDS = (
+    "black_unregistered_device",
+    "black_unregistered_plate",
+    "black_no_valid_permit",
+    "black_untracked",
+)
+SCORED_KINDS = KINDS + TERMINAL_KINDS + BLACK_KINDS
+
 
 @dataclass
 class TruthEvent:
     plate: str
     device_id: str
-    kind: str  # one of compliance.violations.KINDS
+    kind: str  # one of SCORED_KINDS (compliance.violations.KINDS and the extras above)
     start_ms: int  # device time (simulated), epoch milliseconds UTC
     end_ms: int | None = None  # None while still going on
     detail: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if self.kind not in SCORED_KINDS:
             raise ValueError(f"unknown violation kind {self.kind!r}")
 
     def as_json(self) -> dict[str, Any]:
