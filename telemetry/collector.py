@@ -5,12 +5,18 @@
 * Manual acknowledgement: a message is acknowledged only after the transaction that stores
   it has committed, in arrival order. A crash before commit means redelivery, and the
   (device, fix time) key makes redelivery harmless.
-* Two threads: the MQTT reader thread only queues what each socket read brought; the writer
-  thread batches, decodes, stores and acknowledges, so receiving the next batch overlaps
-  writing this one. The reader is telemetry.mqtt_lean (MQTT 3.1.1, the default: a quarter
-  of paho's CPU per message) or telemetry.mqtt_paho (MQTT 5, or `mqtt.client = "paho"`).
+* Threads: the MQTT reader thread only splits what each socket read brought among the
+  writer *lanes* (`ingest.writer_lanes`) by device, always the same lane for the same
+  device; each lane batches, decodes, stores and runs the rules on its own database
+  connection. So receiving overlaps writing, one lane's database round trips overlap
+  another's work, and the rules of one truck only ever run in one lane (no lane waits on
+  another's truck locks, as collectors sharing a subscription do). Acknowledgements still go
+  out in arrival order: a socket read's messages are acknowledged together once every lane
+  holding some of them has committed, and only after every earlier read's. The reader is
+  telemetry.mqtt_lean (MQTT 3.1.1, the default: a quarter of paho's CPU per message) or
+  telemetry.mqtt_paho (MQTT 5, or `mqtt.client = "paho"`).
 * The broker's in-flight window (Mosquitto `max_inflight_messages`) bounds how many messages
-  are unacknowledged at once; a batch is flushed when full, when its first message has waited
+  are unacknowledged at once (it should be at least (lanes + 1) x batch_size); a batch is flushed when full, when its first message has waited
   `batch_max_wait_ms`, or as soon as nothing more arrives for a few milliseconds, so a small
   window slows ingestion but never stalls it.
 * Database outage: the writer keeps the batch, acknowledges nothing, retries with back-off
@@ -25,6 +31,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import psycopg2
@@ -41,6 +48,29 @@ log = logging.getLogger(__name__)
 
 _IDLE_FLUSH_S = 0.005
 _TRANSIENT_DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class _Chunk:
+    """The messages of one socket read: acknowledged together, in arrival order."""
+
+    __slots__ = ("generation", "mids", "outstanding")
+
+    def __init__(self, generation: int, mids: list[int]) -> None:
+        self.generation = generation
+        self.mids = mids  # packet ids of its QoS 1 messages
+        self.outstanding = 0  # lanes that have not committed their share yet
+
+
+class _Lane:
+    """One writer: its queue, thread, ingestor and database connection."""
+
+    def __init__(self, index: int, ingestor: Ingestor) -> None:
+        self.index = index
+        self.ingestor = ingestor
+        self.queue: queue.SimpleQueue[tuple[_Chunk, list[Received]]] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.writer: BatchWriter | None = None
+        self.conn = None
 
 
 class Collector:
@@ -63,12 +93,18 @@ class Collector:
         self.after_store = list(after_store)
         self.ingestor = Ingestor(settings, stats)
         self.stats = self.ingestor.stats
-        self._queue: queue.SimpleQueue[tuple[int, list[Received]]] = queue.SimpleQueue()
+        lanes = int(ingest["writer_lanes"])
+        if lanes < 1:
+            raise ConfigError(f"ingest.writer_lanes must be at least 1, got {lanes}")
+        # Each lane has its own ingestor: terminal bindings and the implied-speed filter keep
+        # per-device state, and a device always goes to the same lane.
+        self.lanes = [_Lane(0, self.ingestor)] + [
+            _Lane(i, Ingestor(settings, self.stats)) for i in range(1, lanes)
+        ]
+        self._unacked: deque[_Chunk] = deque()  # socket reads in arrival order
+        self._ack_lock = threading.Lock()
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
-        self._writer_thread: threading.Thread | None = None
-        self._writer: BatchWriter | None = None
-        self._conn = None
         self.transport = self._make_transport()
 
     def _make_transport(self) -> LeanSubscriber | PahoSubscriber:
@@ -106,25 +142,63 @@ class Collector:
         return LeanSubscriber(*args, **common)
 
     def _on_batch(self, generation: int, received: list[Received]) -> None:
-        self._queue.put((generation, received))
+        """Reader thread: hand each lane its devices' share of one socket read."""
+        lanes = self.lanes
+        if len(lanes) == 1:
+            parts = [received]
+        else:
+            parts = [[] for _ in lanes]
+            n = len(lanes)
+            for message in received:
+                # The topic names the device (or camera): same topic, same lane.
+                parts[hash(message[0]) % n].append(message)
+        chunk = _Chunk(generation, [mid for _, _, mid, qos in received if qos])
+        chunk.outstanding = sum(1 for part in parts if part)
+        if not chunk.outstanding:
+            return
+        with self._ack_lock:
+            self._unacked.append(chunk)
+        for lane, part in zip(lanes, parts, strict=True):
+            if part:
+                lane.queue.put((chunk, part))
+
+    def _committed(self, chunks: list[_Chunk]) -> None:
+        """A lane committed its share of these reads: acknowledge every read, oldest first,
+        whose shares are all committed (under the lock, so that acks stay in order)."""
+        with self._ack_lock:
+            for chunk in chunks:
+                chunk.outstanding -= 1
+            unacked = self._unacked
+            generation, mids = None, []
+            while unacked and unacked[0].outstanding == 0:
+                chunk = unacked.popleft()
+                if chunk.generation != generation and mids:
+                    self.transport.ack(generation, mids)
+                    mids = []
+                generation = chunk.generation
+                mids.extend(chunk.mids)
+            if mids:
+                self.transport.ack(generation, mids)
 
     # -- database -----------------------------------------------------------------------
-    def _ensure_writer(self) -> BatchWriter:
-        if self._writer is None:
-            self._conn = connect_settings(self.settings, application_name="muck-collect")
-            self._writer = self.ingestor.make_writer(self._conn, self.after_store)
-        return self._writer
+    def _ensure_writer(self, lane: _Lane) -> BatchWriter:
+        if lane.writer is None:
+            lane.conn = connect_settings(
+                self.settings, application_name=f"muck-collect-{lane.index}"
+            )
+            lane.writer = lane.ingestor.make_writer(lane.conn, self.after_store)
+        return lane.writer
 
-    def _drop_writer(self) -> None:
-        if self._conn is not None:
+    def _drop_writer(self, lane: _Lane) -> None:
+        if lane.conn is not None:
             try:
-                self._conn.close()
+                lane.conn.close()
             except Exception:  # noqa: BLE001 - already broken
                 pass
-        self._conn = None
-        self._writer = None
+        lane.conn = None
+        lane.writer = None
 
-    def _store(self, received: list[Received]) -> bool:
+    def _store(self, lane: _Lane, received: list[Received]) -> bool:
         """Store one batch, retrying until it commits or the stop grace period ends."""
         delay = self.retry_initial_s
         incoming = [Incoming(topic, payload) for topic, payload, _, _ in received]
@@ -133,14 +207,14 @@ class Collector:
         while True:
             started = time.perf_counter()
             try:
-                writer = self._ensure_writer()
+                writer = self._ensure_writer(lane)
                 if batch is None:
                     with writer.conn.cursor() as cur:
-                        batch = self.ingestor.build(incoming, cur)
+                        batch = lane.ingestor.build(incoming, cur)
                 result = writer.write(batch, run_hooks=run_hooks)
             except _TRANSIENT_DB_ERRORS as exc:
                 self.stats.db_errors.inc()
-                self._drop_writer()
+                self._drop_writer(lane)
                 log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
                 self._stop.wait(delay)
                 if self._stop.is_set() and time.monotonic() > self._stop_deadline:
@@ -156,10 +230,10 @@ class Collector:
                 self.stats.hook_errors.inc()
                 run_hooks = False
                 continue
-            self.ingestor.count(batch, result, len(received), time.perf_counter() - started)
+            lane.ingestor.count(batch, result, len(received), time.perf_counter() - started)
             return True
 
-    def _quarantine_all(self, received: list[Received], exc: BaseException) -> bool:
+    def _quarantine_all(self, lane: _Lane, received: list[Received], exc: BaseException) -> bool:
         """Last resort for a batch that cannot be stored for a reason other than an outage
         (a bug): keep every message, with the error, so nothing is lost and nothing stalls."""
         from telemetry.store import Batch, Quarantined
@@ -171,25 +245,25 @@ class Collector:
             for topic, payload, _, _ in received
         ]
         try:
-            result = self._ensure_writer().write(batch)
+            result = self._ensure_writer(lane).write(batch)
         except Exception:  # noqa: BLE001 - the database itself fails: retry as an outage
-            self._drop_writer()
+            self._drop_writer(lane)
             return False
-        self.ingestor.count(batch, result, len(received), 0.0)
+        lane.ingestor.count(batch, result, len(received), 0.0)
         return True
 
-    # -- writer loop --------------------------------------------------------------------
-    def _writer_loop(self) -> None:
-        get = self._queue.get
+    # -- writer lanes -------------------------------------------------------------------
+    def _writer_loop(self, lane: _Lane) -> None:
+        get = lane.queue.get
         while True:
             try:
-                generation, pending = get(timeout=0.2)
+                chunk, part = get(timeout=0.2)
             except queue.Empty:
                 if self._stop.is_set():
                     return
                 continue
-            acks: list[tuple[int, list[Received]]] = [(generation, pending)]
-            pending = list(pending)
+            chunks: list[_Chunk] = [chunk]
+            pending = list(part)
             first_at = time.monotonic()
             # Collect until full, the first message is too old, or the stream pauses.
             while len(pending) < self.batch_size:
@@ -197,35 +271,37 @@ class Collector:
                 if remaining <= 0:
                     break
                 try:
-                    generation, more = get(timeout=min(_IDLE_FLUSH_S, remaining))
+                    chunk, more = get(timeout=min(_IDLE_FLUSH_S, remaining))
                 except queue.Empty:
                     break
-                acks.append((generation, more))
+                chunks.append(chunk)
                 pending.extend(more)
             while True:
                 try:
-                    stored = self._store(pending)
+                    stored = self._store(lane, pending)
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop ingestion
                     log.exception(
                         "a batch of %d messages cannot be stored; quarantining it", len(pending)
                     )
-                    stored = self._quarantine_all(pending, exc)
+                    stored = self._quarantine_all(lane, pending, exc)
                     if not stored and not self._stop.is_set():
                         self._stop.wait(self.retry_initial_s)
                         continue
                 break
             if not stored:
                 return  # stopping with the database down: nothing acknowledged, all redelivered
-            for generation, part in acks:
-                self.transport.ack(generation, [mid for _, _, mid, qos in part if qos])
+            self._committed(chunks)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
         self._stop_deadline = float("inf")
         self.transport.start()
-        self._writer_thread = threading.Thread(target=self._writer_loop, name="muck-writer")
-        self._writer_thread.start()
+        for lane in self.lanes:
+            lane.thread = threading.Thread(
+                target=self._writer_loop, args=(lane,), name=f"muck-writer-{lane.index}"
+            )
+            lane.thread.start()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self.transport.connected.wait(timeout)
@@ -234,13 +310,15 @@ class Collector:
         """Write and acknowledge what has arrived, then disconnect (the session stays)."""
         self._stop_deadline = time.monotonic() + grace_s
         deadline = time.monotonic() + grace_s
-        while not self._queue.empty() and time.monotonic() < deadline:
+        while any(not lane.queue.empty() for lane in self.lanes) and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
-        if self._writer_thread is not None:
-            self._writer_thread.join(grace_s + 5)
+        for lane in self.lanes:
+            if lane.thread is not None:
+                lane.thread.join(grace_s + 5)
         self.transport.stop()
-        self._drop_writer()
+        for lane in self.lanes:
+            self._drop_writer(lane)
 
     def run(
         self,
