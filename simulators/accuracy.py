@@ -541,14 +541,27 @@ def run_accuracy(
     database of `conn`) or the in-process ingestion path, with the rules, and score what the
     platform found. `start_ms` (default: so that the run ends two minutes before now) must
     leave every fix in the past and within the ingest horizon."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+    # The black-truck jobs log every run at INFO; once a simulated minute is noise here.
+    quiet = logging.getLogger("compliance.black_trucks")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))
+    try:
+        return _run(settings, conn, city, config, hours, speedup, stop, status, transport,
+                    database_url, start_ms)  # fmt: skip
+    finally:
+        quiet.setLevel(level)
+
+
+def _run(settings, conn, city, config, hours, speedup, stop, status, transport, database_url,
+         start_ms) -> AccuracyResult:  # fmt: skip
     from compliance.black_trucks import match_new_sightings, scan_unregistered_devices
     from compliance.engine import ComplianceEngine
     from compliance.sweep import sweep_dark, sweep_jumps
     from simulators.city import install_city
     from simulators.fleet import Fleet
 
-    if transport not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
     stop = stop or threading.Event()
     install_city(conn, settings, city)
     engine = ComplianceEngine(settings)

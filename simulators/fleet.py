@@ -465,18 +465,22 @@ class TruckAgent:
         open_events: dict[str, TruthEvent] = {}
         pos = 0.0
         i = 0
+        at = -1  # the segment whose per-segment values below are current
         while i < len(segs):
             seg = segs[i]
-            length = seg.length
-            last = i == len(segs) - 1
-            if last or seg.stop_after:
-                v_end = 0.0
-            else:
-                nxt = segs[i + 1]
-                v_end = min(seg.target_mps, nxt.target_mps)
-                turn = _turn_deg(seg, nxt)
-                if turn > 45:
-                    v_end = min(v_end, TURN_KMH / 3.6)
+            if at != i:  # once per segment, not per simulated second
+                at = i
+                length = seg.length
+                heading = _heading(seg)
+                last = i == len(segs) - 1
+                if last or seg.stop_after:
+                    v_end = 0.0
+                else:
+                    nxt = segs[i + 1]
+                    v_end = min(seg.target_mps, nxt.target_mps)
+                    turn = _turn_deg(seg, nxt)
+                    if turn > 45:
+                        v_end = min(v_end, TURN_KMH / 3.6)
             v_allow = math.sqrt(v_end * v_end + 2 * DECEL * max(0.0, length - pos))
             v_des = min(seg.target_mps, v_allow)
             s.v = min(v_des, s.v + ACCEL) if v_des > s.v else max(v_des, s.v - 3.0)
@@ -485,7 +489,7 @@ class TruckAgent:
             if pos >= length - 1e-6:
                 carry = pos - length
                 s.x, s.y = seg.bx, seg.by
-                s.heading = _heading(seg)
+                s.heading = heading
                 if seg.checkpoint is not None:
                     self.cam_out.append((seg.checkpoint, None, "pass", self.fleet.ms(self.t + 1)))
                 if last:
@@ -511,7 +515,7 @@ class TruckAgent:
                 continue
             u = pos / length
             s.x, s.y = seg.ax + u * (seg.bx - seg.ax), seg.ay + u * (seg.by - seg.ay)
-            s.heading = _heading(seg)
+            s.heading = heading
             self._track(open_events, seg)
             yield self._tick()
         for event in open_events.values():
