@@ -19,6 +19,11 @@ from shapely.validation import explain_validity
 from geofence.timewin import WindowError, normalise_windows
 
 KINDS = ("site", "disposal", "route", "restricted", "speed")
+# Administrative districts come through the same files and validation as zones but are not
+# zones the rules test fixes against: stored in geofence_districts (geofence.store), never
+# in the index. Their code is the 6-digit administrative division code (行政区划代码).
+DISTRICT = "district"
+IMPORT_KINDS = (*KINDS, DISTRICT)
 AREA_KINDS = ("site", "disposal", "restricted", "speed")
 KIND_ALIASES = {
     "site": "site",
@@ -36,6 +41,8 @@ KIND_ALIASES = {
     "speed": "speed",
     "speed_zone": "speed",
     "限速区": "speed",
+    "district": DISTRICT,
+    "行政区": DISTRICT,
 }
 # Properties every kind understands; the rest are kind-specific (ATTRIBUTES).
 COMMON = ("kind", "code", "name", "district", "valid_from", "valid_to", "active")
@@ -45,7 +52,11 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "route": ("width_m", "note"),
     "restricted": ("radius_m", "windows", "note"),
     "speed": ("radius_m", "speed_limit_kmh", "note"),
+    DISTRICT: (),
 }
+# A district has no district of its own, no validity dates (a boundary change is a new
+# import) and no circle.
+DISTRICT_PROPERTIES = ("kind", "code", "name", "active")
 
 
 class ZoneError(ValueError):
@@ -84,7 +95,7 @@ class Zone:
 
 def normalise_kind(kind: Any) -> str:
     if not isinstance(kind, str) or kind.strip().lower() not in KIND_ALIASES:
-        raise ZoneError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise ZoneError(f"unknown kind {kind!r}; expected one of {', '.join(IMPORT_KINDS)}")
     return KIND_ALIASES[kind.strip().lower()]
 
 
@@ -132,6 +143,7 @@ def _check_positions(coords: Any, path: str = "coordinates") -> None:
 _GEOMETRIES = {
     "route": ("LineString", "MultiLineString"),
     "area": ("Polygon", "MultiPolygon", "Point"),
+    DISTRICT: ("Polygon", "MultiPolygon"),
 }
 
 
@@ -140,7 +152,7 @@ def validate_geometry(kind: str, geometry: Any, attributes: dict[str, Any]) -> s
     if not isinstance(geometry, dict) or "type" not in geometry:
         raise ZoneError("missing geometry")
     gtype = geometry.get("type")
-    allowed = _GEOMETRIES["route" if kind == "route" else "area"]
+    allowed = _GEOMETRIES[kind if kind in ("route", DISTRICT) else "area"]
     if gtype not in allowed:
         raise ZoneError(f"a {kind} needs a {' or '.join(allowed)} geometry, got {gtype!r}")
     _check_positions(geometry.get("coordinates"))
@@ -192,6 +204,8 @@ def zone_from_properties(
     if not isinstance(code, str) or not code.strip():
         raise ZoneError("missing code (properties.code or the feature id)")
     code = code.strip()
+    if kind == DISTRICT:
+        _check_district(props, code)
     name = props.get("name") or code
     if not isinstance(name, str):
         raise ZoneError(f"name must be text, got {name!r}")
@@ -207,10 +221,11 @@ def zone_from_properties(
         raise ZoneError(f"active must be true or false, got {active!r}")
 
     allowed = ATTRIBUTES[kind]
-    unknown = sorted(set(props) - set(COMMON) - set(allowed))
+    common = DISTRICT_PROPERTIES if kind == DISTRICT else COMMON
+    unknown = sorted(set(props) - set(common) - set(allowed))
     if unknown:
         raise ZoneError(
-            f"unknown properties {unknown} for a {kind}; allowed: {', '.join(COMMON + allowed)}"
+            f"unknown properties {unknown} for a {kind}; allowed: {', '.join(common + allowed)}"
         )
     attrs: dict[str, Any] = {k: props[k] for k in allowed if props.get(k) is not None}
     if "radius_m" in attrs:
@@ -256,6 +271,17 @@ def zone_from_properties(
         active=active,
         attributes=attrs,
     )
+
+
+def _check_district(props: dict[str, Any], code: str) -> None:
+    if not (len(code) == 6 and code.isascii() and code.isdigit()):
+        raise ZoneError(
+            f"a district code is the 6-digit administrative division code "
+            f"(行政区划代码, e.g. 440304), got {code!r}"
+        )
+    name = props.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ZoneError("a district needs a name (e.g. 福田区)")
 
 
 def _distance_km(center: tuple[float, float], geom: shapely.Geometry) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from core.db import transaction
-from geofence.model import BanDay, Zone
+from geofence.model import DISTRICT, BanDay, Zone
 
 _COLUMNS = "id, code, kind, name, district, valid_from, valid_to, active, geometry, attributes"
 
@@ -22,10 +22,18 @@ def _json(value: Any) -> Json:
 
 def upsert_zones(conn, zones: Iterable[Zone]) -> dict[str, int]:
     """Insert or update zones by code, all in one transaction. Returns counts
-    {"inserted": n, "updated": m}."""
+    {"inserted": n, "updated": m}. Features of kind `district` in the same file go to the
+    district table (`upsert_districts`), in the same transaction."""
     counts = {"inserted": 0, "updated": 0}
+    zones = list(zones)
+    districts = [z for z in zones if z.kind == DISTRICT]
     with transaction(conn) as cur:
+        if districts:
+            for key, n in _upsert_districts(cur, districts).items():
+                counts[key] += n
         for zone in zones:
+            if zone.kind == DISTRICT:
+                continue
             cur.execute(
                 """INSERT INTO geofence_zones
                        (code, kind, name, district, valid_from, valid_to, active, geometry,
@@ -53,6 +61,78 @@ def upsert_zones(conn, zones: Iterable[Zone]) -> dict[str, int]:
             inserted = cur.fetchone()[0]
             counts["inserted" if inserted else "updated"] += 1
     return counts
+
+
+def _rings(geometry: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """(part, ring, polygon literal) for every ring of a Polygon / MultiPolygon, in the text
+    form of PostgreSQL's `polygon` type (passed as a bound value, cast in SQL)."""
+    parts = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+    out = []
+    for p, rings in enumerate(parts):
+        for r, ring in enumerate(rings):
+            points = ",".join(f"({float(x)!r},{float(y)!r})" for x, y, *_ in ring)
+            out.append((p, r, f"({points})"))
+    return out
+
+
+def _upsert_districts(cur, districts: list[Zone]) -> dict[str, int]:
+    counts = {"inserted": 0, "updated": 0}
+    ids, parts, rings, shapes = [], [], [], []
+    for d in districts:
+        cur.execute(
+            """INSERT INTO geofence_districts (code, name, active, geometry)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, active = EXCLUDED.active,
+                   geometry = EXCLUDED.geometry, updated_at = now()
+               RETURNING id, (xmax = 0)""",
+            (d.code, d.name, d.active, _json(d.geometry)),
+        )
+        did, inserted = cur.fetchone()
+        counts["inserted" if inserted else "updated"] += 1
+        cur.execute("DELETE FROM geofence_district_rings WHERE district_id = %s", (did,))
+        for part, ring, shape in _rings(json.loads(json.dumps(d.geometry))):
+            ids.append(did)
+            parts.append(part)
+            rings.append(ring)
+            shapes.append(shape)
+    # One statement for every ring: the statement trigger that gives violations without a
+    # district their district (web/sql/0003) then runs once per import.
+    cur.execute(
+        """INSERT INTO geofence_district_rings (district_id, part, ring, shape)
+           SELECT * FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::polygon[])""",
+        (ids, parts, rings, shapes),
+    )
+    return counts
+
+
+def upsert_districts(conn, districts: Iterable[Zone]) -> dict[str, int]:
+    """Insert or update districts (zones of kind `district`) by code, in one transaction."""
+    districts = list(districts)
+    if any(d.kind != DISTRICT for d in districts):
+        raise ValueError("upsert_districts takes districts only")
+    with transaction(conn) as cur:
+        return _upsert_districts(cur, districts)
+
+
+def load_districts(conn, *, active_only: bool = True) -> list[dict[str, Any]]:
+    """Districts as {id, code, name, active, geometry} (WGS-84 GeoJSON), by code."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT id, code, name, active, geometry FROM geofence_districts
+               WHERE active OR NOT %s ORDER BY code""",
+            (active_only,),
+        )
+        return [
+            {"id": i, "code": c, "name": n, "active": a, "geometry": g}
+            for i, c, n, a, g in cur.fetchall()
+        ]
+
+
+def district_at(conn, lon: float, lat: float) -> str | None:
+    """Code of the active district containing the point, or None."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT geofence_district_at(%s, %s)", (lon, lat))
+        return cur.fetchone()[0]
 
 
 def _zone(row: tuple) -> Zone:

@@ -13,6 +13,8 @@ import json
 
 import pytest
 
+from geofence.io import parse_zones, read_geojson
+from geofence.store import upsert_zones
 from registry.service import upsert_company, upsert_truck
 from tests.test_web import ROLES, app, as_role, csrf_of, users  # noqa: F401
 from web.users import create_token
@@ -53,6 +55,8 @@ def insert_violation(db, truck_id, company_id, kind="speeding", *, start=T0, **k
         "rule_params": {"limit_kmh": 60, "min_duration_s": 30},
         "status": "new",
         "updated_at": None,  # an hour ago
+        "lat": 22.55,
+        "lon": 114.12,  # in 罗湖区 (see `world`)
         **kw,
     }
     with db.cursor() as cur:
@@ -60,7 +64,7 @@ def insert_violation(db, truck_id, company_id, kind="speeding", *, start=T0, **k
             """INSERT INTO violations (truck_id, company_id, kind, stream, started_at, ended_at,
                    worst_value, worst_unit, severity, permit_no, zone_code, lat, lon, points,
                    legal_basis, rule_params, evidence, status, updated_at)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 22.55, 114.06, %s, %s,
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                        %s::jsonb, %s::jsonb, %s, COALESCE(%s, now() - interval '1 hour'))
                RETURNING id""",
             (
@@ -75,6 +79,8 @@ def insert_violation(db, truck_id, company_id, kind="speeding", *, start=T0, **k
                 row["severity"],
                 row["permit_no"],
                 row["zone_code"],
+                row["lat"],
+                row["lon"],
                 row["points"],
                 row["legal_basis"],
                 json.dumps(row["rule_params"]),
@@ -92,6 +98,28 @@ def insert_violation(db, truck_id, company_id, kind="speeding", *, start=T0, **k
     return vid
 
 
+def _square(lon: float, lat: float, d: float = 0.02) -> dict:
+    ring = [[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat + d]]
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+DISTRICTS = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "properties": {"kind": "district", "code": "440304", "name": "福田区"},
+            "geometry": _square(114.06, 22.55),
+        },
+        {
+            "type": "Feature",
+            "properties": {"kind": "行政区", "code": "440303", "name": "罗湖区"},
+            "geometry": _square(114.12, 22.55),
+        },
+    ],
+}
+
+
 @pytest.fixture
 def world(db):
     """Two companies, three trucks, a zone in 福田区 and six violations."""
@@ -107,11 +135,21 @@ def world(db):
                        '{"type": "Point", "coordinates": [114.06, 22.55]}')"""
         )
     db.commit()
+    # Two districts through the import path; the violation in RZ-1 happened in 福田区, the
+    # others in 罗湖区.
+    upsert_zones(db, parse_zones(read_geojson(json.dumps(DISTRICTS))))
     v = {
         "speed1": insert_violation(db, t1, a, "speeding"),
         "speed2": insert_violation(db, t2, a, "speeding", start=T0 + dt.timedelta(hours=2)),
         "zone": insert_violation(
-            db, t3, b, "restricted_zone", zone_code="RZ-1", severity="serious", points=10
+            db,
+            t3,
+            b,
+            "restricted_zone",
+            zone_code="RZ-1",
+            severity="serious",
+            points=10,
+            lon=114.06,
         ),
         "dump": insert_violation(
             db, t3, b, "illegal_dumping", start=T0 - dt.timedelta(days=1), status="confirmed"

@@ -216,14 +216,15 @@ def violations():
     the counts by kind for the whole filter."""
     from web import violation_queries as vq
 
-    f, errors = vq.parse_filters(request.args)
-    if errors:
-        bad("; ".join(errors.values()))
     page = page_args(api=True)
     conn = get_db()
     with conn.cursor() as cur:
-        total = vq.count_violations(cur, f)
-        by_kind = vq.counts_by_kind(cur, f)
+        f, errors = vq.parse_filters(request.args, cur)
+        vq.check_offset(page.offset, errors)
+        if errors:
+            conn.rollback()
+            bad("; ".join(errors.values()))
+        total, by_kind = vq.count_by_kind(cur, f)
         rows = vq.list_page(cur, f, limit=page.per_page, offset=page.offset)
     conn.rollback()
     items = [vq.json_row(r) for r in rows]

@@ -133,9 +133,10 @@ def _choice(args, name: str, choices: tuple[str, ...], errors: dict) -> str | No
     return raw
 
 
-def parse_filters(args) -> tuple[Filters, dict[str, str]]:
+def parse_filters(args, cur=None) -> tuple[Filters, dict[str, str]]:
     """The filters of a query string, and a message per bad field (empty when all good).
-    Times without an offset are city local time (datetime-local inputs)."""
+    Times without an offset are city local time (datetime-local inputs). With a cursor the
+    district is checked and resolved to its code (`resolve_district`)."""
     errors: dict[str, str] = {}
     f = Filters(raw={k: (args.get(k) or "") for k in FILTER_FIELDS})
     for name in ("from", "to"):
@@ -168,25 +169,37 @@ def parse_filters(args) -> tuple[Filters, dict[str, str]]:
     f.zone = _text(args, "zone", errors)
     f.sort = _choice(args, "sort", tuple(SORTS), errors) or "started_at"
     f.direction = _choice(args, "dir", ("asc", "desc"), errors) or "desc"
+    if cur is not None:
+        resolve_district(cur, f, errors)
     return f, errors
 
 
-_FROM = """
-FROM violations v
-JOIN trucks t ON t.id = v.truck_id
-LEFT JOIN companies c ON c.id = v.company_id
+# Every filter is a condition on violations' own columns (text filters on plates and
+# companies become id lists from their small tables), so that counting needs no join and
+# can be an index-only scan; `%(x)s IS NULL OR ...` folds away at plan time because psycopg2
+# sends the values inline.
+_WHERE = """
 WHERE (%(since)s::timestamptz IS NULL OR v.started_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR v.started_at < %(until)s)
   AND (%(kind)s::text IS NULL OR v.kind = %(kind)s)
   AND (%(status)s::text IS NULL OR v.status = %(status)s)
   AND (%(severity)s::text IS NULL OR v.severity = %(severity)s)
   AND (%(company_id)s::bigint IS NULL OR v.company_id = %(company_id)s)
-  AND (%(company)s::text IS NULL OR c.name ILIKE %(company)s OR c.credit_code = %(company_code)s)
-  AND (%(plate)s::text IS NULL OR t.plate ILIKE %(plate)s)
+  AND (%(company)s::text IS NULL OR v.company_id IN (
+        SELECT c.id FROM companies c
+        WHERE c.name ILIKE %(company)s OR c.credit_code = %(company_code)s))
+  AND (%(plate)s::text IS NULL OR v.truck_id IN (
+        SELECT t.id FROM trucks t WHERE t.plate ILIKE %(plate)s))
   AND (%(zone)s::text IS NULL OR v.zone_code = %(zone)s)
-  AND (%(district)s::text IS NULL OR v.zone_code IN (
-        SELECT z.code FROM geofence_zones z WHERE z.district = %(district)s))
+  AND (%(district)s::text IS NULL OR v.district_code = %(district)s)
 """
+_FROM = (
+    """
+FROM violations v
+JOIN trucks t ON t.id = v.truck_id
+LEFT JOIN companies c ON c.id = v.company_id"""
+    + _WHERE
+)
 
 LIST_COLUMNS = (
     "id",
@@ -207,7 +220,7 @@ LIST_COLUMNS = (
 )
 _SELECT = """SELECT v.id, v.started_at, v.ended_at, t.plate, c.name, v.kind, v.severity,
        v.status, v.zone_code,
-       (SELECT z.district FROM geofence_zones z WHERE z.code = v.zone_code),
+       (SELECT d.name FROM geofence_districts d WHERE d.code = v.district_code),
        v.worst_value, v.worst_unit, v.points, v.permit_no, v.decision_no"""
 
 EXPORT_COLUMNS = (
@@ -222,14 +235,37 @@ EXPORT_COLUMNS = (
 _EXPORT_SELECT = _SELECT + ", c.credit_code, v.legal_basis, v.lat, v.lon, v.truck_id, v.company_id"
 
 
+_COUNT = "SELECT v.kind, count(*) FROM violations v" + _WHERE + " GROUP BY v.kind"  # noqa: S608 (constant)
+
+
+def count_by_kind(cur, f: Filters) -> tuple[int, dict[str, int]]:
+    """The number of matching violations and their counts by kind, in one pass over
+    violations alone (no join)."""
+    cur.execute(_COUNT, f.params())
+    by_kind = dict(cur.fetchall())
+    return sum(by_kind.values()), by_kind
+
+
 def count_violations(cur, f: Filters) -> int:
-    cur.execute("SELECT count(*)" + _FROM, f.params())
-    return cur.fetchone()[0]
+    return count_by_kind(cur, f)[0]
 
 
 def counts_by_kind(cur, f: Filters) -> dict[str, int]:
-    cur.execute("SELECT v.kind, count(*)" + _FROM + " GROUP BY v.kind", f.params())
-    return dict(cur.fetchall())
+    return count_by_kind(cur, f)[1]
+
+
+# Pages deeper than this are refused: OFFSET reads and drops every row before the page, so
+# page 20,000 of an unfiltered list would scan a million rows. Past it, narrow the filter
+# (a time range) or, for the API, walk by time windows (`from`/`to`).
+MAX_OFFSET = 10_000
+
+
+def check_offset(offset: int, errors: dict[str, str]) -> None:
+    if offset >= MAX_OFFSET:
+        errors["page"] = (
+            f"page: at most the first {MAX_OFFSET:,} rows can be paged through; "
+            "narrow the filter (e.g. a shorter time range)"
+        )
 
 
 def list_page(cur, f: Filters, *, limit: int, offset: int) -> list[dict[str, Any]]:
@@ -257,6 +293,37 @@ def violation_status(cur, violation_id: int, *, lock: bool = False) -> dict | No
     )
     row = cur.fetchone()
     return {"status": row[0], "decision_no": row[1]} if row else None
+
+
+def resolve_district(cur, f: Filters, errors: dict[str, str]) -> None:
+    """Turn the district filter (a 6-digit 行政区划代码 or a district name) into the code the
+    violations carry; an unknown district is a message next to the field."""
+    if not f.district or "district" in errors:
+        return
+    cur.execute(
+        "SELECT code FROM geofence_districts WHERE code = %s OR name = %s ORDER BY code LIMIT 1",
+        (f.district, f.district),
+    )
+    row = cur.fetchone()
+    if row is None:
+        errors["district"] = f"unknown district {f.district[:40]!r} (a district code or name)"
+        f.district = None
+    else:
+        f.district = row[0]
+
+
+def districts(cur) -> list[tuple[str, str]]:
+    """(code, name) of the active districts, for the filters."""
+    cur.execute("SELECT code, name FROM geofence_districts WHERE active ORDER BY code")
+    return cur.fetchall()
+
+
+def district_name(cur, code: str | None) -> str | None:
+    if not code:
+        return None
+    cur.execute("SELECT name FROM geofence_districts WHERE code = %s", (code,))
+    row = cur.fetchone()
+    return row[0] if row else None
 
 
 def zone_district(cur, code: str | None) -> str | None:

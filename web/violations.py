@@ -110,15 +110,16 @@ def _localtime(value) -> str:
 @bp.route("/")
 @require("violations")
 def index():
-    f, errors = vq.parse_filters(request.args)
     page = page_args()
     rows, total, by_kind = [], 0, {}
-    if not errors:
-        with get_db().cursor() as cur:
-            total = vq.count_violations(cur, f)
-            by_kind = vq.counts_by_kind(cur, f)
+    with get_db().cursor() as cur:
+        f, errors = vq.parse_filters(request.args, cur)
+        vq.check_offset(page.offset, errors)
+        district_choices = vq.districts(cur)
+        if not errors:
+            total, by_kind = vq.count_by_kind(cur, f)
             rows = vq.list_page(cur, f, limit=page.per_page, offset=page.offset)
-        get_db().rollback()
+    get_db().rollback()
     html = render_template(
         "violations/list.html",
         f=f,
@@ -132,6 +133,7 @@ def index():
         severities=vq.SEVERITIES,
         sorts=tuple(vq.SORTS),
         labels=_labels(),
+        district_choices=district_choices,
     )
     return html, (400 if errors else 200)
 
@@ -190,7 +192,9 @@ def _show(violation_id: int, form_errors: dict | None = None, status: int = 200)
         abort(404, description=f"no violation {violation_id}")
     violation, events = found
     with conn.cursor() as cur:
-        district = vq.zone_district(cur, violation.get("zone_code"))
+        district = vq.district_name(cur, violation.get("district_code")) or vq.zone_district(
+            cur, violation.get("zone_code")
+        )
     conn.rollback()
     evidence = _evidence_view(violation)
     available = [a for a, (src, _t) in TRANSITIONS.items() if violation["status"] in src]
@@ -264,11 +268,12 @@ EXPORT_HEADERS = {
 
 def _export_table():
     """(headers, rows) of the filtered list, or a redirect back with the message."""
-    f, errors = vq.parse_filters(request.args)
-    if errors:
-        abort(400, description="; ".join(errors.values()))
     limit = export_max_rows()
     with get_db().cursor() as cur:
+        f, errors = vq.parse_filters(request.args, cur)
+        if errors:
+            get_db().rollback()
+            abort(400, description="; ".join(errors.values()))
         rows = vq.export_rows(cur, f, limit=limit)
     get_db().rollback()
     if len(rows) > limit:
