@@ -433,6 +433,16 @@ class ComplianceEngine:
             return
         outcome = self.evaluate(FixColumns.from_rows(rows), {truck: state})
         self.writer.reconcile(cur, truck, since, outcome.episodes)
+        # Trips are derived data: a trip recorded from the partial fixes whose start the
+        # replay moved (or that the replay no longer sees) goes; the replay's trips are
+        # written again below. Trips loaded before the replay window come from the snapshot's
+        # carry unchanged.
+        cur.execute(
+            """DELETE FROM trips WHERE truck_id = %s AND loaded_at > to_timestamp(%s)
+                 AND loaded_at <> ALL (ARRAY(SELECT to_timestamp(x)
+                                             FROM unnest(%s::float8[]) x))""",
+            (truck, max(since, 0.0), [r.loaded_at for r in outcome.trips]),
+        )
         write_trips(cur, outcome.trips, self.moving_kmh)
         new_state = outcome.states[truck]
         new_state.snap = since
