@@ -330,7 +330,6 @@ class TruckAgent:
             if r.random() * 100 < self.fleet.config.alarm_pct:
                 self.alarm = r.choice(ALARMS)
                 self.alarm_from = self.dark_from - r.randint(15, 35)
-            self.online_sent = False
         if r.random() * 100 < self.fleet.config.coverage_gap_pct:
             begin = max(self.t, self.dark_until) + r.randint(30, 400)
             self.gap_from, self.gap_until = begin, begin + r.randint(60, 240)

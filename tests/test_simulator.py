@@ -18,7 +18,7 @@ from registry.validation import credit_code_valid, plate_problem
 from simulators.city import SITE_HALF_M, City, generate_city, install_city
 from simulators.cli import simulate
 from simulators.fleet import Fleet, FleetConfig, fast_publisher, run_live
-from simulators.groundtruth import truth_document
+from simulators.groundtruth import SCORED_KINDS, truth_document
 from tests.mqtt_helpers import count, running_collector, wait_until
 
 TODAY = dt.date(2026, 11, 23)
@@ -149,8 +149,8 @@ def test_ground_truth_of_scripted_misbehaviour():
     doc = truth_document(fleet.truth)
     by_device = {}
     for event in doc["events"]:
-        assert event["kind"] in KINDS
-        assert event["end_ms"] is None or event["end_ms"] > event["start_ms"]
+        assert event["kind"] in SCORED_KINDS
+        assert event["end_ms"] is None or event["end_ms"] >= event["start_ms"]
         by_device.setdefault(event["device_id"], set()).add(event["kind"])
     agents = fleet.agents
     for index, kinds in SCRIPT.items():
@@ -158,22 +158,150 @@ def test_ground_truth_of_scripted_misbehaviour():
     dark = next(e for e in fleet.truth if e.kind == "going_dark")
     assert dark.end_ms - dark.start_ms >= 420_000
     # Nobody without a script did anything at default rates? Not guaranteed; but every
-    # event names a simulated truck.
-    assert {e["device_id"] for e in doc["events"]} <= {a.truck.device_id for a in agents}
+    # event names a simulated truck (or a black truck's unregistered terminal).
+    devices = {a.truck.device_id for a in agents} | {a.truck.rogue_device for a in agents}
+    assert {e["device_id"] for e in doc["events"]} <= devices
 
 
 def test_messages_follow_the_contract():
+    from telemetry.contract import SightingMessage, StatusMessage, Topics
+
     msgs = messages(8, 900)
-    decoded = 0
+    city = city_of(8)
+    sites = set(city.sites)
+    plates = {t.plate for t in city.trucks + city.black_trucks}
+    decoded = sightings = statuses = 0
     for topic, payload in msgs:
-        assert topic.startswith("muck/v1/trucks/SIM8-T") and topic.endswith("/telemetry")
+        kind, ident = Topics().parse(topic)
         body = msgspec.json.decode(payload)
+        if kind == "sightings":
+            sighting = msgspec.json.decode(payload, type=SightingMessage)
+            assert sighting.plate in plates and 0 < sighting.confidence < 1
+            assert START_MS < sighting.ts <= START_MS + 900_000
+            if sighting.site_id is None:  # a road checkpoint
+                assert ident.startswith("SIM8-CP-") and sighting.direction == "pass"
+            else:
+                assert sighting.site_id in sites and ident == sighting.site_id + "-GATE"
+                assert sighting.direction in ("in", "out")
+            sightings += 1
+            continue
+        if kind == "status":
+            assert msgspec.json.decode(payload, type=StatusMessage).status in ("online", "offline")
+            statuses += 1
+            continue
+        assert kind == "telemetry" and ident.startswith(("SIM8-T", "SIM8-X"))
         for fix in body if isinstance(body, list) else [body]:
             assert set(fix) >= {"ts", "lat", "lon", "speed", "lid", "lift", "load"}
             assert START_MS < fix["ts"] <= START_MS + 900_000
             assert abs(fix["lat"] - 22.55) < 0.05 and abs(fix["lon"] - 114.06) < 0.05
             decoded += 1
     assert decoded > 900 // 10 * 12 * 0.7
+    assert sightings > 12 and statuses >= 12  # every reporting terminal comes online
+
+
+def test_gate_cameras_see_every_truck_leave_and_enter_its_sites():
+    city = city_of(9)
+    fleet = Fleet(city, FleetConfig(drop_pct=0, duplicate_pct=0), start_ms=START_MS)
+    msgs = fleet.advance(3600)
+    seen: dict[tuple[str, str], list[str]] = {}
+    for topic, payload in msgs:
+        if topic.endswith("/sightings"):
+            body = msgspec.json.decode(payload)
+            if "site_id" in body:
+                seen.setdefault((body["plate"], body["site_id"]), []).append(body["direction"])
+    # Every truck, black ones included, passed its route's gates; out and in alternate.
+    for truck in city.trucks + city.black_trucks:
+        permit = next((p for p in city.permits if p.number == truck.permit), None)
+        route = city.routes[truck.route or permit.routes[0]]
+        directions = seen.get((truck.plate, route.origin), [])
+        assert directions[:1] == ["out"], (truck, directions)
+        assert all(a != b for a, b in zip(directions, directions[1:], strict=False))
+
+
+def test_black_trucks_and_their_truth():
+    city = city_of(10, trucks=20)
+    assert [t.black for t in city.black_trucks] == [
+        "rogue_terminal",
+        "swapped_terminal",
+        "unregistered_plate",
+        "no_permit_no_terminal",
+        "silent_terminal",
+    ]
+    assert (
+        city_of(10, trucks=20).trucks == generate_city(10, trucks=20, today=TODAY, black=0).trucks
+    )
+    fleet = Fleet(city, FleetConfig(rates={}), start_ms=START_MS)
+    msgs = fleet.advance(3600) + fleet.finish()
+    truth = fleet.annotate_truth()
+    rogue = {t.rogue_device for t in city.black_trucks if t.rogue_device}
+    sent_by = {topic.split("/")[3] for topic, _ in msgs if topic.endswith("/telemetry")}
+    assert rogue <= sent_by  # unregistered terminals report
+    silent = {t.device_id for t in city.black_trucks if t.device_id}
+    assert not silent & sent_by  # the bound terminals of black trucks never do
+    black = {(e.kind, e.plate) for e in truth if e.kind.startswith("black_")}
+    b = city.black_trucks
+    assert {
+        ("black_unregistered_plate", b[0].plate),
+        ("black_untracked", b[1].plate),
+        ("black_unregistered_plate", b[2].plate),
+        ("black_no_valid_permit", b[3].plate),
+        ("black_untracked", b[4].plate),
+    } <= black
+    devices = {e.device_id for e in truth if e.kind == "black_unregistered_device"}
+    assert devices == rogue
+    # No rule truth for black trucks: the rules never see them.
+    assert not {e.plate for e in truth if e.kind in KINDS} & {t.plate for t in b}
+
+
+def test_going_dark_with_alarms_and_the_last_will():
+    city = city_of(12)
+    config = FleetConfig(script={k: ["going_dark"] for k in range(12)}, alarm_pct=100, drop_pct=0)
+    fleet = Fleet(city, config, start_ms=START_MS)
+    msgs = fleet.advance(2400)
+    alarms = {}
+    status: dict[str, list[tuple[str, int]]] = {}
+    for topic, payload in msgs:
+        body = msgspec.json.decode(payload)
+        device = topic.split("/")[3]
+        if topic.endswith("/status"):
+            status.setdefault(device, []).append((body["status"], body["ts"]))
+        elif topic.endswith("/telemetry") and isinstance(body, dict) and "alarms" in body:
+            alarms.setdefault(device, set()).update(body["alarms"])
+    for agent in fleet.agents[:12]:
+        device = agent.truck.device_id
+        assert alarms[device] == {agent.alarm}
+        changes = [s for s, _ in status[device]]
+        dark_ms = fleet.ms(agent.dark_from)
+        if agent.alarm == "antenna_cut":  # still connected, only silent
+            assert changes == ["online"]
+        else:  # the will: offline WILL_DELAY_S after it vanished, online when back
+            assert changes == ["online", "offline", "online"]
+            assert 45_000 <= status[device][1][1] - dark_ms < 55_000
+    kinds = {e.kind for e in fleet.truth}
+    assert {"terminal_alarm", "terminal_offline", "going_dark"} <= kinds
+
+
+def test_trucks_wait_for_their_operating_hours_unless_injected():
+    from simulators.accuracy import recent_start_ms
+
+    city = generate_city(31, trucks=20, center=(114.06, 22.55), expired=2, black=0)
+    hours = {p.number for p in city.permits if p.operating_hours}
+    assert hours  # every third permit bans the rush hours
+    start = recent_start_ms("Asia/Shanghai", "06:55", 3600, weekday=True)
+    config = FleetConfig(rates={}, script={10: ["restricted_hours"]})
+    fleet = Fleet(city, config, start_ms=start)
+    msgs = fleet.advance(3600)
+    loaded_in_ban: dict[str, int] = {}
+    for topic, payload in msgs:
+        body = msgspec.json.decode(payload)
+        if topic.endswith("/telemetry") and isinstance(body, dict) and body["load"] != "empty":
+            if body["speed"] > 5 and body["ts"] >= start + 15 * 60_000:  # 07:10 on
+                loaded_in_ban[topic.split("/")[3]] = loaded_in_ban.get(topic.split("/")[3], 0) + 1
+    on_hours = {a.truck.device_id for a in fleet.agents if a.truck.permit in hours and a.permitted}
+    assert fleet.agents[10].truck.device_id in on_hours
+    assert set(loaded_in_ban) & on_hours == {fleet.agents[10].truck.device_id}
+    truth = {e.plate for e in fleet.truth if e.kind == "restricted_hours"}
+    assert truth == {fleet.agents[10].truck.plate}
 
 
 def test_short_live_run_through_broker_and_collector(db, settings, tmp_path):
