@@ -375,3 +375,40 @@ def test_run_live_paces_simulated_time_and_never_passes_now():
     assert fleet.published == len(sent) > 0
     newest = max(msgspec.json.decode(p)["ts"] for _, p in sent if p[:1] == b"{")
     assert newest <= time.time() * 1000
+
+
+def test_a_real_last_will_reaches_device_status(db, settings):
+    """What the simulator's `offline` stands for: a terminal's will, published by the broker
+    when the terminal's connection dies without DISCONNECT, stored by the collector."""
+    import uuid
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from telemetry.contract import Topics
+
+    endpoint = settings.mqtt_endpoint()
+    device = "SIMWILL-" + uuid.uuid4().hex[:6]
+    topic = Topics(settings.mqtt["topic_prefix"]).status(device)
+    with running_collector(settings):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device)
+        client.will_set(topic, b"offline", qos=1, retain=False)
+        client.connect(endpoint.host, endpoint.port, keepalive=5)
+        client.loop_start()
+        client.publish(topic, b"online", qos=1).wait_for_publish(10)
+        assert wait_until(
+            lambda: count(db, "SELECT count(*) FROM device_status WHERE status = 'online'") == 1
+        )
+        client.loop_stop()
+        client.socket().close()  # the terminal loses power: no DISCONNECT
+        assert wait_until(
+            lambda: (
+                count(
+                    db,
+                    "SELECT count(*) FROM device_status WHERE device_id = %s AND status = 'offline'",
+                    (device,),
+                )
+                == 1
+            ),
+            15,
+        )
