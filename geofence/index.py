@@ -27,13 +27,13 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import shapely
 
-from geofence.model import KINDS, BanDay, Zone
+from geofence.model import KINDS, ROAD_CLASSES, BanDay, Zone
 from geofence.projection import Projector
 from geofence.timewin import LocalClock, parse_hhmm, to_epoch_seconds, window_bitmap
 
@@ -55,12 +55,25 @@ class GeofenceConfig:
     route_distance_cap_m: float = 100.0
     max_zone_distance_km: float = 300.0
     circle_segments: int = 32
+    #: km/h per road class, for speed zones that name a `road_class` instead of a limit
+    #: (from `[thresholds] speed_limit_<class>_kmh`)
+    road_class_limits: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Any) -> GeofenceConfig:
         section = dict(settings.sections.get("geofence", {})) if settings is not None else {}
-        known = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
-        return cls(**known)
+        known = {
+            k: section[k]
+            for k in cls.__dataclass_fields__
+            if k in section and k != "road_class_limits"
+        }
+        thresholds = dict(settings.sections.get("thresholds", {})) if settings is not None else {}
+        limits = {
+            road_class: float(thresholds[f"speed_limit_{road_class}_kmh"])
+            for road_class in ROAD_CLASSES
+            if f"speed_limit_{road_class}_kmh" in thresholds
+        }
+        return cls(**known, road_class_limits=limits)
 
 
 @dataclass
@@ -200,8 +213,17 @@ class GeofenceIndex:
         self.ids = np.array([-1 if z.id is None else z.id for z in self.zones], dtype=np.int64)
         self._id_index = {int(z.id): i for i, z in enumerate(self.zones) if z.id is not None}
         self.kind = np.array([KIND_CODE[z.kind] for z in self.zones], dtype=np.int8)
+        class_limits = self.config.road_class_limits
         self.speed_limit_kmh = np.array(
-            [float(z.attributes.get("speed_limit_kmh", np.inf)) for z in self.zones]
+            [
+                float(
+                    z.attributes.get(
+                        "speed_limit_kmh",
+                        class_limits.get(z.attributes.get("road_class", ""), np.inf),
+                    )
+                )
+                for z in self.zones
+            ]
         )
         self.width_m = np.array([z.width_m for z in self.zones], dtype=np.float64)
         self.valid_from_s = np.full(n, _EARLIEST, dtype=np.int64)

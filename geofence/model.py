@@ -51,8 +51,18 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "disposal": ("radius_m", "opening_hours", "daily_capacity_m3", "address", "note"),
     "route": ("width_m", "note"),
     "restricted": ("radius_m", "windows", "note"),
-    "speed": ("radius_m", "speed_limit_kmh", "note"),
+    "speed": ("radius_m", "speed_limit_kmh", "road_class", "note"),
     DISTRICT: (),
+}
+# Road classes a speed zone may name instead of a limit; the limit then comes from
+# `[thresholds] speed_limit_<class>_kmh` (GB 1589 / the city's rules for muck trucks).
+ROAD_CLASSES = ("expressway", "urban_expressway", "other")
+ROAD_CLASS_ALIASES = {
+    "高速公路": "expressway",
+    "城市快速路": "urban_expressway",
+    "快速路": "urban_expressway",
+    "其他道路": "other",
+    "其他": "other",
 }
 # A district has no district of its own, no validity dates (a boundary change is a new
 # import) and no circle.
@@ -237,9 +247,18 @@ def zone_from_properties(
             )
         attrs["width_m"] = _positive(attrs["width_m"], "width_m")
     if kind == "speed":
-        if "speed_limit_kmh" not in attrs:
-            raise ZoneError("a speed zone needs speed_limit_kmh")
-        attrs["speed_limit_kmh"] = _positive(attrs["speed_limit_kmh"], "speed_limit_kmh")
+        if "road_class" in attrs:
+            road_class = str(attrs["road_class"]).strip()
+            road_class = ROAD_CLASS_ALIASES.get(road_class, road_class)
+            if road_class not in ROAD_CLASSES:
+                raise ZoneError(
+                    f"road_class {attrs['road_class']!r} is not one of {', '.join(ROAD_CLASSES)}"
+                )
+            attrs["road_class"] = road_class
+        if "speed_limit_kmh" not in attrs and "road_class" not in attrs:
+            raise ZoneError("a speed zone needs speed_limit_kmh or road_class")
+        if "speed_limit_kmh" in attrs:
+            attrs["speed_limit_kmh"] = _positive(attrs["speed_limit_kmh"], "speed_limit_kmh")
     if "daily_capacity_m3" in attrs:
         attrs["daily_capacity_m3"] = _positive(
             attrs["daily_capacity_m3"], "daily_capacity_m3", allow_zero=True

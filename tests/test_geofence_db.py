@@ -144,7 +144,8 @@ BAD_FEATURES = [
         {"kind": "restricted", "code": "X5", "windows": [{"start": "08:00", "end": "08:00"}]},
         "start equals end",
     ),
-    ({"kind": "speed", "code": "X6"}, "needs speed_limit_kmh"),
+    ({"kind": "speed", "code": "X6"}, "needs speed_limit_kmh or road_class"),
+    ({"kind": "speed", "code": "X8", "road_class": "motorway"}, "road_class 'motorway' is not"),
     ({"kind": "site", "code": "X7", "colour": "red"}, "unknown properties ['colour']"),
 ]
 
@@ -219,15 +220,16 @@ def test_bad_file_is_rejected_whole_with_every_feature_named(
     for i, (props, message) in enumerate(BAD_FEATURES, start=1):
         assert f"feature {i} (code '{props['code']}')" in text
         assert message in text, message
+    n = len(BAD_FEATURES)
     assert (
-        "feature 8 (code 'BOWTIE', name 'self-crossing'): invalid polygon: Self-intersection"
-        in text
+        f"feature {n + 1} (code 'BOWTIE', name 'self-crossing'): invalid polygon: "
+        "Self-intersection" in text
     )
-    assert "feature 9 (code 'SWAP'): invalid coordinates" in text and "swapped" in text
-    assert "feature 10 (code 'FAR'): zone lies" in text
-    assert "feature 11 (code 'ZERO'): route has zero length" in text
-    assert "feature 12 (code 'GOOD-1'): code 'GOOD-1' also used by feature 0" in text
-    assert "12 bad feature(s), nothing imported" in text
+    assert f"feature {n + 2} (code 'SWAP'): invalid coordinates" in text and "swapped" in text
+    assert f"feature {n + 3} (code 'FAR'): zone lies" in text
+    assert f"feature {n + 4} (code 'ZERO'): route has zero length" in text
+    assert f"feature {n + 5} (code 'GOOD-1'): code 'GOOD-1' also used by feature 0" in text
+    assert f"{n + 5} bad feature(s), nothing imported" in text
     assert _count(db) == 0  # the good feature was not imported either
 
 

@@ -173,6 +173,31 @@ def test_lowest_speed_limit_applies():
     assert limits.tolist() == [20.0, 40.0, np.inf]
 
 
+def test_a_speed_zone_may_name_its_road_class_instead_of_a_limit():
+    from geofence.index import GeofenceConfig
+
+    road = polygon_zone(
+        "URB", "speed", [(0, 0), (300, 0), (300, 300), (0, 300)], road_class="urban_expressway"
+    )
+    school = polygon_zone(
+        "SCH", "speed", [(100, 100), (200, 100), (200, 200), (100, 200)], speed_limit_kmh=30.0
+    )
+    config = GeofenceConfig(road_class_limits={"urban_expressway": 60.0, "other": 40.0})
+    index = GeofenceIndex([road, school], city=CITY, config=config)
+    lon, lat = PROJ.inverse(np.array([150.0, 50.0, 900.0]), np.array([150.0, 50.0, 0.0]))
+    limits = index.classify(lon, lat, T0).speed_limit_at()
+    assert limits.tolist() == [30.0, 60.0, np.inf]
+
+
+def test_road_class_limits_come_from_the_thresholds():
+    from core.config import load_settings
+    from geofence.index import GeofenceConfig
+
+    settings = load_settings().with_overrides(thresholds={"speed_limit_expressway_kmh": 70})
+    limits = GeofenceConfig.from_settings(settings).road_class_limits
+    assert limits == {"expressway": 70.0, "urban_expressway": 60.0, "other": 40.0}
+
+
 def test_validity_dates_are_local_and_inclusive():
     zone = polygon_zone("V", "site", SQUARE)
     zone = Zone(
