@@ -327,6 +327,7 @@ class AccuracyResult:
     stopped: bool = False
     transport: str = "inprocess"
     start_ms: int = 0
+    black: int = 0  # black trucks among `trucks`
 
     def failures(self, min_precision: float, min_recall: float) -> list[str]:
         """Kinds with truth events below a floor."""
@@ -375,7 +376,8 @@ class AccuracyResult:
         state = " (stopped early)" if self.stopped else ""
         start = dt.datetime.fromtimestamp(self.start_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
         return (
-            f"seed {self.seed}, {self.trucks} trucks, {self.simulated_s / 3600:.2f} of "
+            f"seed {self.seed}, {self.trucks} trucks ({self.black} black), "
+            f"{self.simulated_s / 3600:.2f} of "
             f"{self.hours:g} simulated hours from {start} UTC{state}; {self.fixes} messages "
             f"({self.transport}) in {self.wall_s:.0f} s"
         )
@@ -654,6 +656,7 @@ def _run(settings, conn, city, config, hours, speedup, stop, status, transport, 
         stopped=fleet.t < duration,
         transport=transport,
         start_ms=fleet.start_ms,
+        black=sum(not a.judged for a in fleet.agents),
     )
 
 
