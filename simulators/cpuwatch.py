@@ -4,7 +4,7 @@ On a shared machine a name is not enough: other people's collectors and database
 So the broker is the process listening on the broker URL's port; collectors are `muck
 collect` processes whose MUCK_DATABASE_URL is this run's (or our own subprocesses);
 PostgreSQL backends are the `pg_stat_activity` rows of this database whose application is
-the collector (`muck-collect`) or its rule jobs (`muck-rules`), plus the server's
+the collector (`muck-collect…`, one per writer lane) or its rule jobs (`muck-rules`), plus the server's
 background processes (WAL writer, checkpointer, autovacuum). Whatever is not found, or is
 on another machine, is said so in `notes` instead of being guessed.
 """
@@ -220,7 +220,8 @@ class CpuWatch:
             if mine:
                 role, label = "loadtest", "postgres backend of this load test (its counting)"
             elif backend_type == "client backend":
-                if not ours or app not in ("muck-collect", "muck-rules"):
+                # The collector names its connections muck-collect[-lane] and muck-rules.
+                if not ours or not (app or "").startswith(("muck-collect", "muck-rules")):
                     continue
                 role, label = "postgres backend", f"backend of {app}"
             else:

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import queue
+import os
+import pickle
 import random
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import psutil
@@ -262,8 +266,10 @@ class _Run:
         return result
 
 
-def publisher_main(plan: PublisherPlan, results, progress=None, stop=None) -> None:
-    """Entry of a publisher process: publish the plan, put a PublisherResult on `results`."""
+def publisher_main(plan: PublisherPlan, result_path: str, progress=None, stop=None) -> None:
+    """Entry of a publisher process: publish the plan, write a PublisherResult (pickled) to
+    `result_path`. A file, not a queue: a large result in a pipe blocks the child's exit
+    until the parent reads it, and a child killed mid-write leaves the reader hanging."""
     # The parent decides when to stop (Ctrl-C in a terminal reaches the whole process group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     run = _Run(plan, progress, stop)
@@ -271,7 +277,10 @@ def publisher_main(plan: PublisherPlan, results, progress=None, stop=None) -> No
         run.run()
     except Exception as exc:  # noqa: BLE001 - reported to the parent with what was sent
         run.result.error = f"{type(exc).__name__}: {exc}"
-    results.put(run.finish())
+    partial = result_path + ".part"
+    with open(partial, "wb") as fh:
+        pickle.dump(run.finish(), fh)
+    os.replace(partial, result_path)
 
 
 class PublisherGroup:
@@ -280,14 +289,15 @@ class PublisherGroup:
     def __init__(self, plans: Sequence[PublisherPlan]) -> None:
         ctx = mp.get_context("spawn")
         self.plans = list(plans)
-        self.results = ctx.Queue()
+        self.folder = Path(tempfile.mkdtemp(prefix="muck-publishers-"))
+        self.paths = [str(self.folder / f"result-{i}.pickle") for i in range(len(self.plans))]
         self.stop_event = ctx.Event()
         # Per process: [packets sent, distinct messages sent to the platform's topics].
         self.progress = [ctx.Array("q", 2, lock=False) for _ in self.plans]
         self.procs = [
             ctx.Process(
                 target=publisher_main,
-                args=(plan, self.results, self.progress[i], self.stop_event),
+                args=(plan, self.paths[i], self.progress[i], self.stop_event),
                 name=f"publisher-{i}",
             )
             for i, plan in enumerate(self.plans)
@@ -316,27 +326,27 @@ class PublisherGroup:
         self.stop_event.set()
 
     def join(self, timeout: float = 60.0) -> list[PublisherResult]:
-        """Results of every process (read before joining: a child cannot exit while its
-        result is still in the pipe). A process that died without one gets an error result."""
-        results: list[PublisherResult] = []
+        """Wait for every process and read its result; a process that is still running
+        after `timeout` is killed, and one without a result gets an error result."""
         deadline = time.monotonic() + timeout
-        while len(results) < len(self.procs) and time.monotonic() < deadline:
-            try:
-                results.append(self.results.get(timeout=0.2))
-            except queue.Empty:
-                if not self.running():
-                    # Exited: anything it put is in the pipe already.
-                    try:
-                        results.append(self.results.get(timeout=1.0))
-                    except queue.Empty:
-                        break
         for proc in self.procs:
-            proc.join(5)
+            proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        missing = len(self.procs) - len(results)
-        results += [PublisherResult(error="publisher process died without a result")] * missing
+        results = []
+        for proc, path in zip(self.procs, self.paths, strict=True):
+            try:
+                with open(path, "rb") as fh:
+                    results.append(pickle.load(fh))
+            except (OSError, pickle.UnpicklingError, EOFError):
+                results.append(
+                    PublisherResult(
+                        error=f"publisher process {proc.pid} ended without a result "
+                        f"(exit code {proc.exitcode})"
+                    )
+                )
+        shutil.rmtree(self.folder, ignore_errors=True)
         return results
 
 

@@ -68,7 +68,9 @@ class LoadtestOptions:
     lose_pct: float = 0.0
     ceiling_messages: int = 200_000
     drain_s: float = 120.0  # longest wait for the collectors to catch up after publishing
-    quiet_s: float = 10.0  # ... or this long without a new row
+    # ... or this long without a new row (a collector's first batch with the rules can take
+    # seconds on a loaded machine: catalogues, state).
+    quiet_s: float = 30.0
     max_p99_ms: float = 2000.0
     keep: bool = False
     config_path: str | None = None

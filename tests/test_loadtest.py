@@ -49,7 +49,7 @@ def test_short_load_run_accounts_for_every_message(settings, broker, db, tmp_pat
     assert result.publisher_errors == []
     assert result.sent == result.unique + result.duplicates_sent
     assert result.unique > 3000
-    assert result.lost == 0 and result.lost_examples == []
+    assert result.lost == 0 and result.lost_examples == [], result.verdict_line()
     assert result.stored == result.unique
     # Each copy is stored once, and the collector counted it as a duplicate.
     assert result.duplicates_sent > 0
@@ -117,7 +117,7 @@ def test_registered_run_cleans_up_with_clean(settings, db, tmp_path):
         keep=True,
     )
     result = run_loadtest(settings, options, work_dir=tmp_path)
-    assert result.lost == 0 and result.stored == result.unique
+    assert result.lost == 0 and result.stored == result.unique, result.verdict_line()
     assert count(db, "SELECT count(*) FROM companies WHERE name LIKE 'loadtest %%'") == 1
     # Stored as the scratch trucks' fixes, so the rules ran on them.
     assert (
