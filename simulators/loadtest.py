@@ -203,6 +203,14 @@ class LoadtestResult:
             reasons.append(f"{self.lost:,} messages lost{on_purpose}")
         if self.stored_twice or self.duplicates_more:
             reasons.append(f"{self.stored_twice + self.duplicates_more:,} messages stored twice")
+        if (
+            self.collector_duplicates is not None
+            and self.collector_duplicates < self.duplicates_once
+        ):
+            reasons.append(
+                f"the collectors counted {self.collector_duplicates:,} duplicates, fewer than "
+                f"the {self.duplicates_once:,} copies that arrived"
+            )
         p99 = self.latency_ms.get("p99")
         if p99 is None:
             reasons.append("no latency: nothing was stored")
