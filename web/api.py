@@ -12,9 +12,9 @@ import msgspec
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 
-from geofence.coords import normalise_crs
-from geofence.io import export_geojson
-from geofence.store import load_zones
+from geofence.coords import from_wgs84, normalise_crs
+from geofence.io import convert_geometry, export_geojson
+from geofence.store import load_districts, load_zones
 from web.auth import require
 from web.db import get_db
 from web.live import LiveCache, live_trucks, live_trucks_json
@@ -172,6 +172,29 @@ def companies():
         keys = ("id", "name", "credit_code", "credit_code_valid", "active")
         items = [dict(zip(keys, r, strict=True)) for r in cur.fetchall()]
     return _paginated(items, total, page, "api.companies")
+
+
+@bp.route("/districts")
+@require("map")
+def districts():
+    """Active districts (行政区) as a GeoJSON FeatureCollection in `crs` (default the tiles'
+    CRS): `code` (行政区划代码) and `name`. Not paginated: a city has a handful."""
+    crs = _crs()
+    features = []
+    for d in load_districts(get_db()):
+        geometry = d["geometry"]
+        if crs != "wgs84":
+            geometry = convert_geometry(geometry, lambda lo, la: from_wgs84(lo, la, crs))
+        features.append(
+            {
+                "type": "Feature",
+                "id": d["code"],
+                "properties": {"code": d["code"], "name": d["name"]},
+                "geometry": geometry,
+            }
+        )
+    get_db().rollback()
+    return jsonify(type="FeatureCollection", features=features, crs=crs)
 
 
 @bp.route("/zones")

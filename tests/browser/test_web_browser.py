@@ -123,3 +123,99 @@ def test_state_filter_hides_trucks(server, page, db):
     page.wait_for_function("window.muckMap && window.muckMap.drawnCount === 10", timeout=15000)
     page.uncheck("#f-states input[value=loaded]")
     page.wait_for_function("window.muckMap.drawnCount === 5", timeout=5000)
+
+
+def _districts(db) -> None:
+    """福田区 holds trucks 0-4 of seed_fleet(10) but has a hole around truck 2; 罗湖区 is two
+    squares, around trucks 7 and 8."""
+    import json
+
+    from geofence.io import parse_zones, read_geojson
+    from geofence.store import upsert_zones
+
+    def square(lon, lat, d):
+        return [
+            [lon - d, lat - d],
+            [lon + d, lat - d],
+            [lon + d, lat + d],
+            [lon - d, lat + d],
+            [lon - d, lat - d],
+        ]
+
+    doc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"kind": "district", "code": "440304", "name": "福田区"},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [square(114.08, 22.57, 0.025), square(114.08, 22.57, 0.003)],
+                },
+            },
+            {
+                "type": "Feature",
+                "properties": {"kind": "district", "code": "440303", "name": "罗湖区"},
+                "geometry": {
+                    "type": "MultiPolygon",
+                    "coordinates": [[square(114.13, 22.62, 0.004)], [square(114.14, 22.63, 0.004)]],
+                },
+            },
+        ],
+    }
+    upsert_zones(db, parse_zones(read_geojson(json.dumps(doc))))
+
+
+def test_district_filter_uses_the_current_position(server, page, db):
+    add_user(db, "watcher", "supervisor")
+    _districts(db)
+    _, ids = seed_fleet(db, n=10)
+    _login(page, server, "watcher")
+    page.goto(server + "/map")
+    page.wait_for_function(
+        "window.muckMap && window.muckMap.districtsLoaded === 2 && window.muckMap.drawnCount === 10",
+        timeout=15000,
+    )
+    page.select_option("#f-district", "440304")
+    page.wait_for_function(
+        "window.muckMap.drawnCount === 4", timeout=15000, polling=200
+    )  # 0, 1, 3, 4
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "live-map-district.png"))
+    page.select_option("#f-district", "440303")
+    page.wait_for_function("window.muckMap.drawnCount === 2", timeout=15000, polling=200)  # 7 and 8
+    # truck 9 drives into 罗湖区: it is shown once its new position arrives
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE truck_state SET lat = 22.63, lon = 114.14, fix_time = now(), updated_at = now()"
+            " WHERE truck_id = %s",
+            (ids[9],),
+        )
+    db.commit()
+    page.wait_for_function("window.muckMap.drawnCount === 3", timeout=15000, polling=200)
+    # back to 福田区 (the view follows the district; only trucks in view are drawn)
+    page.select_option("#f-district", "440304")
+    page.wait_for_function("window.muckMap.drawnCount === 4", timeout=15000, polling=200)
+
+
+def test_district_lookup_in_the_browser_matches_the_database(server, page, db):
+    """The map's point-in-polygon (JavaScript) against geofence_district_at (PostgreSQL) on a
+    grid across both districts, their hole and their edges."""
+    add_user(db, "watcher", "supervisor")
+    _districts(db)
+    _login(page, server, "watcher")
+    page.goto(server + "/map")
+    page.wait_for_function("window.muckMap && window.muckMap.districtsLoaded === 2", timeout=15000)
+    points = [(114.05 + i * 0.0013, 22.54 + j * 0.0013) for i in range(80) for j in range(80)]
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT geofence_district_at(x, y) FROM unnest(%s::float8[], %s::float8[]) AS p(x, y)",
+            ([p[0] for p in points], [p[1] for p in points]),
+        )
+        expected = [r[0] for r in cur.fetchall()]
+    db.rollback()
+    got = page.evaluate(
+        "(pts) => pts.map(([x, y]) => window.muckMap.districtAt(x, y))", [list(p) for p in points]
+    )
+    assert {c for c in expected} == {None, "440304", "440303"}
+    assert got == expected

@@ -7,7 +7,7 @@
   const map = C.createMap('map');
   const trucks = new Map();            // id -> truck state
   const companies = {};                // id -> name
-  const districtBounds = {};           // district -> L.LatLngBounds of its zones
+  let districts = [];                  // {code, name, bbox, geometry, bounds} from /api/v1/districts
   const filters = {company: '', district: '', plate: '', states: new Set(Object.keys(COLORS))};
   let cursor = null, clockOffset = 0, selected = null, trackLine = null, drawn = null;
   const api = window.muckMap = {trucks, drawnCount: 0, updates: 0, positions: {}, trackPoints: 0, selected: null};
@@ -44,10 +44,7 @@
     if (!filters.states.has(state)) return false;
     if (filters.company && String(t.company_id) !== filters.company) return false;
     if (filters.plate && t.plate.indexOf(filters.plate) < 0) return false;
-    if (filters.district) {
-      const b = districtBounds[filters.district];
-      if (!b || !b.contains([t.lat, t.lon])) return false;
-    }
+    if (filters.district && t.district !== filters.district) return false;
     return true;
   }
 
@@ -95,13 +92,77 @@
       counts.total + ' ' + T.trucks + ' · ' + counts.shown + ' ' + T.shown + ' · ' + counts.dark + ' ' + T.dark;
   }
 
+  // ---- districts -----------------------------------------------------------------------
+  // Point in polygon (even-odd over every ring of a part, so holes are outside), in the
+  // display CRS of both the trucks and the boundaries.
+  function inRing(x, y, ring) {
+    let inside = false;
+    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      const xi = ring[i][0], yi = ring[i][1], xj = ring[j][0], yj = ring[j][1];
+      if ((yi > y) !== (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi) inside = !inside;
+    }
+    return inside;
+  }
+  function inGeometry(x, y, g) {
+    const parts = g.type === 'Polygon' ? [g.coordinates] : g.type === 'MultiPolygon' ? g.coordinates : [];
+    for (const rings of parts) {
+      let inside = false;
+      for (const ring of rings) if (inRing(x, y, ring)) inside = !inside;
+      if (inside) return true;
+    }
+    return false;
+  }
+  function districtAt(lon, lat) {
+    if (lon === null || lat === null || lon === undefined || lat === undefined) return null;
+    for (const d of districts) {
+      const b = d.bbox;
+      if (lon < b[0] || lat < b[1] || lon > b[2] || lat > b[3]) continue;
+      if (inGeometry(lon, lat, d.geometry)) return d.code;
+    }
+    return null;
+  }
+  api.districtAt = districtAt;
+
+  function bboxOf(g) {
+    const b = [Infinity, Infinity, -Infinity, -Infinity];
+    const parts = g.type === 'Polygon' ? [g.coordinates] : g.coordinates;
+    for (const rings of parts) for (const [x, y] of rings[0]) {
+      b[0] = Math.min(b[0], x); b[1] = Math.min(b[1], y); b[2] = Math.max(b[2], x); b[3] = Math.max(b[3], y);
+    }
+    return b;
+  }
+
+  async function loadDistricts() {
+    const data = await C.getJSON(urls.districts);
+    const layer = L.featureGroup();
+    districts = data.features.map((f) => {
+      const outline = L.geoJSON(f, {style: () => ({color: '#5e35b1', weight: 2, dashArray: '6 4', fill: false})});
+      outline.bindTooltip(f.properties.name + ' (' + f.properties.code + ')');
+      layer.addLayer(outline);
+      return {code: f.properties.code, name: f.properties.name, geometry: f.geometry, bbox: bboxOf(f.geometry),
+              bounds: outline.getBounds()};
+    });
+    for (const t of trucks.values()) t.district = districtAt(t.lon, t.lat);
+    const sel = document.getElementById('f-district');
+    districts.forEach((d) => sel.add(new Option(d.name, d.code)));
+    if (districts.length) {
+      layer.addTo(map);
+      L.control.layers(null, {[T.districts]: layer}, {collapsed: false}).addTo(map);
+    }
+    api.districtsLoaded = districts.length;
+    schedule();
+  }
+
   // ---- data --------------------------------------------------------------------------
   function apply(payload) {
     const cols = payload.trucks, n = payload.count;
     for (let i = 0; i < n; i++) {
       const id = cols.id[i];
       if (!cols.active[i]) { trucks.delete(id); continue; }
-      trucks.set(id, {id, plate: cols.plate[i], company_id: cols.company_id[i], lon: cols.lon[i], lat: cols.lat[i],
+      const old = trucks.get(id), lon = cols.lon[i], lat = cols.lat[i];
+      // the district of the truck's current position, looked up again only when it moved
+      const district = old && old.lon === lon && old.lat === lat ? old.district : districtAt(lon, lat);
+      trucks.set(id, {id, plate: cols.plate[i], company_id: cols.company_id[i], lon, lat, district,
         speed: cols.speed[i], heading: cols.heading[i], load: cols.load[i], lid: cols.lid[i], lift: cols.lift[i],
         acc: cols.acc[i], fix_ms: cols.fix_ms[i], alarms: cols.alarms[i], violation: !!(cols.violation && cols.violation[i])});
     }
@@ -192,7 +253,8 @@
   document.getElementById('f-plate').addEventListener('input', (e) => { filters.plate = e.target.value.trim().toUpperCase(); schedule(); });
   document.getElementById('f-district').addEventListener('change', (e) => {
     filters.district = e.target.value;
-    if (filters.district && districtBounds[filters.district]) map.fitBounds(districtBounds[filters.district]);
+    const d = districts.find((x) => x.code === filters.district);
+    if (d) map.fitBounds(d.bounds, {animate: false});
     schedule();
   });
   document.querySelectorAll('#f-states input').forEach((box) => box.addEventListener('change', () => {
@@ -203,15 +265,8 @@
   resize();
   setInterval(schedule, 10000);   // trucks go dark as time passes, without any new data
   C.loadZones(map, urls.zones).then((features) => {
-    for (const f of features) {
-      const d = f.properties.district;
-      if (!d) continue;
-      const b = L.geoJSON(f).getBounds();
-      districtBounds[d] = districtBounds[d] ? districtBounds[d].extend(b) : b;
-    }
-    const sel = document.getElementById('f-district');
-    Object.keys(districtBounds).sort().forEach((d) => sel.add(new Option(d, d)));
     api.zonesLoaded = features.length;
   }).catch((err) => console.error(err));
+  loadDistricts().catch((err) => console.error(err));
   poll();
 })();
