@@ -259,6 +259,32 @@ class City:
             )
         return {"type": "FeatureCollection", "features": features}
 
+    def districts_geojson(self) -> dict[str, Any]:
+        """Four districts (行政区, Shenzhen's codes): the quadrants of the road network's
+        extent, so that every fix and violation falls in one (the dashboard filters by them).
+        Imported like zones (kind `district`), into their own table."""
+        xs = [p[0] for p in self.roads.nodes]
+        ys = [p[1] for p in self.roads.nodes]
+        x0, x1, y0, y1 = min(xs) - 500, max(xs) + 500, min(ys) - 500, max(ys) + 500
+        xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+        quadrants = (
+            ("440305", "南山区", x0, xm, y0, ym),
+            ("440304", "福田区", xm, x1, y0, ym),
+            ("440306", "宝安区", x0, xm, ym, y1),
+            ("440303", "罗湖区", xm, x1, ym, y1),
+        )
+        features = []
+        for code, name, ax, bx, ay, by in quadrants:
+            ring = [(ax, ay), (bx, ay), (bx, by), (ax, by), (ax, ay)]
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {"kind": "district", "code": code, "name": name},
+                    "geometry": {"type": "Polygon", "coordinates": [[self._ll(*p) for p in ring]]},
+                }
+            )
+        return {"type": "FeatureCollection", "features": features}
+
     @property
     def prefix(self) -> str:
         return f"SIM{self.seed}"
@@ -588,6 +614,13 @@ def install_city(conn, settings, city: City) -> dict[str, Any]:
         source=f"simulated city {city.seed}",
     )
     zone_counts = upsert_zones(conn, zones)
+    districts = parse_zones(
+        read_geojson(json.dumps(city.districts_geojson(), ensure_ascii=False)),
+        center=(c["center_lon"], c["center_lat"]),
+        max_distance_km=settings.sections["geofence"]["max_zone_distance_km"],
+        source=f"simulated city {city.seed} (districts)",
+    )
+    district_counts = upsert_zones(conn, districts)
     conn.commit()
     with conn.cursor() as cur:
         company_ids = {
@@ -607,6 +640,7 @@ def install_city(conn, settings, city: City) -> dict[str, Any]:
     conn.commit()
     return {
         "zones": zone_counts,
+        "districts": district_counts,
         "companies": len(company_ids),
         "trucks": len(city.trucks) + sum(bool(t.company) for t in city.black_trucks),
         "permits": permit_counts,
