@@ -154,6 +154,7 @@ ROUTES = [
     ("/api/v1/trucks/{truck}/track", "map"),
     ("/api/v1/companies", "map"),
     ("/api/v1/zones", "map"),
+    ("/api/v1/districts", "map"),
     ("/violations/", "violations"),
     ("/violations/{violation}", "violations"),
     ("/violations/export.csv", "enforce"),

@@ -137,6 +137,14 @@ PATHS: dict[str, Any] = {
             "description": "GeoJSON FeatureCollection plus page, per_page, total, pages, next, crs",
         },
     ),
+    "/api/v1/districts": _op(
+        "Active districts (行政区) as GeoJSON: properties code (行政区划代码) and name",
+        [_CRS],
+        {
+            "type": "object",
+            "description": "GeoJSON FeatureCollection (not paginated) plus crs",
+        },
+    ),
     "/api/v1/violations": _op(
         "Violations, filtered and paginated, with the counts by kind for the whole filter "
         "(what the city's 数字城管 platform pulls)",
@@ -149,7 +157,10 @@ PATHS: dict[str, Any] = {
             _q("company", "Part of the company name, or its credit code."),
             _q("company_id", "Only this company.", {"type": "integer"}),
             _q("plate", "Part of the plate."),
-            _q("district", "District (行政区) of the violation's zone."),
+            _q(
+                "district",
+                "District (行政区) where the violation happened: its 6-digit code or its name.",
+            ),
             _q("zone", "Zone code."),
             _q("sort", "Sort column.", {"type": "string", "enum": list(_SORTS)}),
             _q("dir", "asc or desc (default desc).", {"type": "string", "enum": ["asc", "desc"]}),

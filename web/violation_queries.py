@@ -53,16 +53,19 @@ BLACK_REASON_LABELS = {
 }
 
 # sort key -> ORDER BY text (never user input); every order ends on v.id for stable pages.
+# The tie-breakers follow the chosen direction so that each order is one scan of an index
+# (web/sql/0005_violation_list_indexes.sql) in either direction; plate and company walk the
+# trucks / companies in name order.
 SORTS = {
     "started_at": "v.started_at {d}, v.id {d}",
-    "ended_at": "v.ended_at {d} NULLS LAST, v.id {d}",
+    "ended_at": "v.ended_at {d}, v.started_at {d}, v.id {d}",
     "plate": "t.plate {d}, v.started_at DESC, v.id DESC",
     "company": "c.name {d} NULLS LAST, v.started_at DESC, v.id DESC",
-    "kind": "v.kind {d}, v.started_at DESC, v.id DESC",
-    "severity": "v.severity {d}, v.started_at DESC, v.id DESC",
-    "status": "v.status {d}, v.started_at DESC, v.id DESC",
-    "points": "v.points {d}, v.started_at DESC, v.id DESC",
-    "worst_value": "v.worst_value {d} NULLS LAST, v.started_at DESC, v.id DESC",
+    "kind": "v.kind {d}, v.started_at {d}, v.id {d}",
+    "severity": "v.severity {d}, v.started_at {d}, v.id {d}",
+    "status": "v.status {d}, v.started_at {d}, v.id {d}",
+    "points": "v.points {d}, v.started_at {d}, v.id {d}",
+    "worst_value": "v.worst_value {d} NULLS LAST, v.started_at {d}, v.id {d}",
     "id": "v.id {d}",
 }
 FILTER_FIELDS = ("from", "to", "kind", "status", "severity", "company", "company_id", "plate")
