@@ -131,13 +131,70 @@ def user_list(mctx: MuckContext) -> None:
 @click.option(
     "--repeat", default=20, show_default=True, type=int, help="Timed requests of each kind."
 )
+@click.option(
+    "--violations",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Instead of the live map: time the violations list, page and track over this many "
+    "violations (e.g. 1000000).",
+)
+@click.option(
+    "--positions",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Positions generated for the violations benchmark (e.g. 100000000: 15-20 GB).",
+)
+@click.option(
+    "--fleet",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trucks of the violations benchmark.",
+)
+@click.option(
+    "--db-name",
+    default=None,
+    help="Violations benchmark: use (and keep) this database, generating only what it "
+    "lacks, so that a second run skips the generation. Drop it yourself when done.",
+)
 @pass_ctx
-def bench_web(mctx: MuckContext, trucks: int, changed: int, repeat: int) -> None:
-    """Time /api/v1/trucks/live (full and delta) for N trucks in a scratch database.
+def bench_web(
+    mctx: MuckContext,
+    trucks: int,
+    changed: int,
+    repeat: int,
+    violations: int,
+    positions: int,
+    fleet: int,
+    db_name: str | None,
+) -> None:
+    """Time the live map (or with --violations the violations list) in a scratch database.
 
-    Creates a temporary database next to MUCK_DATABASE_URL's, migrates it, seeds companies,
-    trucks and truck_state, times requests through the Flask test client, and drops it.
+    Without --violations: /api/v1/trucks/live, full and delta, for N trucks. With it: the
+    violations list (filter mixes, sorts, deep pages), one violation and the track around
+    it, over N violations and M positions.
+
+    Creates a temporary database next to MUCK_DATABASE_URL's, migrates it, generates the data
+    set-based in PostgreSQL, times requests through the Flask test client, and drops it
+    (unless --db-name).
     """
+    if violations:
+        from web.bench_violations import run_violation_bench
+
+        click.echo(
+            run_violation_bench(
+                mctx.settings,
+                violations=violations,
+                positions=positions,
+                trucks=fleet,
+                repeat=repeat,
+                db_name=db_name,
+                say=lambda text: click.echo(text, err=True),
+            )
+        )
+        return
     from web.bench import run_bench
 
     click.echo(run_bench(mctx.settings, trucks=trucks, changed=changed, repeat=repeat))
