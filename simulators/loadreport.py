@@ -27,7 +27,9 @@ def summary_rows(r: LoadtestResult) -> list[tuple[str, str]]:
             "published",
             f"{_n(r.sent)} messages in {r.publish_seconds:.1f} s: **{_n(r.publish_rate)}/s** "
             f"({_n(r.unique)} distinct + {_n(r.duplicates_sent)} duplicates; "
-            f"{o.publishers} publisher processes, {o.trucks} trucks)",
+            f"{o.publishers} publisher processes, {o.trucks} trucks; the last message was "
+            f"written at {r.write_seconds:.1f} s and acknowledged by the broker "
+            f"{max(0.0, r.publish_seconds - r.write_seconds):.1f} s later)",
         ),
         (
             "stored",

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psycopg2 import sql
+
 from core.config import Settings
 from core.db import connect_settings
 from simulators.cpuwatch import CpuWatch
@@ -131,7 +133,8 @@ class LoadtestResult:
     unique: int = 0
     duplicates_sent: int = 0
     voided: int = 0
-    publish_seconds: float = 0.0
+    publish_seconds: float = 0.0  # until the broker acknowledged the last message
+    write_seconds: float = 0.0  # until the last message was written
     publisher_errors: list[str] = field(default_factory=list)
     # database
     stored: int = 0
@@ -274,8 +277,18 @@ def delete_rows(conn, devices: list[str] | None, since: float | None, company: s
     if since is not None:
         time_bound, bound = " AND fix_time >= to_timestamp(%s)", (since,)
     with conn.cursor() as cur:
-        cur.execute(f"DELETE FROM positions WHERE {match}{time_bound}", params + bound)  # noqa: S608 - constant fragments
-        deleted = cur.rowcount
+        cur.execute(
+            f"""WITH gone AS (
+                    DELETE FROM positions WHERE {match}{time_bound} RETURNING tableoid
+                )
+                SELECT n.nspname, c.relname, count(*) FROM gone
+                JOIN pg_class c ON c.oid = gone.tableoid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                GROUP BY 1, 2""",  # noqa: S608 - constant fragments
+            params + bound,
+        )
+        partitions = cur.fetchall()
+        deleted = sum(n for _, _, n in partitions)
         cur.execute(f"DELETE FROM quarantine WHERE {match}", params)  # noqa: S608
         cur.execute(f"DELETE FROM unregistered_device_days WHERE {match}", params)  # noqa: S608
         cur.execute(f"DELETE FROM black_trucks WHERE kind = 'device' AND {key_match}", params)  # noqa: S608
@@ -283,7 +296,25 @@ def delete_rows(conn, devices: list[str] | None, since: float | None, company: s
     conn.commit()
     if company is not None:
         unregister_company(conn, company)
+    _vacuum(conn, [(nsp, rel) for nsp, rel, n in partitions if n >= 10_000])
     return deleted
+
+
+def _vacuum(conn, tables: list[tuple[str, str]]) -> None:
+    """VACUUM the partitions a large run deleted from: a million dead rows (and their index
+    entries) made every later insert and lookup there slower until autovacuum got round to
+    it — measured: PostgreSQL's CPU per stored message was 40 µs on a fresh database, 98
+    and 193 µs after one and two earlier runs had deleted theirs."""
+    if not tables:
+        return
+    autocommit = conn.autocommit
+    conn.autocommit = True  # VACUUM cannot run inside a transaction
+    try:
+        with conn.cursor() as cur:
+            for nsp, rel in tables:
+                cur.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(nsp, rel)))
+    finally:
+        conn.autocommit = autocommit
 
 
 def clean_leftovers(settings: Settings) -> dict[str, int]:
@@ -501,6 +532,10 @@ def run_loadtest(
     )
     try:
         conn = connect_settings(settings, application_name="muck-loadtest")
+        with conn.cursor() as cur:
+            # The counts are small index scans; JIT compiling them cost 100+ ms each.
+            cur.execute("SET jit = off")
+        conn.commit()
     except Exception as exc:
         raise LoadtestError(f"cannot connect to the database: {exc}") from None
     try:
@@ -655,6 +690,7 @@ def _merge_publishers(result: LoadtestResult, results, watch: CpuWatch, pids) ->
         result.duplicates_sent += r.duplicates
         result.voided += r.voided
         result.publish_seconds = max(result.publish_seconds, r.seconds)
+        result.write_seconds = max(result.write_seconds, r.write_seconds)
         if r.error:
             result.publisher_errors.append(r.error)
         if r.cpu_s:
@@ -673,11 +709,15 @@ def _drain(counter: _Counter, result, options, watch, live, abort, say) -> None:
     last = -1
     live.phase = "catch-up"
     while not abort.is_set():
-        stored = counter.estimate()
+        estimate = counter.estimate()
         now = time.time()
-        if stored != last:
-            last, last_change = stored, now
-        if stored >= target:
+        moved = estimate != last
+        if moved:
+            last, last_change = estimate, now
+        stored = estimate
+        # The estimate scales a sample up and can settle a little off the target: count
+        # exactly once it is close, or as soon as it stops moving.
+        if estimate >= 0.99 * target or not moved:
             stored = counter.exact()
             if stored >= target:
                 result.catch_up_s = time.time() - began
