@@ -257,3 +257,30 @@ def test_district_upload_through_the_registry(as_role, db, users):
         "440303",
         "440304",
     ]
+
+
+def test_counts_are_exact_up_to_the_cap_then_per_kind_lower_bounds(db, world, monkeypatch):
+    from web import violation_queries as vq
+
+    with db.cursor() as cur:
+        exact = vq.count_by_kind(cur, vq.Filters())
+        assert exact.exact and exact.total == 6 and exact.by_kind["speeding"] == 2
+        capped = vq.count_by_kind(cur, vq.Filters(), cap=1)
+        assert not capped.exact and capped.capped == {"speeding"}
+        assert capped.by_kind["speeding"] == 1 and capped.by_kind["restricted_zone"] == 1
+        assert capped.total == 5  # a lower bound: one per kind here
+        one_kind = vq.count_by_kind(cur, vq.Filters(kind="speeding"), cap=1)
+        assert one_kind.by_kind == {"speeding": 1} and one_kind.capped == {"speeding"}
+    db.rollback()
+
+
+def test_capped_counts_in_the_api_and_the_page(as_role, world, monkeypatch):
+    from web import violation_queries as vq
+
+    monkeypatch.setattr(vq, "COUNT_CAP", 1)
+    client = as_role("supervisor")
+    body = client.get("/api/v1/violations?per_page=2").get_json()
+    assert body["total_exact"] is False and body["counts_capped"] == ["speeding"]
+    assert body["next"] and len(body["items"]) == 2
+    html = client.get("/violations/").get_data(as_text=True)
+    assert "1+" in html

@@ -247,11 +247,19 @@ def violations():
         if errors:
             conn.rollback()
             bad("; ".join(errors.values()))
-        total, by_kind = vq.count_by_kind(cur, f)
+        counts = vq.count_by_kind(cur, f)
         rows = vq.list_page(cur, f, limit=page.per_page, offset=page.offset)
     conn.rollback()
     items = [vq.json_row(r) for r in rows]
-    return _paginated(items, total, page, "api.violations", extra={"counts_by_kind": by_kind})
+    total = counts.total
+    if not counts.exact and len(items) == page.per_page:
+        total = max(total, page.offset + len(items) + 1)  # a lower bound: there is a next page
+    extra = {
+        "counts_by_kind": counts.by_kind,
+        "total_exact": counts.exact,
+        "counts_capped": sorted(counts.capped),
+    }
+    return _paginated(items, total, page, "api.violations", extra=extra)
 
 
 @bp.route("/violations/<int:violation_id>")

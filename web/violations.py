@@ -111,13 +111,13 @@ def _localtime(value) -> str:
 @require("violations")
 def index():
     page = page_args()
-    rows, total, by_kind = [], 0, {}
+    rows, counts = [], vq.Counts(0, {}, set())
     with get_db().cursor() as cur:
         f, errors = vq.parse_filters(request.args, cur)
         vq.check_offset(page.offset, errors)
         district_choices = vq.districts(cur)
         if not errors:
-            total, by_kind = vq.count_by_kind(cur, f)
+            counts = vq.count_by_kind(cur, f)
             rows = vq.list_page(cur, f, limit=page.per_page, offset=page.offset)
     get_db().rollback()
     html = render_template(
@@ -125,8 +125,10 @@ def index():
         f=f,
         errors=errors,
         rows=rows,
-        total=total,
-        by_kind=by_kind,
+        total=counts.total,
+        exact=counts.exact,
+        by_kind=counts.by_kind,
+        capped=counts.capped,
         page=page,
         kinds=KINDS,
         statuses=STATUSES,
