@@ -38,13 +38,21 @@ def summary_rows(r: LoadtestResult) -> list[tuple[str, str]]:
         ),
     ]
     behind = f"{_n(r.backlog_at_publish_end)} messages not yet stored when publishing ended; "
+    waited = {
+        "quiet": f"nothing new was stored for {r.options.quiet_s:g} s, the run stopped waiting",
+        "timeout": f"the collectors were still storing when the run stopped waiting "
+        f"(--drain {r.options.drain_s:g} s)",
+        "aborted": "the wait was cut short (Ctrl-C)",
+    }
     behind += (
         f"all stored {r.catch_up_s:.1f} s later"
         if r.catch_up_s is not None
-        else "the collectors had not caught up when the run stopped waiting"
+        else waited.get(r.drain_end, "the collectors had not caught up")
     )
     rows.append(("backlog", behind))
     lost = f"**{_n(r.lost)}**"
+    if r.lost and r.drain_end in ("timeout", "aborted"):
+        lost += " not stored when the run stopped waiting (still queued at the broker, or lost)"
     if r.voided:
         lost += f" ({_n(r.voided)} published on purpose to a topic nobody stores, --lose-pct)"
     if r.lost_examples:

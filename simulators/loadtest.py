@@ -141,6 +141,10 @@ class LoadtestResult:
     store_seconds: float = 0.0
     backlog_at_publish_end: int = 0
     catch_up_s: float | None = None
+    # Why the wait for the collectors ended: caught up, quiet (nothing new for quiet_s),
+    # timeout (--drain passed while rows were still coming in) or aborted (Ctrl-C twice).
+    drain_end: str = ""
+    drain_s: float = 0.0
     lost: int = 0
     lost_examples: list[tuple[str, int]] = field(default_factory=list)
     stored_twice: int = 0
@@ -201,7 +205,13 @@ class LoadtestResult:
                 f"distinct messages/s published ({self.backlog_at_publish_end:,} behind when "
                 "publishing ended)"
             )
-        if self.lost:
+        if self.lost and self.drain_end in ("timeout", "aborted"):
+            reasons.append(
+                f"{self.lost:,} messages not stored when the run stopped waiting "
+                f"({self.drain_s:.0f} s after publishing, rows still coming in): still queued "
+                "at the broker or lost — a longer --drain tells"
+            )
+        elif self.lost:
             on_purpose = f", {self.voided:,} of them on purpose (--lose-pct)" if self.voided else ""
             reasons.append(f"{self.lost:,} messages lost{on_purpose}")
         if self.stored_twice or self.duplicates_more:
@@ -708,6 +718,7 @@ def _drain(counter: _Counter, result, options, watch, live, abort, say) -> None:
     began = last_change = time.time()
     last = -1
     live.phase = "catch-up"
+    result.drain_end = "aborted"
     while not abort.is_set():
         estimate = counter.estimate()
         now = time.time()
@@ -721,14 +732,20 @@ def _drain(counter: _Counter, result, options, watch, live, abort, say) -> None:
             stored = counter.exact()
             if stored >= target:
                 result.catch_up_s = time.time() - began
+                result.drain_end = "caught up"
                 break
-        if now - last_change > options.quiet_s or now - began > options.drain_s:
+        if now - last_change > options.quiet_s:
+            result.drain_end = "quiet"
+            break
+        if now - began > options.drain_s:
+            result.drain_end = "timeout"
             break
         watch.sample()
         live.t, live.stored, live.storable = now - watch.started, stored, target
         live.stored_rate = live.sent_rate = 0.0
         say(live.line(options.duration_s))
         time.sleep(1.0)
+    result.drain_s = time.time() - began
 
 
 def _bookkeeping(conn, result: LoadtestResult, devices, since, results) -> None:
