@@ -91,3 +91,26 @@ def test_cache_with_no_trucks(db):
     cache = LiveCache()
     doc = _doc(cache.snapshot(db, overlap_s=5))
     assert doc["count"] == 0 and doc["trucks"]["id"] == [] and doc["full"]
+
+
+def test_background_refresher_keeps_the_cache_current(db, database_url):
+    import time
+
+    _company, ids = seed_fleet(db, 3)
+    cache = LiveCache()
+    cache.snapshot(db, overlap_s=5)
+    stop = cache.start_refresher(database_url, every_s=0.05, overlap_s=5)
+    try:
+        _exec(
+            db, "UPDATE truck_state SET lat = 22.9, updated_at = now() WHERE truck_id = %s", ids[2]
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if 22.9 in cache._cols["lat"]:
+                break
+            time.sleep(0.05)
+        assert 22.9 in cache._cols["lat"]
+    finally:
+        stop.set()
+    _same(cache, db)
+    assert cache.rebuilds == 1

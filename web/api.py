@@ -76,8 +76,20 @@ def _live_cache() -> LiveCache:
     it is rebuilt from the full query)."""
     cache = current_app.extensions.get("muck_live_cache")
     if cache is None:
-        rebuild_s = float(current_app.config.get("MUCK_LIVE_REBUILD_S", 60.0))
-        cache = current_app.extensions.setdefault("muck_live_cache", LiveCache(rebuild_s))
+        rebuild_s = float(current_app.config.get("MUCK_LIVE_REBUILD_S", 600.0))
+        cache = LiveCache(rebuild_s)
+        if current_app.extensions.setdefault("muck_live_cache", cache) is cache:
+            # kept current between requests (off under the test client: tests truncate
+            # tables between requests; MUCK_LIVE_REFRESH_S = 0 turns it off too)
+            web = settings()["web"]
+            every = float(current_app.config.get("MUCK_LIVE_REFRESH_S", web["live_poll_s"]))
+            if every > 0 and not current_app.testing:
+                current_app.extensions["muck_live_refresher"] = cache.start_refresher(
+                    current_app.config["DATABASE_URL"],
+                    every_s=every,
+                    overlap_s=web["live_overlap_s"],
+                )
+        cache = current_app.extensions["muck_live_cache"]
     return cache
 
 

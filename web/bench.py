@@ -8,9 +8,13 @@ from __future__ import annotations
 import statistics
 import time
 
+import msgspec
+
 from core.config import Settings
 from core.db import connect, create_database, drop_database
 from core.migrate import migrate
+
+_ENCODER = msgspec.json.Encoder()
 
 
 def seed(conn, trucks: int, center: tuple[float, float]) -> None:
@@ -103,7 +107,12 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
         # The first full snapshot of a process runs the full query; rebuilding every time
         # (MUCK_LIVE_REBUILD_S = 0) measures that path.
         cold = create_app(
-            {"MUCK_SETTINGS": bench_settings, "SECRET_KEY": "bench", "MUCK_LIVE_REBUILD_S": 0}
+            {
+                "MUCK_SETTINGS": bench_settings,
+                "SECRET_KEY": "bench",
+                "MUCK_LIVE_REBUILD_S": 0,
+                "MUCK_LIVE_REFRESH_S": 0,
+            }
         )
         cold_client = cold.test_client()
         cold_client.get("/api/v1/trucks/live", headers=headers)  # warm the pool
@@ -130,6 +139,24 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
         empty = _time(client, f"/api/v1/trucks/live?since={after}", headers, repeat)
         lines.append(_fmt("delta (nothing changed; overlap)", *empty))
         lines.append(f"cache rebuilds: {app.extensions['muck_live_cache'].rebuilds}")
+        # The paths full snapshots took before the cache (still used for deltas), called
+        # directly under the same load, for comparison (no HTTP, no authentication).
+        from web.live import live_trucks, live_trucks_json
+
+        for name, call in (
+            ("before: SQL-built JSON (wgs84)", lambda: live_trucks_json(conn, None, overlap_s=5)),
+            (
+                "before: rows + numpy (gcj02)",
+                lambda: _ENCODER.encode(live_trucks(conn, None, overlap_s=5, crs="gcj02")),
+            ),
+        ):
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                body = call()
+                times.append((time.perf_counter() - t0) * 1000)
+            lines.append(_fmt(name, times, len(body), trucks))
+        app.extensions["muck_live_refresher"].set()  # stop the background refresher
         app.extensions["muck_pool"].close()
         conn.close()
     finally:

@@ -313,6 +313,46 @@ class LiveCache:
         cur.execute(_CACHE_DELTA, {"since": self._top - dt.timedelta(seconds=overlap_s)})
         self._apply(cur.fetchall())
 
+    def refresh(self, conn, *, overlap_s: float) -> None:
+        """Apply what changed since the last refresh (the background refresher's step)."""
+        with self._lock:
+            try:
+                with conn.cursor() as cur:
+                    self._refresh(cur, overlap_s)
+            finally:
+                conn.rollback()
+
+    def start_refresher(self, database_url: str, *, every_s: float, overlap_s: float):
+        """Keep the cache current from a daemon thread (its own connection), so that a full
+        request finds at most `every_s` of changes to apply: without it, a snapshot asked
+        for after a quiet minute would apply a delta of every truck, as slow as the full
+        query. Errors are logged and retried on the next tick."""
+        import logging
+
+        from core.db import connect
+
+        log = logging.getLogger(__name__)
+        stop = threading.Event()
+
+        def run() -> None:
+            conn = None
+            while not stop.wait(every_s):
+                try:
+                    if conn is None or conn.closed:
+                        conn = connect(database_url, application_name="muck-web-live")
+                    self.refresh(conn, overlap_s=overlap_s)
+                except Exception:
+                    log.exception("live map cache refresh failed; retrying")
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+            if conn is not None:
+                conn.close()
+
+        thread = threading.Thread(target=run, name="live-cache", daemon=True)
+        thread.start()
+        return stop
+
     def _display_coords(self, crs: str) -> tuple[list, list]:
         """Converted lon/lat lists for `crs`, converting only the trucks that moved."""
         n = len(self._updated)
