@@ -143,7 +143,7 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
         # directly under the same load, for comparison (no HTTP, no authentication).
         from web.live import live_trucks, live_trucks_json
 
-        for name, call in (
+        for label, call in (
             ("before: SQL-built JSON (wgs84)", lambda: live_trucks_json(conn, None, overlap_s=5)),
             (
                 "before: rows + numpy (gcj02)",
@@ -155,7 +155,7 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
                 t0 = time.perf_counter()
                 body = call()
                 times.append((time.perf_counter() - t0) * 1000)
-            lines.append(_fmt(name, times, len(body), trucks))
+            lines.append(_fmt(label, times, len(body), trucks))
         app.extensions["muck_live_refresher"].set()  # stop the background refresher
         app.extensions["muck_pool"].close()
         conn.close()
