@@ -238,12 +238,19 @@ class LeanSubscriber:
     def _read_loop(self, sock: socket.socket) -> None:
         buffer = b""
         ping_every = max(1.0, self.keepalive / 2)
-        last_heard = time.monotonic()
+        last_heard = last_ping = time.monotonic()
         while not self._stop.is_set():
             readable, _, _ = select.select([sock], [], [], 0.5)
             now = time.monotonic()
-            if now - self._last_send >= ping_every:
+            # Ping when we have sent nothing (the broker's keep-alive), and also when we have
+            # heard nothing: a collector working off a backlog sends acknowledgements all the
+            # time while the broker, its in-flight window full, sends nothing back; without a
+            # ping it would take the silence for a dead link, reconnect, and have the broker
+            # redeliver everything unacknowledged.
+            quiet = now - last_heard >= ping_every and now - last_ping >= ping_every
+            if now - self._last_send >= ping_every or quiet:
                 self._send(b"\xc0\x00")  # PINGREQ
+                last_ping = now
             if not readable:
                 if now - last_heard > self.keepalive * 1.5:
                     raise MqttConnectionError("no traffic from the broker within keep-alive")
