@@ -435,6 +435,12 @@ def match_new_sightings(
 # ------------------------------------------------------------ unregistered terminals
 
 
+_DEVICE_CURSOR = "unregistered_devices"
+# Batches commit a few seconds after their received_at, much later after a database outage
+# (the hourly full pass catches those).
+_INCREMENTAL_OVERLAP = dt.timedelta(minutes=10)
+
+
 def scan_unregistered_devices(
     conn,
     settings: Any,
@@ -442,6 +448,7 @@ def scan_unregistered_devices(
     *,
     now: float | dt.datetime | None = None,
     zones: Any = None,
+    incremental: bool = False,
 ) -> DeviceScanReport:
     """Summarise telemetry stored with truck_id NULL per device and local day, and list each
     such device as a black truck.
@@ -450,6 +457,11 @@ def scan_unregistered_devices(
     recomputed whole, so late re-uploads within the look-back are counted and repeated runs
     change nothing. `zones` is a loaded `geofence.catalog.ZoneCatalog` (one is loaded when
     omitted) used to name the sites and disposal sites the device's fixes were in.
+
+    `incremental` (the collector's minute job) recomputes only the devices with fixes received
+    since the previous pass, less `_INCREMENTAL_OVERLAP` for batches that committed late;
+    without it (the first pass, hourly, `muck black-trucks scan`) every device is recomputed,
+    which also drops device-days whose fixes are gone.
     """
     config = MatchConfig.from_settings(settings)
     tz = ZoneInfo(settings.city["timezone"])
@@ -461,13 +473,36 @@ def scan_unregistered_devices(
     report = DeviceScanReport()
     with transaction(conn) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DEVICE_LOCK,))
+        cur.execute("SELECT now()")
+        read_at = cur.fetchone()[0]
+        only: list[str] | None = None
+        if incremental:
+            cur.execute("SELECT last_id FROM compliance_cursors WHERE name = %s", (_DEVICE_CURSOR,))
+            row = cur.fetchone()
+            if row is not None:
+                cur.execute(
+                    """SELECT DISTINCT device_id FROM positions
+                       WHERE truck_id IS NULL AND fix_time >= %s
+                         AND received_at > to_timestamp(%s / 1000.0) - %s""",
+                    (start, row[0], _INCREMENTAL_OVERLAP),
+                )
+                only = [r[0] for r in cur.fetchall()]
+        if only == []:
+            rows = []
+        else:
+            cur.execute(
+                """SELECT device_id, fix_time, lon, lat FROM positions
+                   WHERE truck_id IS NULL AND fix_time >= %s
+                     AND (%s::text[] IS NULL OR device_id = ANY(%s::text[]))
+                   ORDER BY device_id, fix_time""",
+                (start, only, only),
+            )
+            rows = cur.fetchall()
         cur.execute(
-            """SELECT device_id, fix_time, lon, lat FROM positions
-               WHERE truck_id IS NULL AND fix_time >= %s
-               ORDER BY device_id, fix_time""",
-            (start,),
+            """INSERT INTO compliance_cursors (name, last_id) VALUES (%s, %s)
+               ON CONFLICT (name) DO UPDATE SET last_id = EXCLUDED.last_id""",
+            (_DEVICE_CURSOR, int(read_at.timestamp() * 1000)),
         )
-        rows = cur.fetchall()
     report.fixes = len(rows)
     days = _device_days(rows, tz, zones, settings, conn)
     report.devices = len({d[0] for d in days})
@@ -475,10 +510,11 @@ def scan_unregistered_devices(
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DEVICE_LOCK,))
         cur.execute(
             """DELETE FROM unregistered_device_days d WHERE d.day >= %s
+                 AND (%s::text[] IS NULL OR d.device_id = ANY(%s::text[]))
                  AND (d.device_id, d.day) NOT IN
                      (SELECT * FROM unnest(%s::text[], %s::date[]))
                RETURNING d.device_id""",
-            (first_day, [d[0] for d in days], [d[1] for d in days]),
+            (first_day, only, only, [d[0] for d in days], [d[1] for d in days]),
         )
         deleted = [row[0] for row in cur.fetchall()]
         report.days_changed = len(deleted)
@@ -708,11 +744,20 @@ def handle_black_truck(conn, key: str, *, note: str, actor: str, kind: str = "pl
 
 
 def scan(
-    conn, settings: Any, *, now: float | dt.datetime | None = None
+    conn,
+    settings: Any,
+    *,
+    now: float | dt.datetime | None = None,
+    zones: Any = None,
+    incremental: bool = False,
 ) -> tuple[MatchReport, DeviceScanReport]:
-    """Both detections once: sightings, then unregistered terminals (`muck black-trucks scan`)."""
+    """Both detections once: sightings, then unregistered terminals (`muck black-trucks scan`).
+    `zones`: a loaded ZoneCatalog to reuse (building one is expensive); `incremental`: see
+    `scan_unregistered_devices`."""
     started = time.perf_counter()
     match = match_new_sightings(conn, settings, now=now)
-    devices = scan_unregistered_devices(conn, settings, now=now)
+    devices = scan_unregistered_devices(
+        conn, settings, now=now, zones=zones, incremental=incremental
+    )
     log.debug("black-truck scan took %.2f s", time.perf_counter() - started)
     return match, devices

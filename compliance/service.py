@@ -26,6 +26,10 @@ from core.db import connect_settings
 
 log = logging.getLogger(__name__)
 
+# How often the black-truck scan recomputes every unregistered device, not only the ones
+# with new fixes (catches late commits and device-days whose fixes are gone).
+_FULL_DEVICE_SCAN_S = 3600.0
+
 
 class RulesService:
     def __init__(self, settings: Any) -> None:
@@ -33,6 +37,7 @@ class RulesService:
         self.engine = ComplianceEngine(settings)
         self._conn = None
         self._scheduler: BackgroundScheduler | None = None
+        self._last_full_device_scan = float("-inf")
 
     @property
     def hooks(self) -> list:
@@ -90,10 +95,18 @@ class RulesService:
             self._job,
             "interval",
             seconds=60,
-            args=("black-truck scan", lambda conn: scan_black_trucks(conn, self.settings)),
+            args=("black-truck scan", self.scan_black_trucks),
         )
         scheduler.start()
         self._scheduler = scheduler
+
+    def scan_black_trucks(self, conn) -> None:
+        """Every minute: only devices with new unregistered fixes; hourly (and first) all of
+        them. Reuses the engine's zone index (building one takes seconds)."""
+        full = time.monotonic() - self._last_full_device_scan >= _FULL_DEVICE_SCAN_S
+        scan_black_trucks(conn, self.settings, zones=self.engine.zones, incremental=not full)
+        if full:
+            self._last_full_device_scan = time.monotonic()
 
     def capture_evidence(self, conn) -> None:
         while self.engine.writer.capture_due(conn) == 200:

@@ -350,3 +350,31 @@ def test_low_confidence_read_of_a_listed_plate_is_shown_but_not_alone(db, databa
     # the plate is now registered (no permit): a recheck reclassifies it
     match_new_sightings(db, settings, now=NOW, recheck=True)
     assert outcomes(db)[sid][0] == "no_valid_permit"
+
+
+def test_the_minute_scan_reads_only_devices_with_new_fixes(db, database_url, fleet):
+    """The collector's minute job recomputes only devices with fixes received since its last
+    pass; the full pass (first, hourly, CLI) recomputes all of them."""
+    settings = settings_for(database_url)
+    t0 = NOW - dt.timedelta(hours=3)
+    for i in range(3):
+        fix(db, "GHOST-1", None, t0 + dt.timedelta(minutes=i), SITE_LON, SITE_LAT)
+        fix(db, "GHOST-2", None, t0 + dt.timedelta(minutes=i), 114.30, 22.70)
+    first = scan_unregistered_devices(db, settings, now=NOW, incremental=True)
+    assert first.fixes == 6 and first.devices == 2  # no cursor yet: a full pass
+    # A new fix of GHOST-2 arrives now; GHOST-1's fixes vanish (only a full pass sees that).
+    with transaction(db) as cur:
+        cur.execute(
+            """INSERT INTO positions (device_id, fix_time, received_at, truck_id, lat, lon)
+               VALUES ('GHOST-2', %s, now(), NULL, 22.70, 114.30)""",
+            (t0 + dt.timedelta(minutes=5),),
+        )
+        cur.execute("DELETE FROM positions WHERE device_id = 'GHOST-1'")
+    minute = scan_unregistered_devices(db, settings, now=NOW, incremental=True)
+    assert minute.fixes == 4 and minute.devices == 1  # GHOST-2's rows only
+    assert get_black_truck(db, "GHOST-2", "device").sightings == 4
+    assert get_black_truck(db, "GHOST-1", "device") is not None
+    assert scan_unregistered_devices(db, settings, now=NOW, incremental=True).fixes == 4
+    full = scan_unregistered_devices(db, settings, now=NOW)
+    assert full.fixes == 4
+    assert get_black_truck(db, "GHOST-1", "device") is None  # gone with its fixes
