@@ -137,6 +137,22 @@ def test_restricted_hours(db, settings):
     assert run(db, settings, trace) == ["restricted_hours"]
 
 
+def test_restricted_hours_is_one_violation_across_stops(db, settings):
+    """Out of hours in stretches of ~2.5 min between stops at lights: still one transport,
+    one violation (each stretch alone is under the 5 min minimum)."""
+    import datetime as dt
+
+    now = dt.datetime.now().astimezone()
+    start = (now - dt.timedelta(hours=12)).strftime("%H:00")
+    end = (now - dt.timedelta(hours=10)).strftime("%H:00")
+    city = build_city(db, settings, hours=[{"start": start, "end": end}])
+    trace = Trace("T1", city.base_ms).dwell(180, **LOADED)
+    for x in (1500, 3000, 4500):
+        trace.drive(x, 0, 35, **LOADED).dwell(50, **LOADED)
+    trace.drive(4950, 0, 35, **LOADED)
+    assert run(db, settings, trace) == ["restricted_hours"]
+
+
 @pytest.mark.parametrize(
     ("gap_s", "expected"), [(600, ["going_dark"]), (120, [])], ids=["dark", "short-gap"]
 )

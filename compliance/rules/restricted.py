@@ -1,5 +1,9 @@
 """闯禁区 / 禁行时段: inside a restricted zone while its ban is in force; carrying loads
-outside the permit's operating hours."""
+outside the permit's operating hours.
+
+Carrying is loaded outside every site, moving or not: a stop at a light is part of the same
+transport (requiring movement split an out-of-hours trip at every stop, and stretches shorter
+than the minimum between stops raised nothing at all)."""
 
 from __future__ import annotations
 
@@ -27,5 +31,5 @@ class RestrictedHours(Rule):
     stream_names = ("loaded_outside_hours",)
 
     def streams(self, frame, carried: Carried) -> list[Stream]:
-        cond = frame.loaded & frame.moving & frame.has_permit & ~frame.operating
+        cond = frame.loaded & (frame.site < 0) & frame.has_permit & ~frame.operating
         return [Stream("loaded_outside_hours", cond, np.ones(len(frame)), self.min_duration_s)]
