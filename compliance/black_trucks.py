@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -138,12 +139,27 @@ def _now_dt(now: float | dt.datetime | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(float(now), dt.UTC)
 
 
+_PROJECTORS = threading.local()
+
+
+def _projector(city: Any) -> Projector:
+    """One Projector per city and thread: building one costs ~75 ms of pyproj set-up, which
+    was most of a minute's matching; pyproj transformers are not shared between threads."""
+    key = tuple(sorted((str(k), str(v)) for k, v in dict(city).items()))
+    cache = getattr(_PROJECTORS, "cache", None)
+    if cache is None:
+        cache = _PROJECTORS.cache = {}
+    if key not in cache:
+        cache[key] = Projector(city)
+    return cache[key]
+
+
 class _SiteDistances:
     """Metric distance from WGS-84 points to a zone named by code (0 inside; cached)."""
 
     def __init__(self, cur, settings: Any) -> None:
         self.cur = cur
-        self.projector = Projector(settings.city)
+        self.projector = _projector(settings.city)
         self.cache: dict[str, tuple[shapely.Geometry, float] | None] = {}
 
     def _zone(self, code: str) -> tuple[shapely.Geometry, float] | None:
