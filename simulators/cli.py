@@ -12,6 +12,23 @@ from core.cli import MuckContext, pass_ctx
 from simulators.loadtest_cli import loadtest  # noqa: F401 - registered by core.cli
 
 
+def _fleet_config(settings, rates: tuple[str, ...], **options):
+    """The fleet's configuration from the command line (`--rate KIND=P` and the rest); a bad
+    value is a usage error naming it."""
+    from simulators.fleet import FleetConfig
+
+    chosen = _parse_rates(rates)
+    try:
+        return FleetConfig(
+            rates=chosen,
+            topic_prefix=settings.mqtt["topic_prefix"],
+            timezone=settings.city["timezone"],
+            **options,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _parse_rates(rates: tuple[str, ...]) -> dict[str, float]:
     """`--rate KIND=P` options over the default misbehaviour rates."""
     from simulators.fleet import DEFAULT_RATES
@@ -112,26 +129,21 @@ def simulate(
     the ground truth written).
     """
     from simulators.city import city_from_settings, install_city
-    from simulators.fleet import Fleet, FleetConfig, fast_publisher, run_live
+    from simulators.fleet import Fleet, fast_publisher, run_live
     from simulators.groundtruth import write_truth
 
     settings = mctx.settings
     if trucks < 1:
         raise click.BadParameter("at least one truck", param_hint="--trucks")
-    chosen = _parse_rates(rates)
-    try:
-        config = FleetConfig(
-            interval_s=interval,
-            noise_m=noise_m,
-            drop_pct=drop_pct,
-            duplicate_pct=duplicate_pct,
-            coverage_gap_pct=gap_pct,
-            rates=chosen,
-            topic_prefix=settings.mqtt["topic_prefix"],
-            timezone=settings.city["timezone"],
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = _fleet_config(
+        settings,
+        rates,
+        interval_s=interval,
+        noise_m=noise_m,
+        drop_pct=drop_pct,
+        duplicate_pct=duplicate_pct,
+        coverage_gap_pct=gap_pct,
+    )
     city = city_from_settings(settings, seed, trucks)
     click.echo(city.describe())
     if not no_install:
@@ -308,7 +320,6 @@ def accuracy(
         scratch_database,
     )
     from simulators.city import city_from_settings
-    from simulators.fleet import FleetConfig
 
     settings = mctx.settings
     if trucks < 1:
@@ -317,19 +328,14 @@ def accuracy(
         raise click.BadParameter("must be positive", param_hint="--hours")
     if not settings.database_url:
         raise click.UsageError("MUCK_DATABASE_URL is not set")
-    chosen = _parse_rates(rates)
-    try:
-        config = FleetConfig(
-            interval_s=interval,
-            noise_m=noise_m,
-            drop_pct=drop_pct,
-            duplicate_pct=duplicate_pct,
-            rates=chosen,
-            topic_prefix=settings.mqtt["topic_prefix"],
-            timezone=settings.city["timezone"],
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = _fleet_config(
+        settings,
+        rates,
+        interval_s=interval,
+        noise_m=noise_m,
+        drop_pct=drop_pct,
+        duplicate_pct=duplicate_pct,
+    )
     start_ms = None
     if start_at:
         try:
