@@ -12,6 +12,31 @@ from core.cli import MuckContext, pass_ctx
 from simulators.loadtest_cli import loadtest  # noqa: F401 - registered by core.cli
 
 
+def _transmission_options(*, drop_pct: float, duplicate_pct: float):
+    """--noise-m, --drop-pct and --duplicate-pct, with the command's own defaults."""
+
+    def decorate(command):
+        command = click.option(
+            "--duplicate-pct",
+            type=float,
+            default=duplicate_pct,
+            show_default=True,
+            help="Messages delivered twice (%).",
+        )(command)
+        command = click.option(
+            "--drop-pct", type=float, default=drop_pct, show_default=True, help="Messages lost (%)."
+        )(command)
+        return click.option(
+            "--noise-m",
+            type=float,
+            default=10.0,
+            show_default=True,
+            help="GPS noise, σ per axis (m).",
+        )(command)
+
+    return decorate
+
+
 def _fleet_config(settings, rates: tuple[str, ...], **options):
     """The fleet's configuration from the command line (`--rate KIND=P` and the rest); a bad
     value is a usage error naming it."""
@@ -70,17 +95,7 @@ def _parse_rates(rates: tuple[str, ...]) -> dict[str, float]:
     help="Simulated seconds to run (0: until Ctrl-C). With --speedup > 1 the run starts this "
     "long before now (one hour when 0).",
 )
-@click.option(
-    "--noise-m", type=float, default=10.0, show_default=True, help="GPS noise, σ per axis (m)."
-)
-@click.option("--drop-pct", type=float, default=0.5, show_default=True, help="Messages lost (%).")
-@click.option(
-    "--duplicate-pct",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Messages delivered twice (%).",
-)
+@_transmission_options(drop_pct=0.5, duplicate_pct=0.5)
 @click.option(
     "--gap-pct",
     type=float,
@@ -234,17 +249,7 @@ def simulate(
     metavar="KIND=P",
     help="Probability per loaded trip of injected misbehaviour (repeatable; as for simulate).",
 )
-@click.option(
-    "--noise-m", type=float, default=10.0, show_default=True, help="GPS noise, σ per axis (m)."
-)
-@click.option("--drop-pct", type=float, default=2.0, show_default=True, help="Messages lost (%).")
-@click.option(
-    "--duplicate-pct",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Messages delivered twice (%).",
-)
+@_transmission_options(drop_pct=2.0, duplicate_pct=1.0)
 @click.option(
     "--transport",
     type=click.Choice(["auto", "broker", "inprocess"]),
