@@ -55,12 +55,14 @@ ORDER BY s.device_id, s.fix_ms, s.row_no
 """
 
 # Staged rows whose (device, fix time) was already stored with different content. A staged
-# row identical to the stored one is a plain redelivery.
+# row identical to the stored one is a plain redelivery. Only the rows the insert skipped are
+# looked up: joining the whole batch against positions cost more than the insert itself.
 _CONFLICTS = """
 SELECT s.row_no FROM positions_staging s
 JOIN positions p ON p.device_id = s.device_id
  AND p.fix_time = timestamptz 'epoch' + s.fix_ms * interval '1 millisecond'
-WHERE (p.lat, p.lon, p.speed_kmh, p.heading, p.lid, p.lift, p.load, p.acc)
+WHERE s.row_no = ANY(%s)
+  AND (p.lat, p.lon, p.speed_kmh, p.heading, p.lid, p.lift, p.load, p.acc)
       IS DISTINCT FROM
       (s.lat, s.lon, s.speed_kmh, s.heading, s.lid, s.lift, s.load, s.acc)
 """
@@ -218,7 +220,8 @@ class BatchWriter:
                     result.stored = len(inserted)
                     if result.stored < len(batch.fixes):
                         result.duplicates = len(batch.fixes) - result.stored
-                        cur.execute(_CONFLICTS)
+                        skipped = sorted(set(range(len(batch.fixes))) - set(inserted))
+                        cur.execute(_CONFLICTS, (skipped,))
                         for (row_no,) in cur.fetchall():
                             fix = batch.fixes[row_no]
                             result.conflicts.append(
