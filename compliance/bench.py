@@ -1,18 +1,32 @@
 """`muck bench rules`: what the compliance rules add to the cost of ingesting a batch.
 
-In a scratch database next to MUCK_DATABASE_URL's (dropped afterwards): the geofence
-benchmark's synthetic city (polygons of 50-500 vertices plus route corridors of 1,000
-vertices), registered trucks with permits tying them to sites, disposal sites and routes, and
-batches of 1,000 fixes (one per truck, trucks moving, half of them loaded) written through the
-real ingestion path (validation, COPY, truck_state) — once without the rules and once with
-them. MQTT is left out: it costs the same either way and is measured by `muck bench ingest`.
+Two workloads, each through the real ingestion path (validation, COPY, truck_state) in
+batches of `ingest.batch_size`, once without the rules and once with them, in scratch
+databases next to MUCK_DATABASE_URL's (dropped afterwards). MQTT is left out: it costs the
+same either way and is measured by `muck bench ingest`.
+
+* `random` (the stress case): the geofence benchmark's synthetic city (polygons of 50-500
+  vertices plus route corridors of 1,000 vertices), registered trucks with permits tying
+  them to sites, disposal sites and routes, one fix per truck per round, trucks driving
+  straight across the city, half of them loaded — so every loaded truck is off its route
+  and about one fix in ten opens or closes a violation.
+* `city` (the realistic case): the simulator's city and fleet (`simulators/`), trucks
+  loading at sites, driving approved routes, unloading at disposal sites, with the
+  simulator's default misbehaviour rates, GPS noise, dropped, duplicated and re-uploaded
+  messages. The same messages go through both paths (two scratch databases).
+
+Besides wall time the benchmark reports CPU: this process's and the PostgreSQL backend's,
+read from /proc, which a machine busy with other work inflates less than wall time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 import numpy as np
@@ -115,8 +129,38 @@ def _batches(devices: list[str], rounds: int, start_ms: int, center: tuple[float
     return out
 
 
-def _feed(conn, ingestor: Ingestor, writer, batches, batch_size: int) -> tuple[float, int]:
+@dataclass
+class Cost:
+    fixes: int
+    wall_s: float
+    client_s: float  # CPU of this process
+    backend_s: float  # CPU of the PostgreSQL backend serving the connection
+
+    def us(self, seconds: float) -> float:
+        return seconds / max(self.fixes, 1) * 1e6
+
+    def line(self, label: str) -> str:
+        cpu = self.client_s + self.backend_s
+        return (
+            f"{label}: {self.fixes} fixes, {self.us(self.wall_s):.1f} µs/fix wall "
+            f"({self.fixes / self.wall_s:,.0f} fixes/s); CPU {self.us(cpu):.1f} µs/fix "
+            f"(client {self.us(self.client_s):.1f}, PostgreSQL {self.us(self.backend_s):.1f})"
+        )
+
+
+def _backend_cpu_s(conn) -> float:
+    """CPU seconds used so far by the PostgreSQL backend of `conn` (0 when not local)."""
+    try:
+        with open(f"/proc/{conn.get_backend_pid()}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _feed(conn, ingestor: Ingestor, writer, batches, batch_size: int) -> Cost:
     fixes = 0
+    backend0, client0 = _backend_cpu_s(conn), time.process_time()
     started = time.perf_counter()
     for round_ in batches:
         for i in range(0, len(round_), batch_size):
@@ -125,12 +169,46 @@ def _feed(conn, ingestor: Ingestor, writer, batches, batch_size: int) -> tuple[f
                 batch = ingestor.build(part, cur)
             writer.write(batch)
             fixes += len(batch.inserted)
-    return time.perf_counter() - started, fixes
+    wall = time.perf_counter() - started
+    return Cost(fixes, wall, time.process_time() - client0, _backend_cpu_s(conn) - backend0)
+
+
+def _violations(conn) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT kind, count(*) FROM violations GROUP BY 1 ORDER BY 1")
+        return ", ".join(f"{k} {n}" for k, n in cur.fetchall()) or "none"
+
+
+def _report(head: str, plain: Cost, ruled: Cost, found: str) -> str:
+    plain_cpu = plain.us(plain.client_s + plain.backend_s)
+    rules_cpu = ruled.us(ruled.client_s + ruled.backend_s)
+    return "\n".join(
+        [
+            head,
+            plain.line("ingest without rules"),
+            ruled.line("ingest with rules   "),
+            f"rules add {ruled.us(ruled.wall_s) - plain.us(plain.wall_s):.1f} µs/fix wall "
+            f"({(ruled.wall_s / ruled.fixes) / (plain.wall_s / plain.fixes) * 100 - 100:.0f}%), "
+            f"{rules_cpu - plain_cpu:.1f} µs/fix CPU ({(rules_cpu / plain_cpu - 1) * 100:.0f}%) "
+            "of the in-process ingestion cost",
+            f"violations raised: {found}",
+        ]
+    )
 
 
 def run_rules_bench(
-    settings: Settings, *, trucks: int, rounds: int, polygons: int, routes: int
+    settings: Settings,
+    *,
+    trucks: int,
+    rounds: int,
+    polygons: int,
+    routes: int,
+    workload: str = "random",
+    minutes: float = 10.0,
+    seed: int = 1,
 ) -> str:
+    if workload == "city":
+        return _city_bench(settings, trucks=trucks, minutes=minutes, seed=seed)
     name, url = _scratch(settings.database_url)
     try:
         conn = connect(url)
@@ -145,7 +223,7 @@ def run_rules_bench(
         base = (int(time.time()) - 3 * 3600) * 1000
         batch_size = int(settings.ingest["batch_size"])
         plain = Ingestor(settings)
-        plain_s, plain_n = _feed(
+        plain_cost = _feed(
             conn,
             plain,
             plain.make_writer(conn),
@@ -155,27 +233,67 @@ def run_rules_bench(
         ruled = Ingestor(settings)
         writer = ruled.make_writer(conn, after_store=[engine.after_store])
         later = base + rounds * 10_000 + 60_000
-        rules_s, rules_n = _feed(
+        rules_cost = _feed(
             conn, ruled, writer, _batches(devices, rounds, later, center), batch_size
         )
-        with conn.cursor() as cur:
-            cur.execute("SELECT kind, count(*) FROM violations GROUP BY 1 ORDER BY 1")
-            found = ", ".join(f"{k} {n}" for k, n in cur.fetchall()) or "none"
+        found = _violations(conn)
         conn.close()
     finally:
         _drop(settings.database_url, name)
-    plain_us = plain_s / plain_n * 1e6
-    rules_us = rules_s / rules_n * 1e6
-    return "\n".join(
-        [
-            f"city: {len(engine.zones.index)} zones, {trucks} trucks, {len(engine.permits)} permits "
-            f"(set-up {setup_s:.1f} s); batches of {batch_size} fixes",
-            f"ingest without rules: {plain_n} fixes in {plain_s:.2f} s = {plain_us:.1f} µs/fix "
-            f"({plain_n / plain_s:,.0f} fixes/s)",
-            f"ingest with rules:    {rules_n} fixes in {rules_s:.2f} s = {rules_us:.1f} µs/fix "
-            f"({rules_n / rules_s:,.0f} fixes/s)",
-            f"rules add {rules_us - plain_us:.1f} µs/fix = {(rules_us / plain_us - 1) * 100:.0f}% of "
-            "the database-side ingestion cost",
-            f"violations raised: {found}",
-        ]
+    head = (
+        f"workload random: {len(engine.zones.index)} zones, {trucks} trucks, "
+        f"{len(engine.permits)} permits (set-up {setup_s:.1f} s); batches of {batch_size} fixes"
     )
+    return _report(head, plain_cost, rules_cost, found)
+
+
+def _city_messages(settings: Settings, city, *, minutes: float, warm_s: int):
+    """The fleet's messages: the first `warm_s` simulated seconds (to warm up the caches and
+    rule state, not timed) and the next `minutes`, as lists of Incoming."""
+    from simulators.fleet import Fleet, FleetConfig
+
+    duration_s = warm_s + int(minutes * 60)
+    start_ms = int(time.time() * 1000) - duration_s * 1000 - 120_000
+    fleet = Fleet(city, FleetConfig(timezone=settings.city["timezone"]), start_ms=start_ms)
+    warm = [Incoming(t, p) for t, p in fleet.advance(warm_s)]
+    timed = [Incoming(t, p) for t, p in fleet.advance(duration_s)]
+    return warm, timed
+
+
+def _city_bench(settings: Settings, *, trucks: int, minutes: float, seed: int) -> str:
+    from simulators.city import city_from_settings, install_city
+
+    city = city_from_settings(settings, seed, trucks)
+    warm, timed = _city_messages(settings, city, minutes=minutes, warm_s=120)
+    batch_size = int(settings.ingest["batch_size"])
+
+    def measure(with_rules: bool) -> tuple[Cost, str]:
+        name, url = _scratch(settings.database_url)
+        try:
+            conn = connect(url)
+            migrate(conn, settings)
+            maintain(conn, settings)
+            install_city(conn, settings, city)
+            conn.commit()
+            hooks: Sequence = ()
+            if with_rules:
+                engine = ComplianceEngine(settings)
+                engine.load(conn)
+                hooks = [engine.after_store]
+            ingestor = Ingestor(settings)
+            writer = ingestor.make_writer(conn, after_store=list(hooks))
+            _feed(conn, ingestor, writer, [warm], batch_size)
+            cost = _feed(conn, ingestor, writer, [timed], batch_size)
+            found = _violations(conn)
+            conn.close()
+        finally:
+            _drop(settings.database_url, name)
+        return cost, found
+
+    plain_cost, _ = measure(False)
+    rules_cost, found = measure(True)
+    head = (
+        f"workload city: seed {seed}, {trucks} trucks, {minutes:g} simulated minutes timed "
+        f"after 2 of warm-up, {len(timed):,} messages; batches of {batch_size}"
+    )
+    return _report(head, plain_cost, rules_cost, found)

@@ -503,15 +503,42 @@ for _action, _help in (
     show_default=True,
     help="Synthetic route corridors of 1,000 vertices.",
 )
+@click.option(
+    "--workload",
+    type=click.Choice(["random", "city"]),
+    default="random",
+    show_default=True,
+    help="random: trucks driving straight across a synthetic city, half of them loaded and "
+    "off their route (the stress case); city: the simulator's fleet with its default "
+    "misbehaviour rates (the realistic case).",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="city workload: simulated minutes timed (after 2 minutes of warm-up).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="city workload: seed.")
 @pass_ctx
-def bench_rules(mctx, trucks, rounds, polygons, routes) -> None:
-    """What the compliance rules add to ingesting a batch (scratch database, dropped after)."""
+def bench_rules(mctx, trucks, rounds, polygons, routes, workload, minutes, seed) -> None:
+    """What the compliance rules add to ingesting a batch (scratch databases, dropped after).
+
+    Reports wall time and CPU (this process plus its PostgreSQL backend) per fix, without
+    and with the rules."""
     from compliance.bench import run_rules_bench
 
     if not mctx.settings.database_url:
         raise click.ClickException("MUCK_DATABASE_URL is not set")
     click.echo(
         run_rules_bench(
-            mctx.settings, trucks=trucks, rounds=rounds, polygons=polygons, routes=routes
+            mctx.settings,
+            trucks=trucks,
+            rounds=rounds,
+            polygons=polygons,
+            routes=routes,
+            workload=workload,
+            minutes=minutes,
+            seed=seed,
         )
     )

@@ -36,8 +36,8 @@ from compliance.rules.restricted import RestrictedHours, RestrictedZone
 from compliance.rules.route import RouteDeviation
 from compliance.rules.speeding import Speeding
 from compliance.rules.unsealed import UnsealedTransport
-from compliance.runs import RunCarry, detect_runs
-from compliance.trips import TripRow, advance, decode_carry, encode_carry, write_trips
+from compliance.runs import RunCarry, StreamInput, detect_streams
+from compliance.trips import TripRow, advance, decode_carry, encode_carries, write_trips
 from compliance.violations import EpisodeRow, ViolationWriter
 from core.config import Settings
 from geofence.catalog import ZoneCatalog
@@ -61,6 +61,7 @@ _STATE_VERSION = 2
 # JSON has no infinity: "never" and "no value yet" are stored as this and read back as -inf.
 _NEVER = -1e300
 _NEW_TRUCK_LOCK = 0x7275  # advisory-lock namespace for trucks without a truck_state row
+_DECODED_CACHE = 200_000  # distinct rule-state texts kept decoded (about 1 KB each)
 
 
 class TruckState(msgspec.Struct, omit_defaults=True):
@@ -123,6 +124,8 @@ class ComplianceEngine:
         layout = ",".join(f"{r.kind}.{name}" for r, name in self.streams)
         self.layout = hashlib.sha1(layout.encode()).hexdigest()[:10]
         self.writer = ViolationWriter(settings)
+        self._fresh_part = _row_part(self._fresh())
+        self._decoded: dict[str, TruckState] = {}
 
     # -- catalogues ------------------------------------------------------------------------
     def refresh(self, conn) -> None:
@@ -148,6 +151,20 @@ class ComplianceEngine:
                 log.info("rule pipeline changed; truck rule state restarts")
             return self._fresh()
         return state
+
+    def _stored_part(self, raw: str | None) -> TruckState:
+        """The row part of a stored rule state, decoded once per distinct text: most trucks'
+        row part does not change from one batch to the next (it holds only open runs, the
+        corridor state and the trip), so the text read back is the text read last time.
+        The returned object is shared: callers copy it before changing it."""
+        if not raw:
+            return self._fresh_part
+        part = self._decoded.get(raw)
+        if part is None:
+            if len(self._decoded) >= _DECODED_CACHE:
+                self._decoded.clear()
+            part = self._decoded[raw] = _row_part(self._parse(raw))
+        return part
 
     def _carries(self, states: list[TruckState]) -> tuple[Carried, list[RunCarry]]:
         m = len(states)
@@ -182,25 +199,30 @@ class ComplianceEngine:
         trucks = [int(t) for t in frame.trucks]
         before = [states.get(t) or self._fresh() for t in trucks]
         carried, carries = self._carries(before)
-        episodes: list[EpisodeRow] = []
-        new_runs = []
-        k = 0
+        # Every rule's condition streams first, then one detector pass over all of them.
+        per_rule = []
+        inputs: list[StreamInput] = []
         for rule in self.rules:
-            for stream in rule.streams(frame, carried):
-                found, carry = detect_runs(
-                    frame.slot,
-                    frame.t,
-                    stream.cond,
-                    stream.value,
-                    carries[k],
-                    min_duration_s=stream.min_duration_s,
-                    max_gap_s=self.max_gap_s,
-                    qualify_value=stream.qualify_value,
+            streams = rule.streams(frame, carried)
+            for stream in streams:
+                inputs.append(
+                    StreamInput(
+                        stream.cond,
+                        stream.value,
+                        carries[len(inputs)],
+                        stream.min_duration_s,
+                        stream.qualify_value,
+                    )
                 )
-                new_runs.append(carry)
-                episodes.extend(self._rows(rule, stream.name, frame, found))
+            per_rule.append((rule, streams, rule.point_episodes(frame, carried)))
+        detected = detect_streams(frame.slot, frame.t, inputs, max_gap_s=self.max_gap_s)
+        new_runs = [carry for _, carry in detected]
+        episodes: list[EpisodeRow] = []
+        k = 0
+        for rule, streams, points in per_rule:
+            for stream in streams:
+                episodes.extend(self._rows(rule, stream.name, frame, detected[k][0]))
                 k += 1
-            points = rule.point_episodes(frame, carried)
             if points is not None and points.fix.size:
                 episodes.extend(self._point_rows(rule, frame, points))
         new_last = self._last(frame, carried)
@@ -218,14 +240,16 @@ class ComplianceEngine:
                     float(carry.fired[slot]),
                 ]
         lasts = np.where(np.isfinite(new_last), new_last, _NEVER).tolist()
+        trip_lists = encode_carries(trip_carry)
+        layout = self.layout
         for slot, truck in enumerate(trucks):
             out[truck] = TruckState(
-                layout=self.layout,
+                layout=layout,
                 cp=lasts[slot][0],
                 last=lasts[slot],
                 runs=open_runs[slot],
                 snap=before[slot].snap,
-                trip=encode_carry(trip_carry, slot),
+                trip=trip_lists[slot],
             )
         return Outcome(episodes, out, trips)
 
@@ -355,15 +379,26 @@ class ComplianceEngine:
             rows += cur.fetchall()
         states: dict[int, TruckState] = {}
         stored: dict[int, TruckState] = {}
+        replace = msgspec.structs.replace
+        moving_kmh = self.moving_kmh
         for truck, raw, fix_t, load, speed, acc in rows:
-            state = self._parse(raw)
-            stored[truck] = _row_part(state)
+            part = stored[truck] = self._stored_part(raw)
             loaded = load in ("half", "full")
-            operating = loaded or (speed or 0.0) >= self.moving_kmh or acc is True
-            state.cp = fix_t
-            state.last = [fix_t, float(loaded), float(operating), float(state.on_route)]
-            states[truck] = state
-        cp = np.array([states[int(t)].cp if int(t) in states else _NEVER for t in cols.truck_id])
+            operating = loaded or (speed or 0.0) >= moving_kmh or acc is True
+            states[truck] = replace(
+                part,
+                cp=fix_t,
+                last=[fix_t, float(loaded), float(operating), float(part.on_route)],
+            )
+        known = np.array(sorted(states), np.int64)
+        checkpoints = np.array([states[t].cp for t in known.tolist()], np.float64)
+        at = np.minimum(np.searchsorted(known, cols.truck_id), max(known.size - 1, 0))
+        found = known.size > 0
+        cp = (
+            np.where(known[at] == cols.truck_id, checkpoints[at], _NEVER)
+            if found
+            else np.full(cols.t.size, _NEVER)
+        )
         late_trucks = set(np.unique(cols.truck_id[cols.t <= cp]).tolist())
         on_time = ~np.isin(cols.truck_id, list(late_trucks))
         if on_time.any():

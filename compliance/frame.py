@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compliance.permit_lookup import PermitColumn
 from compliance.permits import Permit, PermitCatalog
 from geofence.index import GeofenceIndex
 
@@ -71,7 +72,7 @@ class FixFrame:
     disposal_open: np.ndarray  # that disposal site is within its opening hours
     restricted: np.ndarray  # zone index of a restricted zone whose ban is in force, -1
     speed_limit: np.ndarray  # km/h applicable at the fix
-    permit: list[Permit | None]  # valid permit per fix
+    permit: Sequence[Permit | None]  # valid permit per fix
     has_permit: np.ndarray
     route_distance: np.ndarray  # m from the permit's nearest approved route; nan if none;
     # capped at the index's search radius (>= 2 x width): "at least this far" beyond it
@@ -114,49 +115,19 @@ def build_frame(
     zone_limit = cls.speed_limit_at()
     speed_limit = np.where(np.isfinite(zone_limit), zone_limit, default_speed_limit_kmh)
 
-    permit: list[Permit | None] = [None] * n
-    has_permit = np.zeros(n, bool)
-    route_distance = np.full(n, np.nan)
-    route_width = np.full(n, np.nan)
-    approved_disposal = np.zeros(n, bool)
-    origin_site = np.zeros(n, bool)
-    operating = np.ones(n, bool)
-    codes = index.codes
-    # The permit valid at each fix: plain dictionary and scalar work per fix (no arrays per
-    # call); operating hours looked up in each permit's minute-of-week bitmap.
-    by_truck = permits.by_truck
-    minute = permits.clock.minute_of_week(np.floor(cols.t).astype(np.int64)).tolist()
-    t_list = cols.t.tolist()
-    disposal_list, site_list = disposal.tolist(), site.tolist()
-    for i, truck in enumerate(cols.truck_id.tolist()):
-        candidates = by_truck.get(truck)
-        if not candidates:
-            continue
-        ti = t_list[i]
-        p = next((c for c in candidates if c.valid_at(ti)), None)
-        if p is None:
-            continue
-        permit[i] = p
-        has_permit[i] = True
-        if p._hours is not None:
-            operating[i] = p._hours[minute[i]]
-        if disposal_list[i] >= 0:
-            approved_disposal[i] = codes[disposal_list[i]] in p.disposal_sites
-        if site_list[i] >= 0:
-            origin_site[i] = codes[site_list[i]] == p.origin_site
+    # The permit valid at each fix and what it approves there: a few array passes for the
+    # whole batch (compliance.permit_lookup).
+    found = permits.lookup.at_fixes(
+        cols.truck_id, cols.t, index=index, site=site, disposal=disposal
+    )
+    has_permit = found.position >= 0
     # Route distance: one vectorised call per route position (permits rarely have more
     # than one or two approved routes); the nearest approved route counts.
-    max_routes = max((len(p.routes) for p in permit if p is not None), default=0)
+    route_distance = np.full(n, np.nan)
+    route_width = np.full(n, np.nan)
     route_index = np.full(n, -1, np.int64)
-    route_of: dict[int, list[int]] = {}
-    for p in permit:
-        if p is not None and p.id not in route_of:
-            route_of[p.id] = [index.zone_index(code) for code in p.routes]
-    for k in range(max_routes):
-        route_idx = np.array(
-            [route_of[p.id][k] if p is not None and k < len(p.routes) else -1 for p in permit],
-            np.int64,
-        )
+    for k in range(found.routes.shape[1]):
+        route_idx = found.routes[:, k]
         sel = route_idx >= 0
         if not sel.any():
             continue
@@ -182,14 +153,14 @@ def build_frame(
         disposal_open=disposal_open,
         restricted=restricted,
         speed_limit=speed_limit,
-        permit=permit,
+        permit=PermitColumn(permits.lookup.permits, found.position),
         has_permit=has_permit,
         route_distance=route_distance,
         route_width=route_width,
         route_index=route_index,
-        approved_disposal=approved_disposal,
-        origin_site=origin_site,
-        operating=operating,
+        approved_disposal=found.approved_disposal,
+        origin_site=found.origin_site,
+        operating=found.operating,
         codes=index.codes,
     )
 

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from psycopg2.extras import Json
 
+from compliance.permit_lookup import PermitLookup
 from core.db import consistent_snapshot, transaction
 from geofence.timewin import LocalClock, WindowError, normalise_windows, window_bitmap
 from registry.validation import normalise_plate, plate_problem
@@ -797,6 +798,7 @@ class PermitCatalog:
         self.permits: dict[int, Permit] = {}
         self.by_number: dict[str, Permit] = {}
         self.by_truck: dict[int, tuple[Permit, ...]] = {}
+        self.lookup = PermitLookup([], self.clock)
         self._last_poll = float("-inf")
 
     def __len__(self) -> int:
@@ -837,6 +839,7 @@ class PermitCatalog:
             for truck_id in permit.truck_ids:
                 by_truck.setdefault(truck_id, []).append(permit)
         self.permits = permits
+        self.lookup = PermitLookup(list(permits.values()), self.clock)
         self.by_number = {p.number: p for p in permits.values()}
         self.by_truck = {
             tid: tuple(sorted(ps, key=lambda p: (p.valid_from, p.id), reverse=True))

@@ -14,7 +14,6 @@ Python; everything per fix is vectorised.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,14 +143,15 @@ def write_trips(cur, trips: list[TripRow], moving_kmh: float) -> None:
     )
 
 
-def encode_carry(carry: TripCarry, s: int) -> list:
-    loaded_at = carry.loaded_at[s]
-    if math.isnan(loaded_at) and carry.last_site[s] is None:
-        return []
+def encode_carries(carry: TripCarry) -> list[list]:
+    """Each slot's carry as stored in the rule state: [] when there is nothing to remember
+    (not loaded and no site seen), else [loaded_at or None, origin, last site]."""
+    loaded_at = carry.loaded_at.tolist()
     return [
-        None if math.isnan(loaded_at) else float(loaded_at),
-        carry.origin[s],
-        carry.last_site[s],
+        []
+        if last_site is None and loaded != loaded
+        else [None if loaded != loaded else loaded, origin, last_site]  # x != x: NaN
+        for loaded, origin, last_site in zip(loaded_at, carry.origin, carry.last_site, strict=True)
     ]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compliance.runs import RunCarry, detect_runs
+from compliance.runs import RunCarry, StreamInput, detect_runs, detect_streams
 
 MIN_DURATION = 60.0
 MAX_GAP = 120.0
@@ -122,3 +122,59 @@ def test_short_runs_never_qualify():
         max_gap_s=120,
     )
     assert len(found) == 0
+
+
+def _same_carry(a: RunCarry, b: RunCarry) -> None:
+    for field in RunCarry.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 30).map(lambda k: k * 20.0)),
+        min_size=0,
+        max_size=40,
+        unique=True,
+    ),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 60), max_size=4),
+)
+def test_stacked_streams_equal_separate_passes(fixes, seed, cuts):
+    """detect_streams over three streams with different thresholds gives, batch after batch,
+    exactly the episodes and carries of three detect_runs calls."""
+    rng = np.random.default_rng(seed)
+    fixes = sorted(fixes, key=lambda f: (f[1], f[0]))
+    m = 4
+    specs = [(60.0, np.inf), (0.0, np.inf), (200.0, 50.0)]  # (min duration, qualify value)
+    conds = [rng.random(len(fixes)) < 0.6 for _ in specs]
+    values = [rng.uniform(0, 100, len(fixes)).round(1) for _ in specs]
+    separate = [RunCarry.empty(m) for _ in specs]
+    stacked = [RunCarry.empty(m) for _ in specs]
+    bounds = [0, *sorted(c % (len(fixes) + 1) for c in cuts), len(fixes)]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        order = sorted(range(lo, hi), key=lambda i: (fixes[i][0], fixes[i][1]))
+        slot = np.array([fixes[i][0] for i in order], np.int64)
+        t = np.array([fixes[i][1] for i in order], float)
+        inputs = [
+            StreamInput(c[order], v[order], carry, min_d, q)
+            for c, v, carry, (min_d, q) in zip(conds, values, stacked, specs, strict=True)
+        ]
+        together = detect_streams(slot, t, inputs, max_gap_s=MAX_GAP)
+        for j, (min_d, q) in enumerate(specs):
+            alone, separate[j] = detect_runs(
+                slot,
+                t,
+                conds[j][order],
+                values[j][order],
+                separate[j],
+                min_duration_s=min_d,
+                max_gap_s=MAX_GAP,
+                qualify_value=q,
+            )
+            found, stacked[j] = together[j]
+            for field in ("truck_slot", "start_t", "end_t", "worst", "first_fix", "last_fix"):
+                np.testing.assert_array_equal(
+                    getattr(found, field), getattr(alone, field), err_msg=field
+                )
+            _same_carry(stacked[j], separate[j])
