@@ -21,10 +21,15 @@ import psycopg2.extras
 
 from compliance.frame import FixFrame, previous
 
+# `loaded_at` of a truck still loaded whose trip was already recorded as abandoned: no new
+# trip starts until it has been seen empty (a batch boundary is not a loading).
+ABANDONED = 1e300
+
 
 @dataclass
 class TripCarry:
-    """Per-truck trip state: loading time (NaN: not loaded), origin site, last site seen."""
+    """Per-truck trip state: loading time (NaN: not loaded; ABANDONED), origin site, last
+    site seen."""
 
     loaded_at: np.ndarray
     origin: list[str | None]
@@ -52,28 +57,38 @@ def advance(
         return trips, out
     loaded = frame.loaded
     was_loaded = previous(frame, loaded, ~np.isnan(carry.loaded_at))
-    site_code = np.full(len(frame), None, dtype=object)
+    # The last site seen up to each fix (inclusive), per truck: a forward fill of the site
+    # index within each truck's fixes; -1 where the truck has seen none in this batch (then
+    # the carried last site holds).
+    n = len(frame)
     has_site = frame.site >= 0
-    site_code[has_site] = codes[frame.site[has_site]]
-    for i in np.flatnonzero((loaded != was_loaded) | has_site).tolist():
+    marker = np.where(has_site | frame.seg_start, np.arange(n), 0)
+    filled = np.maximum.accumulate(marker)
+    last_site_idx = np.where(has_site[filled], frame.site[filled], -1)
+    for i in np.flatnonzero(loaded != was_loaded).tolist():
         s = int(frame.slot[i])
-        if loaded[i] and not was_loaded[i]:
+        if loaded[i]:
             out.loaded_at[s] = frame.t[i]
-            out.origin[s] = site_code[i] or out.last_site[s]
-        elif was_loaded[i] and not loaded[i] and not np.isnan(out.loaded_at[s]):
+            j = int(last_site_idx[i])
+            out.origin[s] = str(codes[j]) if j >= 0 else out.last_site[s]
+        elif out.loaded_at[s] == ABANDONED:
+            out.loaded_at[s] = np.nan  # the abandoned trip's load is gone; nothing to record
+        elif not np.isnan(out.loaded_at[s]):
             permit = frame.permit[i]
             dest = codes[frame.disposal[i]] if frame.disposal[i] >= 0 else None
             ok = dest is not None and permit is not None and dest in permit.disposal_sites
             status = "completed" if ok else "unloaded_elsewhere"
             trips.append(_row(frame, i, out, s, dest, float(frame.t[i]), status))
             out.loaded_at[s] = np.nan
-        if site_code[i] is not None:
-            out.last_site[s] = site_code[i]
-    for i in np.flatnonzero(frame.seg_last).tolist():
+    last = np.flatnonzero(frame.seg_last)
+    for i, j in zip(last.tolist(), last_site_idx[last].tolist(), strict=True):
+        if j >= 0:
+            out.last_site[int(frame.slot[i])] = str(codes[j])
+    overdue = frame.t[last] - out.loaded_at[frame.slot[last]] > abandon_after_s  # NaN: False
+    for i in last[overdue].tolist():
         s = int(frame.slot[i])
-        if not np.isnan(out.loaded_at[s]) and frame.t[i] - out.loaded_at[s] > abandon_after_s:
-            trips.append(_row(frame, i, out, s, None, None, "abandoned"))
-            out.loaded_at[s] = np.nan
+        trips.append(_row(frame, i, out, s, None, None, "abandoned"))
+        out.loaded_at[s] = ABANDONED
     return trips, out
 
 

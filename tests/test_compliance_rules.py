@@ -196,6 +196,30 @@ def test_trips_are_recorded_with_origin_destination_and_distance(db, settings, c
     assert second[1:4] == ("SITE-A", None, "unloaded_elsewhere")
 
 
+def test_a_trip_loaded_too_long_is_recorded_as_abandoned(db, settings, city):
+    """Loaded at SITE-A, then driving loaded for longer than abandon_trip_after_s without
+    unloading: the trip ends as abandoned, once, with its origin; loading again at the
+    site starts a new trip with that origin."""
+    quick = settings.with_overrides(compliance={"abandon_trip_after_s": 600.0})
+    trace = Trace("T1", city.base_ms).dwell(120, **EMPTY).dwell(120, **LOADED)
+    trace.drive(4000, 0, 12, **LOADED)  # about 20 minutes loaded outside any site
+    trace.dwell(60, **EMPTY)  # unloaded somewhere: no trip of its own
+    trace.drive(0, 0, 12, **EMPTY).dwell(120, **LOADED)  # loaded again at SITE-A
+    trace.drive(1000, 0, 12, **LOADED)
+    pipeline = Pipeline(quick, db)
+    messages = trace.messages()
+    for k in range(0, len(messages), 7):  # in many batches, so the carry is crossed often
+        pipeline.feed(messages[k : k + 7])
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT origin_code, destination_code, status, unloaded_at FROM trips ORDER BY loaded_at"
+        )
+        rows = cur.fetchall()
+    db.commit()
+    assert rows == [("SITE-A", None, "abandoned", None)]
+    # The second load is still under way: recorded when it ends, not before.
+
+
 def test_dark_sweep_opens_a_violation_that_the_next_fix_closes(db, settings, city):
     import datetime as dt
 
