@@ -335,28 +335,14 @@ class ComplianceEngine:
     # -- the after-store hook ----------------------------------------------------------
     def after_store(self, cur, batch) -> None:
         """Hook for telemetry.store.BatchWriter: evaluate the fixes this batch inserted."""
-        rows = []
-        for i in batch.inserted:
-            truck = batch.truck_ids[i]
-            if truck is None:
-                continue
-            f = batch.fixes[i]
-            rows.append(
-                (
-                    truck,
-                    f.fix_ms / 1000.0,
-                    f.lon,
-                    f.lat,
-                    f.speed,
-                    f.lid,
-                    f.lift,
-                    f.load,
-                    f.acc,
-                    f.alarms,
-                )
+        truck_ids = batch.truck_ids
+        chosen = [i for i in batch.inserted if truck_ids[i] is not None]
+        if chosen:
+            fixes = batch.fixes
+            self.process(
+                cur,
+                FixColumns.from_fixes([fixes[i] for i in chosen], [truck_ids[i] for i in chosen]),
             )
-        if rows:
-            self.process(cur, FixColumns.from_rows(rows))
 
     def process(self, cur, cols: FixColumns) -> None:
         trucks = sorted({int(t) for t in cols.truck_id})

@@ -53,6 +53,27 @@ class FixColumns:
         )
         return cls(truck, t, lon, lat, speed, lid, lift, load, acc, alarm)
 
+    @classmethod
+    def from_fixes(cls, fixes: Sequence, truck_ids: Sequence[int]) -> FixColumns:
+        """Columns straight from validated fixes (telemetry.validation.Fix) of the trucks
+        `truck_ids` (one per fix), without an intermediate row tuple per fix."""
+        n = len(fixes)
+        load_code = LOAD_CODE.get
+        return cls(
+            np.fromiter(truck_ids, np.int64, n),
+            np.fromiter((f.fix_ms for f in fixes), np.float64, n) / 1000.0,
+            np.fromiter((f.lon for f in fixes), np.float64, n),
+            np.fromiter((f.lat for f in fixes), np.float64, n),
+            np.fromiter((f.speed or 0.0 for f in fixes), np.float64, n),
+            np.fromiter((f.lid == "open" for f in fixes), bool, n),
+            np.fromiter((f.lift == "up" for f in fixes), bool, n),
+            np.fromiter((load_code(f.load, -1) for f in fixes), np.int8, n),
+            np.fromiter((-1 if f.acc is None else int(f.acc) for f in fixes), np.int8, n),
+            np.fromiter(
+                (bool(f.alarms) and not DARK_ALARMS.isdisjoint(f.alarms) for f in fixes), bool, n
+            ),
+        )
+
     def take(self, order: np.ndarray) -> FixColumns:
         return FixColumns(*(getattr(self, f)[order] for f in self.__dataclass_fields__))
 
