@@ -61,7 +61,7 @@ _STATE_VERSION = 2
 # JSON has no infinity: "never" and "no value yet" are stored as this and read back as -inf.
 _NEVER = -1e300
 _NEW_TRUCK_LOCK = 0x7275  # advisory-lock namespace for trucks without a truck_state row
-_DECODED_CACHE = 200_000  # distinct rule-state texts kept decoded (about 1 KB each)
+_DECODED_CACHE = 200_000  # distinct rule-state texts kept decoded (a few hundred bytes each)
 
 
 class TruckState(msgspec.Struct, omit_defaults=True):
