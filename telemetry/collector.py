@@ -137,7 +137,7 @@ class Collector:
                 **common,
                 mqtt5=protocol == "5",
                 session_expiry_s=int(mqtt_cfg["session_expiry_s"]),
-                receive_maximum=2 * self.batch_size,
+                receive_maximum=(len(self.lanes) + 1) * self.batch_size,
             )
         return LeanSubscriber(*args, **common)
 
