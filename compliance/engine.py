@@ -348,7 +348,7 @@ class ComplianceEngine:
         trucks = sorted({int(t) for t in cols.truck_id})
         # Lock the trucks' rows: collectors sharing a subscription never evaluate one truck
         # at the same time, and each starts from the state the other committed.
-        select = """SELECT truck_id, rule_state::text, extract(epoch FROM fix_time)::float8,
+        select = """SELECT truck_id, rule_state, date_part('epoch', fix_time),
                            load::text, speed_kmh, acc
                     FROM truck_state WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
         cur.execute(select, (trucks,))

@@ -30,7 +30,7 @@ CREATE TEMP TABLE IF NOT EXISTS positions_staging (
 -- After-store hooks (the compliance rules) put each truck's new rule state here; the
 -- truck_state upsert below merges it.
 CREATE TEMP TABLE IF NOT EXISTS truck_state_staging (
-    truck_id bigint PRIMARY KEY, rule_state jsonb NOT NULL, checkpoint float8 NOT NULL
+    truck_id bigint PRIMARY KEY, rule_state text NOT NULL, checkpoint float8 NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
@@ -76,7 +76,7 @@ INSERT INTO truck_state AS t (truck_id, device_id, fix_time, received_at, lat, l
                               rule_checkpoint, updated_at)
 SELECT l.truck_id, l.device_id, l.fix_time, l.received_at, l.lat, l.lon, l.speed_kmh,
        l.heading, l.lid, l.lift, l.load, l.acc, l.alarms,
-       COALESCE(r.rule_state, '{}'::jsonb), to_timestamp(r.checkpoint), now()
+       COALESCE(r.rule_state, '{}'), to_timestamp(r.checkpoint), now()
 FROM (
     SELECT DISTINCT ON (truck_id)
            truck_id, device_id,
