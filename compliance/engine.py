@@ -126,6 +126,8 @@ class ComplianceEngine:
         self.writer = ViolationWriter(settings)
         self._fresh_part = _row_part(self._fresh())
         self._decoded: dict[str, TruckState] = {}
+        # Trucks seen to have a truck_state row (rows are only removed with their truck).
+        self._has_row: set[int] = set()
 
     # -- catalogues ------------------------------------------------------------------------
     def refresh(self, conn) -> None:
@@ -347,21 +349,41 @@ class ComplianceEngine:
     def process(self, cur, cols: FixColumns) -> None:
         trucks = sorted({int(t) for t in cols.truck_id})
         # Lock the trucks' rows: collectors sharing a subscription never evaluate one truck
-        # at the same time, and each starts from the state the other committed.
+        # at the same time, and each starts from the state the other committed. Trucks
+        # without a row yet are locked with a transaction-scoped advisory lock instead,
+        # taken *before* any row lock: every transaction then takes all its advisory locks
+        # and then all its row locks, each kind in truck order, so two transactions can
+        # never wait on each other in a cycle. (Taking the advisory locks after the row
+        # locks deadlocked two collectors' lanes on trucks that got their first row
+        # meanwhile; docs/performance.md.) Whether a truck may lack a row is known from
+        # the rows seen before, so a batch of known trucks costs no extra query.
         select = """SELECT truck_id, rule_state, date_part('epoch', fix_time),
                            load::text, speed_kmh, acc
                     FROM truck_state WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
+        unknown = [t for t in trucks if t not in self._has_row]
+        new: list[int] = []
+        if unknown:
+            cur.execute("SELECT truck_id FROM truck_state WHERE truck_id = ANY(%s)", (unknown,))
+            self._has_row.update(row[0] for row in cur.fetchall())
+            new = [t for t in unknown if t not in self._has_row]
+            if new:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t",
+                    (_NEW_TRUCK_LOCK, new),
+                )
         cur.execute(select, (trucks,))
         rows = cur.fetchall()
-        new = sorted(set(trucks) - {row[0] for row in rows})
-        if new:
-            # No row to lock yet: a transaction-scoped advisory lock per new truck, then look
-            # again (another collector may have committed the truck's first batch meanwhile).
+        self._has_row.update(row[0] for row in rows)
+        missing = sorted(set(trucks) - {row[0] for row in rows} - set(new))
+        if missing:
+            # A row thought to exist is gone (a truck deleted meanwhile): lock it the old
+            # way. Rare, and a deadlock here is detected by PostgreSQL and retried.
+            self._has_row.difference_update(missing)
             cur.execute(
                 "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t",
-                (_NEW_TRUCK_LOCK, new),
+                (_NEW_TRUCK_LOCK, missing),
             )
-            cur.execute(select, (new,))
+            cur.execute(select, (missing,))
             rows += cur.fetchall()
         states: dict[int, TruckState] = {}
         stored: dict[int, TruckState] = {}
