@@ -235,6 +235,13 @@ class BatchWriter:
                                 )
                             )
                         result.duplicates -= len(result.conflicts)
+                        # Rows already stored must not reach the truck_state upsert below: it
+                        # would lock those trucks' rows, which the rules did not lock (they
+                        # lock the trucks of inserted fixes, in truck order), and two
+                        # collectors locking out of order deadlock (docs/performance.md).
+                        cur.execute(
+                            "DELETE FROM positions_staging WHERE row_no = ANY(%s)", (skipped,)
+                        )
                     # Rules run here: after the fixes are in, before truck_state is written,
                     # so that the state they checkpoint goes into the same row write.
                     for hook in self.after_store if run_hooks else ():

@@ -260,3 +260,58 @@ def test_a_batch_that_cannot_be_stored_is_quarantined_not_lost(settings, broker,
                 count(db, "SELECT count(*) FROM quarantine WHERE reason = 'internal_error'") == 1
             )
         )
+
+
+def test_a_batch_leaves_unlocked_the_trucks_whose_fixes_were_all_duplicates(
+    settings, database_url, db
+):
+    """A truck whose only fix in a batch is one already stored gets no truck_state write, so
+    its row is not locked: the rules lock the trucks of the inserted fixes, in truck order,
+    and a row locked outside that order let two collectors deadlock."""
+    import psycopg2
+    import psycopg2.extensions
+
+    from compliance.engine import ComplianceEngine
+    from telemetry.ingest import Incoming, Ingestor
+
+    truck_a, truck_b = register(db, "LOCKA", "粤B11111"), register(db, "LOCKB", "粤B22222")
+    ingestor = Ingestor(settings)
+    engine = ComplianceEngine(settings)
+    engine.load(db)
+    ts = now_ms() - 60_000
+    first = [Incoming(T.telemetry("LOCKA"), fix(ts)), Incoming(T.telemetry("LOCKB"), fix(ts))]
+    with db.cursor() as cur:
+        ingestor.make_writer(db, after_store=[engine.after_store]).write(ingestor.build(first, cur))
+    unlocked: list[list[int]] = []
+
+    class CheckBeforeCommit(psycopg2.extensions.connection):
+        def commit(self) -> None:
+            # From another session, at the end of the batch's transaction: which of the two
+            # trucks' rows can be locked (SKIP LOCKED leaves out those the batch holds)?
+            with db.cursor() as other:
+                other.execute(
+                    """SELECT truck_id FROM truck_state WHERE truck_id = ANY(%s)
+                       ORDER BY truck_id FOR UPDATE SKIP LOCKED""",
+                    ([truck_a, truck_b],),
+                )
+                unlocked.append([row[0] for row in other.fetchall()])
+            db.rollback()
+            super().commit()
+
+    conn = psycopg2.connect(database_url, connection_factory=CheckBeforeCommit)
+    try:
+        second_engine = ComplianceEngine(settings)
+        second_engine.load(conn)
+        writer = ingestor.make_writer(conn, after_store=[second_engine.after_store])
+        second = [
+            Incoming(T.telemetry("LOCKA"), fix(ts)),  # already stored: a duplicate only
+            Incoming(T.telemetry("LOCKB"), fix(ts + 10_000)),  # a new fix
+        ]
+        with conn.cursor() as cur:
+            batch = ingestor.build(second, cur)
+        unlocked.clear()  # the catalogue loads above committed too
+        result = writer.write(batch)
+    finally:
+        conn.close()
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert unlocked[0] == [truck_a]  # B is held by the batch; A was never touched
