@@ -37,41 +37,47 @@ class FixColumns:
 
     @classmethod
     def from_rows(cls, rows: Sequence[tuple]) -> FixColumns:
-        """rows: (truck_id, t, lon, lat, speed, lid, lift, load, acc, alarms)."""
-        n = len(rows)
-        truck = np.fromiter((r[0] for r in rows), np.int64, n)
-        t = np.fromiter((r[1] for r in rows), np.float64, n)
-        lon = np.fromiter((r[2] for r in rows), np.float64, n)
-        lat = np.fromiter((r[3] for r in rows), np.float64, n)
-        speed = np.fromiter((r[4] or 0.0 for r in rows), np.float64, n)
-        lid = np.fromiter((r[5] == "open" for r in rows), bool, n)
-        lift = np.fromiter((r[6] == "up" for r in rows), bool, n)
-        load = np.fromiter((LOAD_CODE.get(r[7], -1) for r in rows), np.int8, n)
-        acc = np.fromiter((-1 if r[8] is None else int(r[8]) for r in rows), np.int8, n)
-        alarm = np.fromiter(
-            (bool(r[9]) and not DARK_ALARMS.isdisjoint(r[9]) for r in rows), bool, n
-        )
-        return cls(truck, t, lon, lat, speed, lid, lift, load, acc, alarm)
+        """rows: (truck_id, t, lon, lat, speed, lid, lift, load, acc, alarms), as read from
+        `positions` (t in epoch seconds)."""
+        columns = list(zip(*rows, strict=True)) or [()] * 10  # rows → one tuple per column
+        return cls._convert(len(rows), *columns)
 
     @classmethod
     def from_fixes(cls, fixes: Sequence, truck_ids: Sequence[int]) -> FixColumns:
         """Columns straight from validated fixes (telemetry.validation.Fix) of the trucks
         `truck_ids` (one per fix), without an intermediate row tuple per fix."""
-        n = len(fixes)
+        return cls._convert(
+            len(fixes),
+            truck_ids,
+            (f.fix_ms / 1000.0 for f in fixes),
+            (f.lon for f in fixes),
+            (f.lat for f in fixes),
+            (f.speed for f in fixes),
+            (f.lid for f in fixes),
+            (f.lift for f in fixes),
+            (f.load for f in fixes),
+            (f.acc for f in fixes),
+            (f.alarms for f in fixes),
+        )
+
+    @classmethod
+    def _convert(
+        cls, n: int, truck, t, lon, lat, speed, lid, lift, load, acc, alarms
+    ) -> FixColumns:
+        """One column per iterable of raw values: the one place that maps the stored
+        states (lid, lift, load, acc, alarms) to the rules' codes."""
         load_code = LOAD_CODE.get
         return cls(
-            np.fromiter(truck_ids, np.int64, n),
-            np.fromiter((f.fix_ms for f in fixes), np.float64, n) / 1000.0,
-            np.fromiter((f.lon for f in fixes), np.float64, n),
-            np.fromiter((f.lat for f in fixes), np.float64, n),
-            np.fromiter((f.speed or 0.0 for f in fixes), np.float64, n),
-            np.fromiter((f.lid == "open" for f in fixes), bool, n),
-            np.fromiter((f.lift == "up" for f in fixes), bool, n),
-            np.fromiter((load_code(f.load, -1) for f in fixes), np.int8, n),
-            np.fromiter((-1 if f.acc is None else int(f.acc) for f in fixes), np.int8, n),
-            np.fromiter(
-                (bool(f.alarms) and not DARK_ALARMS.isdisjoint(f.alarms) for f in fixes), bool, n
-            ),
+            np.fromiter(truck, np.int64, n),
+            np.fromiter(t, np.float64, n),
+            np.fromiter(lon, np.float64, n),
+            np.fromiter(lat, np.float64, n),
+            np.fromiter((v or 0.0 for v in speed), np.float64, n),
+            np.fromiter((v == "open" for v in lid), bool, n),
+            np.fromiter((v == "up" for v in lift), bool, n),
+            np.fromiter((load_code(v, -1) for v in load), np.int8, n),
+            np.fromiter((-1 if v is None else int(v) for v in acc), np.int8, n),
+            np.fromiter((bool(v) and not DARK_ALARMS.isdisjoint(v) for v in alarms), bool, n),
         )
 
     def take(self, order: np.ndarray) -> FixColumns:

@@ -879,16 +879,6 @@ class PermitCatalog:
 
     def has_permit_at(self, truck_ids: Any, epoch_s: Any) -> np.ndarray:
         """Vectorised: True where the truck has at least one valid, active permit then."""
-        trucks = np.asarray(truck_ids, dtype=np.int64)
-        t = np.asarray(epoch_s, dtype=np.float64)
-        out = np.zeros(trucks.shape, dtype=bool)
-        for truck_id in np.unique(trucks):
-            permits = self.by_truck.get(int(truck_id))
-            if not permits:
-                continue
-            sel = trucks == truck_id
-            ok = np.zeros(int(sel.sum()), dtype=bool)
-            for permit in permits:
-                ok |= permit.valid_mask(t[sel])
-            out[sel] = ok
-        return out
+        trucks = np.asarray(truck_ids, dtype=np.int64).reshape(-1)
+        t = np.asarray(epoch_s, dtype=np.float64).reshape(-1)
+        return self.lookup.valid_positions(trucks, t) >= 0
