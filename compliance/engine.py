@@ -61,6 +61,7 @@ _STATE_VERSION = 2
 # JSON has no infinity: "never" and "no value yet" are stored as this and read back as -inf.
 _NEVER = -1e300
 _NEW_TRUCK_LOCK = 0x7275  # advisory-lock namespace for trucks without a truck_state row
+_LOCK_NEW_TRUCKS = "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t"
 _DECODED_CACHE = 200_000  # distinct rule-state texts kept decoded (a few hundred bytes each)
 
 
@@ -367,10 +368,7 @@ class ComplianceEngine:
             self._has_row.update(row[0] for row in cur.fetchall())
             new = [t for t in unknown if t not in self._has_row]
             if new:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t",
-                    (_NEW_TRUCK_LOCK, new),
-                )
+                cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, new))
         cur.execute(select, (trucks,))
         rows = cur.fetchall()
         self._has_row.update(row[0] for row in rows)
@@ -379,10 +377,7 @@ class ComplianceEngine:
             # A row thought to exist is gone (a truck deleted meanwhile): lock it the old
             # way. Rare, and a deadlock here is detected by PostgreSQL and retried.
             self._has_row.difference_update(missing)
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t",
-                (_NEW_TRUCK_LOCK, missing),
-            )
+            cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, missing))
             cur.execute(select, (missing,))
             rows += cur.fetchall()
         states: dict[int, TruckState] = {}
