@@ -19,13 +19,20 @@ import hashlib
 import io
 import logging
 import math
+import secrets
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
 import numpy as np
 import psycopg2.extras
 
+from compliance.carry import (
+    NEVER,
+    STATE_VERSION,
+    Carry,
+    CarryCache,
+    TruckState,
+    decode_state,
+)
 from compliance.frame import FixColumns, FixFrame, build_frame
 from compliance.permits import PermitCatalog
 from compliance.rules.base import Carried, Rule
@@ -36,10 +43,11 @@ from compliance.rules.restricted import RestrictedHours, RestrictedZone
 from compliance.rules.route import RouteDeviation
 from compliance.rules.speeding import Speeding
 from compliance.rules.unsealed import UnsealedTransport
-from compliance.runs import RunCarry, StreamInput, detect_streams
-from compliance.trips import TripRow, advance, decode_carry, encode_carries, write_trips
+from compliance.runs import StreamInput, detect_streams
+from compliance.trips import TripRow, advance, write_trips
 from compliance.violations import EpisodeRow, ViolationWriter
 from core.config import Settings
+from core.db import IntArray
 from geofence.catalog import ZoneCatalog
 
 log = logging.getLogger(__name__)
@@ -57,47 +65,18 @@ PIPELINE: tuple[type[Rule], ...] = (
     NoValidPermit,
 )
 
-_STATE_VERSION = 2
-# JSON has no infinity: "never" and "no value yet" are stored as this and read back as -inf.
-_NEVER = -1e300
+_SELECT_LOCKED = """SELECT truck_id, rule_rev, date_part('epoch', fix_time), load::text,
+                          speed_kmh, acc
+                   FROM truck_state WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
+_BACKSLASH = "\\"
 _NEW_TRUCK_LOCK = 0x7275  # advisory-lock namespace for trucks without a truck_state row
 _LOCK_NEW_TRUCKS = "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t"
-_DECODED_CACHE = 200_000  # distinct rule-state texts kept decoded (a few hundred bytes each)
-
-
-class TruckState(msgspec.Struct, omit_defaults=True):
-    """A truck's rule state.
-
-    In `truck_state.rule_state` only what the row's own columns cannot tell is stored (open
-    runs, the corridor state, the trip, the snapshot clock), so that for most trucks it does
-    not change from one fix to the next and is not rewritten. The checkpoint (`cp`) and the
-    last fix's facts (`last`) come from the row's position columns; snapshots store them.
-    """
-
-    v: int = _STATE_VERSION
-    layout: str = ""
-    cp: float = _NEVER  # device time of the last fix processed
-    last: list[float] = []  # last_t, last_loaded, last_operating, on_route
-    # Open runs only (most trucks have none): stream position -> [start_t, worst, fired].
-    runs: dict[int, list[float]] = {}
-    on_route: bool = True
-    snap: float = _NEVER  # device time of the last snapshot taken
-    trip: list = []  # compliance.trips carry
-
-
-def _row_part(state: TruckState) -> TruckState:
-    """The part of a state kept in truck_state.rule_state."""
-    return msgspec.structs.replace(state, cp=_NEVER, last=[])
-
-
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(TruckState).decode
 
 
 @dataclass
 class Outcome:
     episodes: list[EpisodeRow]
-    states: dict[int, TruckState]
+    carry: Carry  # the state after the batch, one row per truck of the frame (sorted ids)
     trips: list[TripRow]
 
 
@@ -125,8 +104,7 @@ class ComplianceEngine:
         layout = ",".join(f"{r.kind}.{name}" for r, name in self.streams)
         self.layout = hashlib.sha1(layout.encode()).hexdigest()[:10]
         self.writer = ViolationWriter(settings)
-        self._fresh_part = _row_part(self._fresh())
-        self._decoded: dict[str, TruckState] = {}
+        self.cache = CarryCache(len(self.streams))
         # Trucks seen to have a truck_state row (rows are only removed with their truck).
         self._has_row: set[int] = set()
 
@@ -142,55 +120,20 @@ class ComplianceEngine:
         self.permits.load(conn)
 
     # -- state -----------------------------------------------------------------------------
-    def _fresh(self) -> TruckState:
-        return TruckState(layout=self.layout)
-
-    def _parse(self, raw: Any) -> TruckState:
+    def _parse(self, raw: str | bytes | None) -> TruckState:
         if not raw:
-            return self._fresh()
-        state = _decode(raw if isinstance(raw, bytes | str) else msgspec.json.encode(raw))
-        if state.v != _STATE_VERSION or state.layout != self.layout:
+            return TruckState(layout=self.layout)
+        state = decode_state(raw)
+        if state.v != STATE_VERSION or state.layout != self.layout:
             if state.layout:
                 log.info("rule pipeline changed; truck rule state restarts")
-            return self._fresh()
+            return TruckState(layout=self.layout)
         return state
 
-    def _stored_part(self, raw: str | None) -> TruckState:
-        """The row part of a stored rule state, decoded once per distinct text: most trucks'
-        row part does not change from one batch to the next (it holds only open runs, the
-        corridor state and the trip), so the text read back is the text read last time.
-        The returned object is shared: callers copy it before changing it."""
-        if not raw:
-            return self._fresh_part
-        part = self._decoded.get(raw)
-        if part is None:
-            if len(self._decoded) >= _DECODED_CACHE:
-                self._decoded.clear()
-            part = self._decoded[raw] = _row_part(self._parse(raw))
-        return part
-
-    def _carries(self, states: list[TruckState]) -> tuple[Carried, list[RunCarry]]:
-        m = len(states)
-        last = np.array(
-            [s.last if s.last else [_NEVER, 0.0, 0.0, 1.0] for s in states], float
-        ).reshape(m, 4)
-        last[last <= _NEVER] = -np.inf
-        carried = Carried(last[:, 0], last[:, 1] > 0, last[:, 2] > 0, last[:, 3] > 0)
-        carries = [RunCarry.empty(m) for _ in self.streams]
-        for slot, state in enumerate(states):
-            for k, (start_t, worst, fired) in state.runs.items():
-                carry = carries[int(k)]
-                carry.active[slot] = True
-                carry.start_t[slot] = start_t
-                carry.worst[slot] = -np.inf if worst <= _NEVER else worst
-                carry.fired[slot] = fired > 0
-        for carry in carries:
-            carry.last_t[:] = carried.last_t  # every stream has seen the truck's last fix
-        return carried, carries
-
     # -- the pipeline ----------------------------------------------------------------------
-    def evaluate(self, cols: FixColumns, states: dict[int, TruckState], index=None) -> Outcome:
-        """Run every rule over `cols` (fixes of any trucks, any order) from `states`."""
+    def evaluate(self, cols: FixColumns, carry: Carry, index=None) -> Outcome:
+        """Run every rule over `cols` (fixes of any trucks, any order) from `carry`, whose
+        rows are the trucks of `cols` in ascending id order."""
         index = index or self.zones.index
         frame = build_frame(
             cols,
@@ -199,9 +142,7 @@ class ComplianceEngine:
             default_speed_limit_kmh=self.default_speed_limit,
             moving_kmh=self.moving_kmh,
         )
-        trucks = [int(t) for t in frame.trucks]
-        before = [states.get(t) or self._fresh() for t in trucks]
-        carried, carries = self._carries(before)
+        carried = carry.carried()
         # Every rule's condition streams first, then one detector pass over all of them.
         per_rule = []
         inputs: list[StreamInput] = []
@@ -212,14 +153,13 @@ class ComplianceEngine:
                     StreamInput(
                         stream.cond,
                         stream.value,
-                        carries[len(inputs)],
+                        carry.run_carry(len(inputs)),
                         stream.min_duration_s,
                         stream.qualify_value,
                     )
                 )
             per_rule.append((rule, streams, rule.point_episodes(frame, carried)))
         detected = detect_streams(frame.slot, frame.t, inputs, max_gap_s=self.max_gap_s)
-        new_runs = [carry for _, carry in detected]
         episodes: list[EpisodeRow] = []
         k = 0
         for rule, streams, points in per_rule:
@@ -228,33 +168,13 @@ class ComplianceEngine:
                 k += 1
             if points is not None and points.fix.size:
                 episodes.extend(self._point_rows(rule, frame, points))
-        new_last = self._last(frame, carried)
-        trips, trip_carry = advance(
-            frame, decode_carry([s.trip for s in before]), frame.codes, self.abandon_after_s
-        )
-        out: dict[int, TruckState] = {}
-        open_runs: list[dict[int, list[float]]] = [{} for _ in trucks]
-        for k, carry in enumerate(new_runs):
-            for slot in np.flatnonzero(carry.active).tolist():
-                worst = carry.worst[slot]
-                open_runs[slot][k] = [
-                    float(carry.start_t[slot]),
-                    float(worst) if np.isfinite(worst) else _NEVER,
-                    float(carry.fired[slot]),
-                ]
-        lasts = np.where(np.isfinite(new_last), new_last, _NEVER).tolist()
-        trip_lists = encode_carries(trip_carry)
-        layout = self.layout
-        for slot, truck in enumerate(trucks):
-            out[truck] = TruckState(
-                layout=layout,
-                cp=lasts[slot][0],
-                last=lasts[slot],
-                runs=open_runs[slot],
-                snap=before[slot].snap,
-                trip=trip_lists[slot],
-            )
-        return Outcome(episodes, out, trips)
+        trips, trip_carry = advance(frame, carry.trip_carry(), frame.codes, self.abandon_after_s)
+        after = Carry.fresh(len(carry), carry.streams)
+        after.last = self._last(frame, carried)
+        after.snap = carry.snap.copy()
+        after.set_runs([run for _, run in detected])
+        after.set_trip(trip_carry)
+        return Outcome(episodes, after, trips)
 
     def _last(self, frame: FixFrame, carried: Carried) -> np.ndarray:
         last = frame.seg_last
@@ -348,104 +268,163 @@ class ComplianceEngine:
             )
 
     def process(self, cur, cols: FixColumns) -> None:
-        trucks = sorted({int(t) for t in cols.truck_id})
-        # Lock the trucks' rows: collectors sharing a subscription never evaluate one truck
-        # at the same time, and each starts from the state the other committed. Trucks
-        # without a row yet are locked with a transaction-scoped advisory lock instead,
-        # taken *before* any row lock: every transaction then takes all its advisory locks
-        # and then all its row locks, each kind in truck order, so two transactions can
-        # never wait on each other in a cycle. (Taking the advisory locks after the row
-        # locks deadlocked two collectors' lanes on trucks that got their first row
-        # meanwhile; docs/performance.md.) Whether a truck may lack a row is known from
-        # the rows seen before, so a batch of known trucks costs no extra query.
-        select = """SELECT truck_id, rule_state, date_part('epoch', fix_time),
-                           load::text, speed_kmh, acc
-                    FROM truck_state WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
+        trucks = np.unique(cols.truck_id)
+        ids = trucks.tolist()
+        rows = self._lock(cur, ids)
+        slots = self.cache.rows(ids)
+        before = self._current(cur, trucks, slots, rows)
+        # Fixes at or before a truck's checkpoint are late (a re-upload): that truck is
+        # replayed instead of evaluated here.
+        fix_slot = np.searchsorted(trucks, cols.truck_id)
+        late = np.zeros(trucks.size, bool)
+        late[fix_slot[cols.t <= before.last[fix_slot, 0]]] = True
+        if not late.all():
+            on_time = np.flatnonzero(~late)
+            outcome = self.evaluate(
+                cols.take(np.flatnonzero(~late[fix_slot])), before.take(on_time)
+            )
+            self.writer.write(cur, outcome.episodes)
+            write_trips(cur, outcome.trips, self.moving_kmh)
+            self._save(cur, trucks[on_time], slots[on_time], outcome.carry, before.take(on_time))
+        for s in np.flatnonzero(late).tolist():
+            earliest = float(cols.t[fix_slot == s].min())
+            self._replay(cur, ids[s], int(slots[s]), earliest)
+
+    def _lock(self, cur, trucks: list[int]) -> list[tuple]:
+        """Lock the trucks' rows and read what is needed of them: (truck, rule_rev, last fix
+        time, load, speed, ignition), in truck order.
+
+        Collectors sharing a subscription never evaluate one truck at the same time, and
+        each starts from the state the other committed. Trucks without a row yet are locked
+        with a transaction-scoped advisory lock instead, taken *before* any row lock: every
+        transaction then takes all its advisory locks and then all its row locks, each kind
+        in truck order, so two transactions can never wait on each other in a cycle. (Taking
+        the advisory locks after the row locks deadlocked two collectors' lanes on trucks
+        that got their first row meanwhile; docs/performance.md.) Whether a truck may lack a
+        row is known from the rows seen before, so a batch of known trucks costs no extra
+        query."""
         unknown = [t for t in trucks if t not in self._has_row]
         new: list[int] = []
         if unknown:
-            cur.execute("SELECT truck_id FROM truck_state WHERE truck_id = ANY(%s)", (unknown,))
+            cur.execute(
+                "SELECT truck_id FROM truck_state WHERE truck_id = ANY(%s)", (IntArray(unknown),)
+            )
             self._has_row.update(row[0] for row in cur.fetchall())
             new = [t for t in unknown if t not in self._has_row]
             if new:
-                cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, new))
-        cur.execute(select, (trucks,))
+                cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, IntArray(new)))
+        cur.execute(_SELECT_LOCKED, (IntArray(trucks),))
         rows = cur.fetchall()
-        self._has_row.update(row[0] for row in rows)
-        missing = sorted(set(trucks) - {row[0] for row in rows} - set(new))
-        if missing:
+        if len(rows) + len(new) < len(trucks):
+            missing = sorted(set(trucks) - {row[0] for row in rows} - set(new))
             # A row thought to exist is gone (a truck deleted meanwhile): lock it the old
             # way. Rare, and a deadlock here is detected by PostgreSQL and retried.
             self._has_row.difference_update(missing)
-            cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, missing))
-            cur.execute(select, (missing,))
-            rows += cur.fetchall()
-        states: dict[int, TruckState] = {}
-        stored: dict[int, TruckState] = {}
-        replace = msgspec.structs.replace
-        moving_kmh = self.moving_kmh
-        for truck, raw, fix_t, load, speed, acc in rows:
-            part = stored[truck] = self._stored_part(raw)
-            loaded = load in ("half", "full")
-            operating = loaded or (speed or 0.0) >= moving_kmh or acc is True
-            states[truck] = replace(
-                part,
-                cp=fix_t,
-                last=[fix_t, float(loaded), float(operating), float(part.on_route)],
+            cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, IntArray(missing)))
+            cur.execute(_SELECT_LOCKED, (IntArray(missing),))
+            rows = sorted(rows + cur.fetchall())
+        self._has_row.update(row[0] for row in rows)
+        return rows
+
+    def _current(self, cur, trucks: np.ndarray, slots: np.ndarray, rows: list[tuple]) -> Carry:
+        """The trucks' carry before the batch: the cached rows, refreshed where the
+        truck_state row was written by someone else (another collector, a rolled-back
+        batch of ours) or never read, plus the last fix's facts from the row's columns."""
+        cache = self.cache
+        m = trucks.size
+        have = np.zeros(m, bool)
+        rev = np.full(m, -1, np.int64)
+        fix_t = np.full(m, -np.inf)
+        loaded = np.zeros(m, bool)
+        operating = np.zeros(m, bool)
+        if rows:
+            ids, revs, times, loads, speeds, accs = zip(*rows, strict=True)
+            at = np.searchsorted(trucks, np.array(ids, np.int64))
+            have[at] = True
+            rev[at] = revs
+            fix_t[at] = times
+            row_loaded = np.isin(np.array(loads, object), ("half", "full"))
+            loaded[at] = row_loaded
+            speed = np.array([0.0 if s is None else s for s in speeds], float)
+            operating[at] = (
+                row_loaded | (speed >= self.moving_kmh) | np.equal(np.array(accs, object), True)
             )
-        known = np.array(sorted(states), np.int64)
-        checkpoints = np.array([states[t].cp for t in known.tolist()], np.float64)
-        at = np.minimum(np.searchsorted(known, cols.truck_id), max(known.size - 1, 0))
-        found = known.size > 0
-        cp = (
-            np.where(known[at] == cols.truck_id, checkpoints[at], _NEVER)
-            if found
-            else np.full(cols.t.size, _NEVER)
-        )
-        late_trucks = set(np.unique(cols.truck_id[cols.t <= cp]).tolist())
-        on_time = ~np.isin(cols.truck_id, list(late_trucks))
-        if on_time.any():
-            outcome = self.evaluate(cols.take(np.flatnonzero(on_time)), states)
-            self.writer.write(cur, outcome.episodes)
-            write_trips(cur, outcome.trips, self.moving_kmh)
-            self._save(cur, outcome.states, stored)
-        for truck in sorted(late_trucks):
-            late = cols.t[(cols.truck_id == truck)]
-            self._replay(cur, truck, float(late.min()))
+        # Trucks without a row start afresh (a cached row may hold a rolled-back state).
+        if not have.all():
+            fresh = slots[~have]
+            cache.table.put(fresh, Carry.fresh(fresh.size, cache.streams))
+            cache.rev[fresh] = -1
+        stale = np.flatnonzero(have & (cache.rev[slots] != rev))
+        if stale.size:
+            cur.execute(
+                "SELECT truck_id, rule_state FROM truck_state WHERE truck_id = ANY(%s)",
+                (IntArray(trucks[stale].tolist()),),
+            )
+            text = dict(cur.fetchall())
+            states = [self._parse(text.get(t)) for t in trucks[stale].tolist()]
+            cache.table.put(slots[stale], Carry.from_states(states, cache.streams))
+            cache.rev[slots[stale]] = rev[stale]
+        before = cache.table.take(slots)
+        before.last[:, 0] = fix_t
+        before.last[:, 1] = loaded
+        before.last[:, 2] = operating
+        return before
 
     def _save(
-        self, cur, states: dict[int, TruckState], stored: dict[int, TruckState] | None = None
+        self,
+        cur,
+        trucks: np.ndarray,
+        slots: np.ndarray,
+        after: Carry,
+        stored: Carry | None = None,
     ) -> None:
         """Hand the changed states to the batch's truck_state write (telemetry.store merges
-        truck_state_staging into the same row update), and snapshot the trucks whose device
-        time crossed a `snapshot_every_s` boundary."""
+        truck_state_staging into the same row update), snapshot the trucks whose device
+        time crossed a `snapshot_every_s` boundary, and keep the states in the cache."""
         every = self.snapshot_every_s
-        stored = stored or {}
-        lines, snapshots = [], []
-        for truck, state in states.items():
-            state.on_route = bool(state.last[3]) if state.last else True
-            if state.snap > _NEVER and state.cp // every > state.snap // every:
-                state.snap = state.cp
-                snapshots.append((truck, state.cp, _encode(state).decode()))
-            elif state.snap <= _NEVER:
-                state.snap = state.cp  # start counting; no snapshot needed before the first
-            part = _row_part(state)
-            if part == stored.get(truck):
-                continue  # unchanged: the row's own columns carry the rest
-            text = _encode(part).decode().replace("\\", "\\\\")
-            lines.append(f"{truck}\t{text}\t{state.cp!r}\n")
-        if lines:
+        cp = after.last[:, 0]
+        counting = after.snap > -np.inf
+        # Not counting yet: start at this checkpoint; no snapshot is needed before the first.
+        snap = np.where(counting, after.snap, cp)
+        due = np.flatnonzero(counting & (cp // every > snap // every))
+        snap[due] = cp[due]
+        after.snap = snap
+        changed = (
+            np.arange(len(after))
+            if stored is None
+            else np.flatnonzero(after.stored_part_differs(stored))
+        )
+        # A revision no other write shares: the cached row is trusted only while the
+        # truck_state row still carries it (a rolled-back batch leaves the old one).
+        revision = secrets.randbits(62)
+        if changed.size:
+            texts = after.encode(changed, self.layout, with_position=False)
+            # COPY text format: the JSON's backslashes are escaped; nothing else needs it.
+            lines = [
+                f"{truck}\t{text.decode().replace(_BACKSLASH, _BACKSLASH * 2)}\t{t!r}\t{revision}\n"
+                for truck, text, t in zip(
+                    trucks[changed].tolist(), texts, cp[changed].tolist(), strict=True
+                )
+            ]
             cur.copy_expert("COPY truck_state_staging FROM STDIN", io.StringIO("".join(lines)))
-        if snapshots:
+        if due.size:
+            texts = after.encode(due, self.layout, with_position=True)
             psycopg2.extras.execute_values(
                 cur,
                 """INSERT INTO rule_snapshots (truck_id, at, state) VALUES %s
                    ON CONFLICT (truck_id, at) DO UPDATE SET state = EXCLUDED.state""",
-                snapshots,
+                [
+                    (truck, t, text.decode())
+                    for truck, t, text in zip(
+                        trucks[due].tolist(), cp[due].tolist(), texts, strict=True
+                    )
+                ],
                 template="(%s, %s, %s::jsonb)",
             )
+        self.cache.table.put(slots, after)
+        self.cache.rev[slots[changed]] = revision
 
-    def _replay(self, cur, truck: int, earliest: float) -> None:
+    def _replay(self, cur, truck: int, slot: int, earliest: float) -> None:
         """Re-run a truck's rules from the newest snapshot before `earliest`."""
         cur.execute(
             """SELECT at, state::text FROM rule_snapshots WHERE truck_id = %s AND at < %s
@@ -453,7 +432,7 @@ class ComplianceEngine:
             (truck, earliest),
         )
         found = cur.fetchone()
-        since, state = (found[0], self._parse(found[1])) if found else (_NEVER, self._fresh())
+        since, state = (found[0], self._parse(found[1])) if found else (NEVER, self._parse(None))
         cur.execute(
             """SELECT truck_id, extract(epoch FROM fix_time)::float8, lon, lat, speed_kmh,
                       lid::text, lift::text, load::text, acc, alarms
@@ -469,7 +448,9 @@ class ComplianceEngine:
         )
         if not rows:
             return
-        outcome = self.evaluate(FixColumns.from_rows(rows), {truck: state})
+        outcome = self.evaluate(
+            FixColumns.from_rows(rows), Carry.from_states([state], self.cache.streams)
+        )
         self.writer.reconcile(cur, truck, since, outcome.episodes)
         # Trips are derived data: a trip recorded from the partial fixes whose start the
         # replay moved (or that the replay no longer sees) goes; the replay's trips are
@@ -482,6 +463,5 @@ class ComplianceEngine:
             (truck, max(since, 0.0), [r.loaded_at for r in outcome.trips]),
         )
         write_trips(cur, outcome.trips, self.moving_kmh)
-        new_state = outcome.states[truck]
-        new_state.snap = since
-        self._save(cur, outcome.states)
+        outcome.carry.snap[:] = -np.inf if since <= NEVER else since
+        self._save(cur, np.array([truck], np.int64), np.array([slot], np.int64), outcome.carry)

@@ -156,24 +156,3 @@ def write_trips(cur, trips: list[TripRow], moving_kmh: float) -> None:
         template="(%s::bigint, %s::text, %s::text, %s::text, %s::float8, %s::float8, %s::text,"
         " %s::float8)",
     )
-
-
-def encode_carries(carry: TripCarry) -> list[list]:
-    """Each slot's carry as stored in the rule state: [] when there is nothing to remember
-    (not loaded and no site seen), else [loaded_at or None, origin, last site]."""
-    loaded_at = carry.loaded_at.tolist()
-    return [
-        []
-        if last_site is None and loaded != loaded
-        else [None if loaded != loaded else loaded, origin, last_site]  # x != x: NaN
-        for loaded, origin, last_site in zip(loaded_at, carry.origin, carry.last_site, strict=True)
-    ]
-
-
-def decode_carry(items: list[list]) -> TripCarry:
-    rows = [it if len(it) == 3 else [None, None, None] for it in items]
-    return TripCarry(
-        np.array([np.nan if r[0] is None else float(r[0]) for r in rows], float),
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-    )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg2.extras
 
+from core.db import IntArray
 from telemetry import partitions
 from telemetry.contract import Topics
 from telemetry.validation import Fix, Sighting
@@ -30,7 +31,8 @@ CREATE TEMP TABLE IF NOT EXISTS positions_staging (
 -- After-store hooks (the compliance rules) put each truck's new rule state here; the
 -- truck_state upsert below merges it.
 CREATE TEMP TABLE IF NOT EXISTS truck_state_staging (
-    truck_id bigint PRIMARY KEY, rule_state text NOT NULL, checkpoint float8 NOT NULL
+    truck_id bigint PRIMARY KEY, rule_state text NOT NULL, checkpoint float8 NOT NULL,
+    rule_rev bigint NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
@@ -73,10 +75,11 @@ WHERE s.row_no = ANY(%s)
 _TRUCK_STATE = """
 INSERT INTO truck_state AS t (truck_id, device_id, fix_time, received_at, lat, lon, speed_kmh,
                               heading, lid, lift, load, acc, alarms, rule_state,
-                              rule_checkpoint, updated_at)
+                              rule_checkpoint, rule_rev, updated_at)
 SELECT l.truck_id, l.device_id, l.fix_time, l.received_at, l.lat, l.lon, l.speed_kmh,
        l.heading, l.lid, l.lift, l.load, l.acc, l.alarms,
-       COALESCE(r.rule_state, '{}'), to_timestamp(r.checkpoint), now()
+       COALESCE(r.rule_state, '{}'), to_timestamp(r.checkpoint), COALESCE(r.rule_rev, 0),
+       now()
 FROM (
     SELECT DISTINCT ON (truck_id)
            truck_id, device_id,
@@ -104,6 +107,8 @@ ON CONFLICT (truck_id) DO UPDATE SET
     rule_state = CASE WHEN EXCLUDED.rule_checkpoint IS NULL THEN t.rule_state
                       ELSE EXCLUDED.rule_state END,
     rule_checkpoint = COALESCE(EXCLUDED.rule_checkpoint, t.rule_checkpoint),
+    rule_rev = CASE WHEN EXCLUDED.rule_checkpoint IS NULL THEN t.rule_rev
+                    ELSE EXCLUDED.rule_rev END,
     updated_at = now()
 WHERE t.fix_time < EXCLUDED.fix_time OR EXCLUDED.rule_checkpoint IS NOT NULL
 """
@@ -221,7 +226,7 @@ class BatchWriter:
                     if result.stored < len(batch.fixes):
                         result.duplicates = len(batch.fixes) - result.stored
                         skipped = sorted(set(range(len(batch.fixes))) - set(inserted))
-                        cur.execute(_CONFLICTS, (skipped,))
+                        cur.execute(_CONFLICTS, (IntArray(skipped),))
                         for (row_no,) in cur.fetchall():
                             fix = batch.fixes[row_no]
                             result.conflicts.append(
@@ -240,7 +245,8 @@ class BatchWriter:
                         # lock the trucks of inserted fixes, in truck order), and two
                         # collectors locking out of order deadlock (docs/performance.md).
                         cur.execute(
-                            "DELETE FROM positions_staging WHERE row_no = ANY(%s)", (skipped,)
+                            "DELETE FROM positions_staging WHERE row_no = ANY(%s)",
+                            (IntArray(skipped),),
                         )
                     # Rules run here: after the fixes are in, before truck_state is written,
                     # so that the state they checkpoint goes into the same row write.

@@ -135,3 +135,32 @@ def test_a_replay_that_moves_a_trip_start_leaves_one_trip_row(db, settings):
     assert _trips(db)[0][3] != expected[0][3]  # the partial data saw loading start later
     pipeline.feed(late)
     assert _trips(db) == expected
+
+
+def test_two_collectors_taking_turns_give_the_same_violations(db, settings, baseline):
+    """Each engine keeps its trucks' rule state in memory between batches; when the other
+    one has evaluated a truck meanwhile, it must notice and start from the stored state."""
+    messages, expected = baseline
+    collectors = [Pipeline(settings, db), Pipeline(settings, db)]
+    for n, start in enumerate(range(0, len(messages), 25)):
+        collectors[(n // 2) % 2].feed(messages[start : start + 25])
+    assert violations(db) == expected
+
+
+def test_a_rolled_back_batch_leaves_nothing_in_the_engines_memory(db, settings, baseline):
+    """A batch whose transaction fails after the rules ran is delivered again (it was never
+    acknowledged): the engine must not start from the state it computed for the lost batch."""
+    messages, expected = baseline
+    pipeline = Pipeline(settings, db)
+    half = len(messages) // 2
+    pipeline.feed(messages[:half])
+
+    def fail(cur, batch):
+        raise RuntimeError("connection lost after the rules ran")
+
+    pipeline.writer.after_store.append(fail)
+    with pytest.raises(RuntimeError):
+        pipeline.feed(messages[half : half + 25])
+    pipeline.writer.after_store.remove(fail)
+    pipeline.feed(messages[half:])
+    assert violations(db) == expected

@@ -1,0 +1,97 @@
+"""compliance.carry: the columnar rule state and its stored form."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compliance.carry import Carry, CarryCache, decode_state
+from compliance.trips import ABANDONED
+
+
+def random_carry(rng: np.random.Generator, m: int, streams: int) -> Carry:
+    carry = Carry.fresh(m, streams)
+    carry.last[:, 0] = np.where(rng.random(m) < 0.2, -np.inf, rng.uniform(1.7e9, 1.8e9, m))
+    carry.last[:, 1:] = rng.random((m, 3)) < 0.5
+    carry.run_active = rng.random((m, streams)) < 0.3
+    carry.run_start = np.where(carry.run_active, rng.uniform(1.7e9, 1.8e9, (m, streams)), 0)
+    worst = np.where(rng.random((m, streams)) < 0.3, -np.inf, rng.normal(50, 20, (m, streams)))
+    carry.run_worst = np.where(carry.run_active, worst, -np.inf)
+    carry.run_fired = carry.run_active & (rng.random((m, streams)) < 0.5)
+    carry.snap = np.where(rng.random(m) < 0.3, -np.inf, rng.uniform(1.7e9, 1.8e9, m))
+    loaded = rng.random(m)
+    carry.trip_loaded_at = np.where(
+        loaded < 0.4, np.nan, np.where(loaded < 0.5, ABANDONED, rng.uniform(1.7e9, 1.8e9, m))
+    )
+    sites = np.array([None, "S1", "工地-2", 'quote"\\'], object)
+    carry.trip_last_site = sites[rng.integers(0, 4, m)]
+    carry.trip_origin = sites[rng.integers(0, 4, m)]
+    # What the engine keeps: a truck neither loaded nor having seen a site remembers nothing.
+    forget = np.isnan(carry.trip_loaded_at) & np.equal(carry.trip_last_site, None)
+    carry.trip_origin[forget] = None
+    return carry
+
+
+def assert_same(a: Carry, b: Carry) -> None:
+    np.testing.assert_array_equal(a.last, b.last)
+    np.testing.assert_array_equal(a.run_active, b.run_active)
+    np.testing.assert_array_equal(a.run_start, b.run_start)
+    np.testing.assert_array_equal(a.run_worst, b.run_worst)
+    np.testing.assert_array_equal(a.run_fired, b.run_fired)
+    np.testing.assert_array_equal(a.snap, b.snap)
+    np.testing.assert_array_equal(a.trip_loaded_at, b.trip_loaded_at)
+    assert a.trip_origin.tolist() == b.trip_origin.tolist()
+    assert a.trip_last_site.tolist() == b.trip_last_site.tolist()
+
+
+def test_the_stored_form_reads_back_as_the_same_carry():
+    rng = np.random.default_rng(4)
+    carry = random_carry(rng, 300, 11)
+    texts = carry.encode(np.arange(300), "layout1", with_position=True)
+    back = Carry.from_states([decode_state(t) for t in texts], 11)
+    assert_same(back, carry)
+    assert not back.stored_part_differs(carry).any()
+
+
+def test_the_row_part_leaves_out_the_last_fix():
+    carry = random_carry(np.random.default_rng(5), 50, 4)
+    states = [decode_state(t) for t in carry.encode(np.arange(50), "x", with_position=False)]
+    assert all(s.last == [] for s in states)
+    back = Carry.from_states(states, 4)
+    assert not back.stored_part_differs(carry).any()
+    np.testing.assert_array_equal(back.last[:, 0], -np.inf)
+
+
+def test_stored_part_differs_sees_each_field_and_only_open_runs():
+    rng = np.random.default_rng(6)
+    base = random_carry(rng, 8, 3)
+    base.run_active[:] = False
+    base.run_start[:] = 0
+    base.run_worst[:] = -np.inf
+    base.run_fired[:] = False
+    changes = {
+        0: lambda c: c.run_active.__setitem__((0, 1), True),
+        1: lambda c: c.last.__setitem__((1, 3), 1 - c.last[1, 3]),
+        2: lambda c: c.snap.__setitem__(2, 12345.0),
+        3: lambda c: c.trip_loaded_at.__setitem__(
+            3, 1.75e9 if np.isnan(c.trip_loaded_at[3]) else np.nan
+        ),
+        4: lambda c: c.trip_origin.__setitem__(4, "elsewhere"),
+        5: lambda c: c.trip_last_site.__setitem__(5, "elsewhere"),
+        # The last fix's facts come from the row's own columns, not from the stored part.
+        6: lambda c: c.last.__setitem__((6, 0), 99.0),
+    }
+    after = base.take(np.arange(8))
+    for change in changes.values():
+        change(after)
+    differs = after.stored_part_differs(base).tolist()
+    assert differs == [True, True, True, True, True, True, False, False]
+
+
+def test_the_cache_gives_each_truck_one_row_and_grows():
+    cache = CarryCache(streams=2)
+    first = cache.rows([10, 20, 30])
+    again = cache.rows([30, 10])
+    assert again.tolist() == [first[2], first[0]]
+    many = cache.rows(list(range(1000, 3000)))
+    assert len(set(many.tolist()) | set(first.tolist())) == 2003
+    assert len(cache.table) >= 2003 and (cache.rev[many] == -1).all()
