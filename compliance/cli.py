@@ -520,8 +520,16 @@ for _action, _help in (
     help="city workload: simulated minutes timed (after 2 minutes of warm-up).",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="city workload: seed.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="city workload: measure this many times, alternating without and with the rules, "
+    "and report the medians (a shared machine varies by tens of percent between runs).",
+)
 @pass_ctx
-def bench_rules(mctx, trucks, rounds, polygons, routes, workload, minutes, seed) -> None:
+def bench_rules(mctx, trucks, rounds, polygons, routes, workload, minutes, seed, repeat) -> None:
     """What the compliance rules add to ingesting a batch (scratch databases, dropped after).
 
     Reports wall time and CPU (this process plus its PostgreSQL backend) per fix, without
@@ -540,5 +548,6 @@ def bench_rules(mctx, trucks, rounds, polygons, routes, workload, minutes, seed)
             workload=workload,
             minutes=minutes,
             seed=seed,
+            repeat=repeat,
         )
     )

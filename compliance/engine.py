@@ -16,7 +16,6 @@ therefore ends with the same violations as the same fixes in order.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import math
 import secrets
@@ -65,12 +64,14 @@ PIPELINE: tuple[type[Rule], ...] = (
     NoValidPermit,
 )
 
-_SELECT_LOCKED = """SELECT truck_id, rule_rev, date_part('epoch', fix_time), load::text,
-                          speed_kmh, acc
-                   FROM truck_state WHERE truck_id = ANY(%s) ORDER BY truck_id FOR UPDATE"""
-_BACKSLASH = "\\"
-_NEW_TRUCK_LOCK = 0x7275  # advisory-lock namespace for trucks without a truck_state row
-_LOCK_NEW_TRUCKS = "SELECT pg_advisory_xact_lock(%s, t) FROM unnest(%s::int[]) t ORDER BY t"
+_LOADED = ("half", "full")
+# The rows are already locked by this transaction (telemetry.store writes them first).
+_WRITE_STATE = """
+UPDATE truck_state t
+SET rule_state = s.rule_state, rule_checkpoint = to_timestamp(s.checkpoint), rule_rev = %s
+FROM unnest(%s::bigint[], %s::text[], %s::float8[]) AS s(truck_id, rule_state, checkpoint)
+WHERE t.truck_id = s.truck_id
+"""
 
 
 @dataclass
@@ -105,8 +106,6 @@ class ComplianceEngine:
         self.layout = hashlib.sha1(layout.encode()).hexdigest()[:10]
         self.writer = ViolationWriter(settings)
         self.cache = CarryCache(len(self.streams))
-        # Trucks seen to have a truck_state row (rows are only removed with their truck).
-        self._has_row: set[int] = set()
 
     # -- catalogues ------------------------------------------------------------------------
     def refresh(self, conn) -> None:
@@ -257,7 +256,9 @@ class ComplianceEngine:
 
     # -- the after-store hook ----------------------------------------------------------
     def after_store(self, cur, batch) -> None:
-        """Hook for telemetry.store.BatchWriter: evaluate the fixes this batch inserted."""
+        """Hook for telemetry.store.BatchWriter: evaluate the fixes this batch inserted. The
+        writer has already written (and so locked) the trucks' truck_state rows and hands
+        over each row as it stood before the batch (`batch.prior`)."""
         truck_ids = batch.truck_ids
         chosen = [i for i in batch.inserted if truck_ids[i] is not None]
         if chosen:
@@ -265,14 +266,15 @@ class ComplianceEngine:
             self.process(
                 cur,
                 FixColumns.from_fixes([fixes[i] for i in chosen], [truck_ids[i] for i in chosen]),
+                batch.prior,
             )
 
-    def process(self, cur, cols: FixColumns) -> None:
+    def process(self, cur, cols: FixColumns, prior: list[tuple]) -> None:
+        """Evaluate `cols` (fixes of locked trucks) from `prior`, the trucks' truck_state rows
+        before the batch: (truck, last fix time or None, load, speed, ignition, rule_rev)."""
         trucks = np.unique(cols.truck_id)
-        ids = trucks.tolist()
-        rows = self._lock(cur, ids)
-        slots = self.cache.rows(ids)
-        before = self._current(cur, trucks, slots, rows)
+        slots = self.cache.rows(trucks.tolist())
+        before = self._current(cur, trucks, slots, prior)
         # Fixes at or before a truck's checkpoint are late (a re-upload): that truck is
         # replayed instead of evaluated here.
         fix_slot = np.searchsorted(trucks, cols.truck_id)
@@ -288,73 +290,37 @@ class ComplianceEngine:
             self._save(cur, trucks[on_time], slots[on_time], outcome.carry, before.take(on_time))
         for s in np.flatnonzero(late).tolist():
             earliest = float(cols.t[fix_slot == s].min())
-            self._replay(cur, ids[s], int(slots[s]), earliest)
+            self._replay(cur, int(trucks[s]), int(slots[s]), earliest)
 
-    def _lock(self, cur, trucks: list[int]) -> list[tuple]:
-        """Lock the trucks' rows and read what is needed of them: (truck, rule_rev, last fix
-        time, load, speed, ignition), in truck order.
-
-        Collectors sharing a subscription never evaluate one truck at the same time, and
-        each starts from the state the other committed. Trucks without a row yet are locked
-        with a transaction-scoped advisory lock instead, taken *before* any row lock: every
-        transaction then takes all its advisory locks and then all its row locks, each kind
-        in truck order, so two transactions can never wait on each other in a cycle. (Taking
-        the advisory locks after the row locks deadlocked two collectors' lanes on trucks
-        that got their first row meanwhile; docs/performance.md.) Whether a truck may lack a
-        row is known from the rows seen before, so a batch of known trucks costs no extra
-        query."""
-        unknown = [t for t in trucks if t not in self._has_row]
-        new: list[int] = []
-        if unknown:
-            cur.execute(
-                "SELECT truck_id FROM truck_state WHERE truck_id = ANY(%s)", (IntArray(unknown),)
-            )
-            self._has_row.update(row[0] for row in cur.fetchall())
-            new = [t for t in unknown if t not in self._has_row]
-            if new:
-                cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, IntArray(new)))
-        cur.execute(_SELECT_LOCKED, (IntArray(trucks),))
-        rows = cur.fetchall()
-        if len(rows) + len(new) < len(trucks):
-            missing = sorted(set(trucks) - {row[0] for row in rows} - set(new))
-            # A row thought to exist is gone (a truck deleted meanwhile): lock it the old
-            # way. Rare, and a deadlock here is detected by PostgreSQL and retried.
-            self._has_row.difference_update(missing)
-            cur.execute(_LOCK_NEW_TRUCKS, (_NEW_TRUCK_LOCK, IntArray(missing)))
-            cur.execute(_SELECT_LOCKED, (IntArray(missing),))
-            rows = sorted(rows + cur.fetchall())
-        self._has_row.update(row[0] for row in rows)
-        return rows
-
-    def _current(self, cur, trucks: np.ndarray, slots: np.ndarray, rows: list[tuple]) -> Carry:
+    def _current(self, cur, trucks: np.ndarray, slots: np.ndarray, prior: list[tuple]) -> Carry:
         """The trucks' carry before the batch: the cached rows, refreshed where the
-        truck_state row was written by someone else (another collector, a rolled-back
-        batch of ours) or never read, plus the last fix's facts from the row's columns."""
+        truck_state row was written by someone else (another collector, a rolled-back batch
+        of ours) or never read, plus the last fix's facts from the row as it stood."""
         cache = self.cache
         m = trucks.size
-        have = np.zeros(m, bool)
+        known = np.zeros(m, bool)  # the row existed before this batch
         rev = np.full(m, -1, np.int64)
         fix_t = np.full(m, -np.inf)
         loaded = np.zeros(m, bool)
         operating = np.zeros(m, bool)
-        if rows:
-            ids, revs, times, loads, speeds, accs = zip(*rows, strict=True)
+        if prior:
+            ids, times, loads, speeds, accs, revs = zip(*prior, strict=True)
             at = np.searchsorted(trucks, np.array(ids, np.int64))
-            have[at] = True
             rev[at] = revs
-            fix_t[at] = times
-            row_loaded = np.isin(np.array(loads, object), ("half", "full"))
+            times = np.array(times, float)  # None (a new row) becomes NaN
+            known[at] = ~np.isnan(times)
+            fix_t[at] = np.where(np.isnan(times), -np.inf, times)
+            row_loaded = np.array([load in _LOADED for load in loads], bool)
+            speed = np.array(speeds, float)  # None becomes NaN, which is not >= anything
             loaded[at] = row_loaded
-            speed = np.array([0.0 if s is None else s for s in speeds], float)
-            operating[at] = (
-                row_loaded | (speed >= self.moving_kmh) | np.equal(np.array(accs, object), True)
-            )
-        # Trucks without a row start afresh (a cached row may hold a rolled-back state).
-        if not have.all():
-            fresh = slots[~have]
+            operating[at] = row_loaded | (speed >= self.moving_kmh) | np.equal(accs, True)
+        # Trucks without a row before this batch start afresh (a cached row may hold a
+        # rolled-back state).
+        if not known.all():
+            fresh = slots[~known]
             cache.table.put(fresh, Carry.fresh(fresh.size, cache.streams))
-            cache.rev[fresh] = -1
-        stale = np.flatnonzero(have & (cache.rev[slots] != rev))
+            cache.rev[fresh] = rev[~known]
+        stale = np.flatnonzero(known & (cache.rev[slots] != rev))
         if stale.size:
             cur.execute(
                 "SELECT truck_id, rule_state FROM truck_state WHERE truck_id = ANY(%s)",
@@ -378,9 +344,10 @@ class ComplianceEngine:
         after: Carry,
         stored: Carry | None = None,
     ) -> None:
-        """Hand the changed states to the batch's truck_state write (telemetry.store merges
-        truck_state_staging into the same row update), snapshot the trucks whose device
-        time crossed a `snapshot_every_s` boundary, and keep the states in the cache."""
+        """Write the states whose stored part changed to their (locked) truck_state rows,
+        snapshot the trucks whose device time crossed a `snapshot_every_s` boundary, and keep
+        the states in the cache. Most trucks' stored part does not change from one batch to
+        the next (it holds open runs, the corridor state and the trip): those cost nothing."""
         every = self.snapshot_every_s
         cp = after.last[:, 0]
         counting = after.snap > -np.inf
@@ -399,14 +366,15 @@ class ComplianceEngine:
         revision = secrets.randbits(62)
         if changed.size:
             texts = after.encode(changed, self.layout, with_position=False)
-            # COPY text format: the JSON's backslashes are escaped; nothing else needs it.
-            lines = [
-                f"{truck}\t{text.decode().replace(_BACKSLASH, _BACKSLASH * 2)}\t{t!r}\t{revision}\n"
-                for truck, text, t in zip(
-                    trucks[changed].tolist(), texts, cp[changed].tolist(), strict=True
-                )
-            ]
-            cur.copy_expert("COPY truck_state_staging FROM STDIN", io.StringIO("".join(lines)))
+            cur.execute(
+                _WRITE_STATE,
+                (
+                    revision,
+                    IntArray(trucks[changed].tolist()),
+                    [text.decode() for text in texts],
+                    cp[changed].tolist(),
+                ),
+            )
         if due.size:
             texts = after.encode(due, self.layout, with_position=True)
             psycopg2.extras.execute_values(

@@ -28,12 +28,6 @@ CREATE TEMP TABLE IF NOT EXISTS positions_staging (
     lid lid_state, lift lift_state, load load_state, weight_kg real, acc boolean,
     alarms text[], sats smallint, hdop real, seq bigint
 ) ON COMMIT DELETE ROWS;
--- After-store hooks (the compliance rules) put each truck's new rule state here; the
--- truck_state upsert below merges it.
-CREATE TEMP TABLE IF NOT EXISTS truck_state_staging (
-    truck_id bigint PRIMARY KEY, rule_state text NOT NULL, checkpoint float8 NOT NULL,
-    rule_rev bigint NOT NULL
-) ON COMMIT DELETE ROWS
 """
 
 _INSERT = """
@@ -69,29 +63,18 @@ WHERE s.row_no = ANY(%s)
       (s.lat, s.lon, s.speed_kmh, s.heading, s.lid, s.lift, s.load, s.acc)
 """
 
-# The latest fix of each truck in the batch, merged with the rule state that after-store hooks
-# left in truck_state_staging (rule state is checkpointed in the same row, with one write).
-# A late fix never moves the position back, but its rule state still lands.
-_TRUCK_STATE = """
-INSERT INTO truck_state AS t (truck_id, device_id, fix_time, received_at, lat, lon, speed_kmh,
-                              heading, lid, lift, load, acc, alarms, rule_state,
-                              rule_checkpoint, rule_rev, updated_at)
-SELECT l.truck_id, l.device_id, l.fix_time, l.received_at, l.lat, l.lon, l.speed_kmh,
-       l.heading, l.lid, l.lift, l.load, l.acc, l.alarms,
-       COALESCE(r.rule_state, '{}'), to_timestamp(r.checkpoint), COALESCE(r.rule_rev, 0),
-       now()
-FROM (
-    SELECT DISTINCT ON (truck_id)
-           truck_id, device_id,
-           timestamptz 'epoch' + fix_ms * interval '1 millisecond' AS fix_time,
-           timestamptz 'epoch' + received_ms * interval '1 millisecond' AS received_at,
-           lat, lon, speed_kmh, heading, lid, lift, load, acc, alarms
-    FROM positions_staging
-    WHERE truck_id IS NOT NULL
-    ORDER BY truck_id, fix_ms DESC
-) l
-LEFT JOIN truck_state_staging r ON r.truck_id = l.truck_id
-ON CONFLICT (truck_id) DO UPDATE SET
+# The latest fix of each truck in the batch. A late fix never moves the position back.
+_TRUCK_STATE_ROWS = """
+SELECT DISTINCT ON (truck_id)
+       truck_id, device_id,
+       timestamptz 'epoch' + fix_ms * interval '1 millisecond' AS fix_time,
+       timestamptz 'epoch' + received_ms * interval '1 millisecond' AS received_at,
+       lat, lon, speed_kmh, heading, lid, lift, load, acc, alarms
+FROM positions_staging
+WHERE truck_id IS NOT NULL
+ORDER BY truck_id, fix_ms DESC
+"""
+_TRUCK_STATE_SET = """
     device_id = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.device_id ELSE t.device_id END,
     received_at = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.received_at ELSE t.received_at END,
     lat = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.lat ELSE t.lat END,
@@ -104,14 +87,39 @@ ON CONFLICT (truck_id) DO UPDATE SET
     acc = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.acc ELSE t.acc END,
     alarms = CASE WHEN t.fix_time < EXCLUDED.fix_time THEN EXCLUDED.alarms ELSE t.alarms END,
     fix_time = GREATEST(t.fix_time, EXCLUDED.fix_time),
-    rule_state = CASE WHEN EXCLUDED.rule_checkpoint IS NULL THEN t.rule_state
-                      ELSE EXCLUDED.rule_state END,
-    rule_checkpoint = COALESCE(EXCLUDED.rule_checkpoint, t.rule_checkpoint),
-    rule_rev = CASE WHEN EXCLUDED.rule_checkpoint IS NULL THEN t.rule_rev
-                    ELSE EXCLUDED.rule_rev END,
     updated_at = now()
-WHERE t.fix_time < EXCLUDED.fix_time OR EXCLUDED.rule_checkpoint IS NOT NULL
 """
+_TRUCK_STATE_INSERT = """
+INSERT INTO truck_state AS t (truck_id, device_id, fix_time, received_at, lat, lon, speed_kmh,
+                              heading, lid, lift, load, acc, alarms, updated_at)
+SELECT truck_id, device_id, fix_time, received_at, lat, lon, speed_kmh, heading, lid, lift, load,
+       acc, alarms, now()
+FROM ("""
+_TRUCK_STATE = (
+    _TRUCK_STATE_INSERT
+    + _TRUCK_STATE_ROWS
+    + ") l\nON CONFLICT (truck_id) DO UPDATE SET"
+    + _TRUCK_STATE_SET
+    + "WHERE t.fix_time < EXCLUDED.fix_time"
+)
+# The same write for batches that after-store hooks (the compliance rules) evaluate. It is
+# also how those hooks lock the batch's trucks: the rows are written in truck order (the order
+# of the subquery), so two collectors' transactions never wait on each other in a cycle, and
+# every truck of the batch is written, late fixes or not, so every one is locked. It returns
+# each row as it stood before the batch (the prev_* columns take the old values in the same
+# write; nothing else can return them): the rules start from that last fix. prev_fix_time is
+# NULL for a row this write created.
+_TRUCK_STATE_FOR_HOOKS = (
+    _TRUCK_STATE_INSERT
+    + _TRUCK_STATE_ROWS
+    + """) l
+ON CONFLICT (truck_id) DO UPDATE SET
+    prev_fix_time = t.fix_time, prev_load = t.load, prev_speed_kmh = t.speed_kmh,
+    prev_acc = t.acc,"""
+    + _TRUCK_STATE_SET
+    + """RETURNING truck_id, date_part('epoch', prev_fix_time), prev_load::text, prev_speed_kmh,
+          prev_acc, rule_rev"""
+)
 
 
 @dataclass(slots=True)
@@ -134,6 +142,10 @@ class Batch:
     statuses: dict[str, tuple[str, int]] = field(default_factory=dict)
     # Indexes into `fixes` of the rows actually inserted (not duplicates); set by write().
     inserted: list[int] = field(default_factory=list)
+    # For after-store hooks, set by write(): the truck_state rows of the batch's trucks as they
+    # stood before it (truck id, last fix time in epoch s or None for a new row, load, speed,
+    # ignition, rule_rev), locked by this transaction; in no particular order.
+    prior: list[tuple] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -240,19 +252,23 @@ class BatchWriter:
                                 )
                             )
                         result.duplicates -= len(result.conflicts)
-                        # Rows already stored must not reach the truck_state upsert below: it
-                        # would lock those trucks' rows, which the rules did not lock (they
-                        # lock the trucks of inserted fixes, in truck order), and two
-                        # collectors locking out of order deadlock (docs/performance.md).
+                        # Rows already stored must not reach the truck_state write below: it
+                        # would lock (and hand the rules) trucks that have nothing new.
                         cur.execute(
                             "DELETE FROM positions_staging WHERE row_no = ANY(%s)",
                             (IntArray(skipped),),
                         )
-                    # Rules run here: after the fixes are in, before truck_state is written,
-                    # so that the state they checkpoint goes into the same row write.
-                    for hook in self.after_store if run_hooks else ():
-                        hook(cur, batch)
-                    cur.execute(_TRUCK_STATE)
+                    hooks = self.after_store if run_hooks else ()
+                    if hooks:
+                        cur.execute(_TRUCK_STATE_FOR_HOOKS)
+                        batch.prior = cur.fetchall()
+                        # Rules run here: after the fixes and the trucks' rows are written
+                        # (and locked), in the same transaction, so the rule state they
+                        # checkpoint commits with the fixes that produced it.
+                        for hook in hooks:
+                            hook(cur, batch)
+                    else:
+                        cur.execute(_TRUCK_STATE)
                 quarantined = batch.quarantined + result.conflicts
                 if quarantined:
                     limit = self.quarantine_payload_bytes
