@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import secrets
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +106,17 @@ class ComplianceEngine:
         layout = ",".join(f"{r.kind}.{name}" for r, name in self.streams)
         self.layout = hashlib.sha1(layout.encode()).hexdigest()[:10]
         self.writer = ViolationWriter(settings)
-        self.cache = CarryCache(len(self.streams))
+        # One cache per thread: a collector's writer lanes are threads sharing this engine,
+        # and each device (so each truck) always goes to the same lane, so a lane's cache
+        # holds its own trucks and no two threads ever touch one cache.
+        self._local = threading.local()
+
+    @property
+    def cache(self) -> CarryCache:
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = CarryCache(len(self.streams))
+        return cache
 
     # -- catalogues ------------------------------------------------------------------------
     def refresh(self, conn) -> None:
@@ -389,8 +400,9 @@ class ComplianceEngine:
                 ],
                 template="(%s, %s, %s::jsonb)",
             )
-        self.cache.table.put(slots, after)
-        self.cache.rev[slots[changed]] = revision
+        cache = self.cache
+        cache.table.put(slots, after)
+        cache.rev[slots[changed]] = revision
 
     def _replay(self, cur, truck: int, slot: int, earliest: float) -> None:
         """Re-run a truck's rules from the newest snapshot before `earliest`."""

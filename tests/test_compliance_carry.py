@@ -95,3 +95,21 @@ def test_the_cache_gives_each_truck_one_row_and_grows():
     many = cache.rows(list(range(1000, 3000)))
     assert len(set(many.tolist()) | set(first.tolist())) == 2003
     assert len(cache.table) >= 2003 and (cache.rev[many] == -1).all()
+
+
+def test_each_writer_lane_thread_has_its_own_cache(settings):
+    """A collector's lanes are threads sharing one engine; a shared cache would hand two
+    trucks the same row when both threads add a truck at once."""
+    import threading
+
+    from compliance.engine import ComplianceEngine
+
+    engine = ComplianceEngine(settings)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(engine.cache)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen[0] is not seen[1]
+    assert engine.cache is engine.cache and engine.cache not in seen
