@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg2.extras
+from psycopg2 import sql as psql
 
 from core.db import IntArray
 from telemetry import partitions
@@ -57,7 +58,7 @@ _CONFLICTS = """
 SELECT s.row_no FROM positions_staging s
 JOIN positions p ON p.device_id = s.device_id
  AND p.fix_time = timestamptz 'epoch' + s.fix_ms * interval '1 millisecond'
-WHERE s.row_no = ANY(%s)
+WHERE s.row_no = ANY($1)
   AND (p.lat, p.lon, p.speed_kmh, p.heading, p.lid, p.lift, p.load, p.acc)
       IS DISTINCT FROM
       (s.lat, s.lon, s.speed_kmh, s.heading, s.lid, s.lift, s.load, s.acc)
@@ -120,6 +121,19 @@ ON CONFLICT (truck_id) DO UPDATE SET
     + """RETURNING truck_id, date_part('epoch', prev_fix_time), prev_load::text, prev_speed_kmh,
           prev_acc, rule_rev"""
 )
+
+
+# The statements every batch runs, prepared once per connection so that PostgreSQL plans them
+# once instead of at every batch: planning the conflict lookup over every daily partition
+# alone took about 1.3 ms, and at moderate rates, where batches are small, planning was a
+# large share of the database's work per message (docs/performance.md).
+_PREPARED = {
+    "muck_insert_fixes": ("", _INSERT),
+    "muck_fix_conflicts": ("(bigint[])", _CONFLICTS),
+    "muck_unstage_skipped": ("(bigint[])", "DELETE FROM positions_staging WHERE row_no = ANY($1)"),
+    "muck_truck_state": ("", _TRUCK_STATE),
+    "muck_truck_state_for_hooks": ("", _TRUCK_STATE_FOR_HOOKS),
+}
 
 
 @dataclass(slots=True)
@@ -201,6 +215,17 @@ class BatchWriter:
         self._timescale: bool | None = None
         with conn.cursor() as cur:
             cur.execute(_STAGING_DDL)
+            # A connection may serve several writers in turn (benchmarks, tests).
+            cur.execute("SELECT name FROM pg_prepared_statements")
+            prepared = {row[0] for row in cur.fetchall()}
+            for name, (types, statement) in _PREPARED.items():
+                if name in prepared:
+                    continue
+                cur.execute(
+                    psql.SQL("PREPARE {} {} AS {}").format(
+                        psql.Identifier(name), psql.SQL(types), psql.SQL(statement)
+                    )
+                )
             cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
             self._timescale = cur.fetchone() is not None
         conn.commit()
@@ -231,14 +256,14 @@ class BatchWriter:
                         "COPY positions_staging FROM STDIN",
                         _copy_buffer(batch.fixes, batch.truck_ids, batch.received_ms),
                     )
-                    cur.execute(_INSERT)
+                    cur.execute("EXECUTE muck_insert_fixes")
                     inserted = [row[0] for row in cur.fetchall()]
                     batch.inserted = inserted
                     result.stored = len(inserted)
                     if result.stored < len(batch.fixes):
                         result.duplicates = len(batch.fixes) - result.stored
                         skipped = sorted(set(range(len(batch.fixes))) - set(inserted))
-                        cur.execute(_CONFLICTS, (IntArray(skipped),))
+                        cur.execute("EXECUTE muck_fix_conflicts (%s)", (IntArray(skipped),))
                         for (row_no,) in cur.fetchall():
                             fix = batch.fixes[row_no]
                             result.conflicts.append(
@@ -255,12 +280,12 @@ class BatchWriter:
                         # Rows already stored must not reach the truck_state write below: it
                         # would lock (and hand the rules) trucks that have nothing new.
                         cur.execute(
-                            "DELETE FROM positions_staging WHERE row_no = ANY(%s)",
+                            "EXECUTE muck_unstage_skipped (%s)",
                             (IntArray(skipped),),
                         )
                     hooks = self.after_store if run_hooks else ()
                     if hooks:
-                        cur.execute(_TRUCK_STATE_FOR_HOOKS)
+                        cur.execute("EXECUTE muck_truck_state_for_hooks")
                         batch.prior = cur.fetchall()
                         # Rules run here: after the fixes and the trucks' rows are written
                         # (and locked), in the same transaction, so the rule state they
@@ -268,7 +293,7 @@ class BatchWriter:
                         for hook in hooks:
                             hook(cur, batch)
                     else:
-                        cur.execute(_TRUCK_STATE)
+                        cur.execute("EXECUTE muck_truck_state")
                 quarantined = batch.quarantined + result.conflicts
                 if quarantined:
                     limit = self.quarantine_payload_bytes
