@@ -66,6 +66,7 @@ PIPELINE: tuple[type[Rule], ...] = (
 )
 
 _LOADED = ("half", "full")
+_GOLDEN = 0.6180339887498949  # spreads truck ids evenly over [0, 1)
 # The rows are already locked by this transaction (telemetry.store writes them first).
 _WRITE_STATE = """
 UPDATE truck_state t
@@ -73,6 +74,16 @@ SET rule_state = s.rule_state, rule_checkpoint = to_timestamp(s.checkpoint), rul
 FROM unnest(%s::bigint[], %s::text[], %s::float8[]) AS s(truck_id, rule_state, checkpoint)
 WHERE t.truck_id = s.truck_id
 """
+
+
+def snapshot_due(trucks: np.ndarray, last: np.ndarray, now: np.ndarray, every: float) -> np.ndarray:
+    """Per truck: has its device time crossed a snapshot boundary between `last` and `now`?
+
+    Each truck's boundaries are shifted by a phase of its own, so that a fleet does not
+    snapshot all at once at every multiple of `every` (100,000 snapshots in a few batches
+    would hold up those batches' alerts by seconds)."""
+    phase = (trucks * _GOLDEN % 1.0) * every
+    return (now + phase) // every > (last + phase) // every
 
 
 @dataclass
@@ -364,7 +375,7 @@ class ComplianceEngine:
         counting = after.snap > -np.inf
         # Not counting yet: start at this checkpoint; no snapshot is needed before the first.
         snap = np.where(counting, after.snap, cp)
-        due = np.flatnonzero(counting & (cp // every > snap // every))
+        due = np.flatnonzero(counting & snapshot_due(trucks, snap, cp, every))
         snap[due] = cp[due]
         after.snap = snap
         changed = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from compliance.carry import Carry, CarryCache, decode_state
 from compliance.trips import ABANDONED
@@ -113,3 +114,20 @@ def test_each_writer_lane_thread_has_its_own_cache(settings):
         thread.join()
     assert seen[0] is not seen[1]
     assert engine.cache is engine.cache and engine.cache not in seen
+
+
+def test_snapshots_are_spread_over_the_interval_not_taken_by_the_whole_fleet_at_once():
+    from compliance.engine import snapshot_due
+
+    trucks = np.arange(1, 10_001, dtype=np.int64)
+    every = 900.0
+    due_per_step = []
+    for start in np.arange(0.0, 3 * every, 10.0):  # a fleet reporting every 10 s
+        due = snapshot_due(
+            trucks, np.full(trucks.size, start), np.full(trucks.size, start + 10), every
+        )
+        due_per_step.append(int(due.sum()))
+    # Each truck still snapshots once per interval ...
+    assert sum(due_per_step) == pytest.approx(3 * trucks.size, abs=trucks.size * 0.01)
+    # ... but about 1/90 of the fleet at each step, never a large part of it.
+    assert max(due_per_step) < trucks.size * 0.03
