@@ -124,14 +124,15 @@ class Carry:
         return Carried(last[:, 0], last[:, 1] > 0, last[:, 2] > 0, last[:, 3] > 0)
 
     def run_carry(self, k: int) -> RunCarry:
-        m = len(self)
+        """Stream `k`'s open runs, as views: the detector reads its carry and returns a new
+        one, so nothing is copied here."""
         return RunCarry(
-            self.run_active[:, k].copy(),
-            self.run_start[:, k].copy(),
-            self.last[:, 0].copy(),  # every stream has seen the truck's last fix
-            self.run_worst[:, k].copy(),
-            self.run_fired[:, k].copy(),
-            np.full(m, -1, np.int64),
+            self.run_active[:, k],
+            self.run_start[:, k],
+            self.last[:, 0],  # every stream has seen the truck's last fix
+            self.run_worst[:, k],
+            self.run_fired[:, k],
+            np.full(len(self), -1, np.int64),
         )
 
     def trip_carry(self) -> TripCarry:

@@ -327,7 +327,16 @@ class ComplianceEngine:
         operating = np.zeros(m, bool)
         if prior:
             ids, times, loads, speeds, accs, revs = zip(*prior, strict=True)
-            at = np.searchsorted(trucks, np.array(ids, np.int64))
+            ids = np.array(ids, np.int64)
+            at = np.minimum(np.searchsorted(trucks, ids), m - 1)
+            # The rows are those of this batch's trucks; a row of any other truck (none is
+            # expected) must not land on a neighbour's slot.
+            mine = trucks[at] == ids
+            if not mine.all():
+                at, mine_list = at[mine], np.flatnonzero(mine).tolist()
+                times, loads, speeds, accs, revs = (
+                    [column[i] for i in mine_list] for column in (times, loads, speeds, accs, revs)
+                )
             rev[at] = revs
             times = np.array(times, float)  # None (a new row) becomes NaN
             known[at] = ~np.isnan(times)

@@ -164,3 +164,20 @@ def test_a_rolled_back_batch_leaves_nothing_in_the_engines_memory(db, settings, 
     pipeline.writer.after_store.remove(fail)
     pipeline.feed(messages[half:])
     assert violations(db) == expected
+
+
+def test_a_stranger_row_in_the_prior_rows_changes_nothing(db, settings, baseline):
+    """The engine places each prior truck_state row by truck id; a row it did not ask for
+    must not land on a neighbouring truck's slot."""
+    messages, expected = baseline
+    pipeline = Pipeline(settings, db)
+    hook = pipeline.engine.after_store
+
+    def with_stranger(cur, batch):
+        batch.prior = [*batch.prior, (0, 1.0, "full", 99.0, True, 12345)]
+        batch.prior.append((10**12, 1.0, "full", 99.0, True, 12345))
+        hook(cur, batch)
+
+    pipeline.writer.after_store = [with_stranger]
+    pipeline.feed(messages)
+    assert violations(db) == expected
