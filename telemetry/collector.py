@@ -38,7 +38,7 @@ import psycopg2
 
 from core.config import ConfigError, Settings
 from core.db import connect_settings
-from telemetry.ingest import Incoming, Ingestor
+from telemetry.ingest import Ingestor
 from telemetry.mqtt_lean import LeanSubscriber, Received
 from telemetry.mqtt_paho import PahoSubscriber
 from telemetry.stats import IngestStats
@@ -201,7 +201,6 @@ class Collector:
     def _store(self, lane: _Lane, received: list[Received]) -> bool:
         """Store one batch, retrying until it commits or the stop grace period ends."""
         delay = self.retry_initial_s
-        incoming = [Incoming(topic, payload) for topic, payload, _, _ in received]
         batch = None
         run_hooks = True
         while True:
@@ -210,7 +209,7 @@ class Collector:
                 writer = self._ensure_writer(lane)
                 if batch is None:
                     with writer.conn.cursor() as cur:
-                        batch = lane.ingestor.build(incoming, cur)
+                        batch = lane.ingestor.build(received, cur)
                 result = writer.write(batch, run_hooks=run_hooks)
             except _TRANSIENT_DB_ERRORS as exc:
                 self.stats.db_errors.inc()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.config import Settings
 from telemetry.bindings import TerminalBindings
@@ -25,10 +25,16 @@ from telemetry.validation import (
 )
 
 
-@dataclass(slots=True)
-class Incoming:
+class Incoming(NamedTuple):
+    """One received message. `Ingestor.build` reads only its first two items, so the MQTT
+    readers' (topic, payload, packet id, qos) tuples are passed as they are: building an
+    object per message cost the collector 1.6 µs."""
+
     topic: str
     payload: bytes
+
+
+_TOPIC_CACHE_LIMIT = 500_000
 
 
 def now_ms() -> int:
@@ -46,11 +52,22 @@ class Ingestor:
             float(ingest["max_implied_speed_kmh"]), float(ingest["implied_speed_min_distance_m"])
         )
         self.quarantine_payload_bytes = int(ingest["quarantine_payload_bytes"])
+        # topic → Topics.parse(topic): a fleet sends on the same topics all day, and parsing
+        # one (split and a regular expression) cost 2 µs per message.
+        self._parsed_topics: dict[str, tuple | None] = {}
+
+    def _parse_topic(self, topic: str) -> tuple | None:
+        parsed = self.topics.parse(topic)
+        cache = self._parsed_topics
+        if len(cache) >= _TOPIC_CACHE_LIMIT:
+            cache.clear()  # bounds memory when a client sends on ever new (bad) topics
+        cache[topic] = parsed
+        return parsed
 
     def make_writer(self, conn, after_store: Sequence[AfterStore] = ()) -> BatchWriter:
         return BatchWriter(conn, self.quarantine_payload_bytes, after_store, self.topics)
 
-    def build(self, messages: Sequence[Incoming], cur) -> Batch:
+    def build(self, messages: Sequence[Incoming | tuple], cur) -> Batch:
         """Decode and validate; `cur` is used only to refresh terminal bindings."""
         received = now_ms()
         batch = Batch(received_ms=received)
@@ -63,31 +80,33 @@ class Ingestor:
                 )
             )
 
+        parsed_topics = self._parsed_topics
         for message in messages:
-            parsed = self.topics.parse(message.topic)
+            topic, payload = message[0], message[1]
+            parsed = parsed_topics[topic] if topic in parsed_topics else self._parse_topic(topic)
             if parsed is None:
                 reject(
-                    message.topic,
+                    topic,
                     None,
-                    Rejection("bad_topic", "topic outside the MQTT contract", message.payload),
+                    Rejection("bad_topic", "topic outside the MQTT contract", payload),
                 )
                 continue
             kind, ident = parsed
             if kind == "telemetry":
-                fixes, rejections = decode_telemetry(ident, message.payload, received, self.limits)
+                fixes, rejections = decode_telemetry(ident, payload, received, self.limits)
                 batch.fixes.extend(fixes)
                 for rejection in rejections:
-                    reject(message.topic, ident, rejection)
+                    reject(topic, ident, rejection)
             elif kind == "sightings":
-                result = decode_sighting(ident, message.payload, received, self.limits)
+                result = decode_sighting(ident, payload, received, self.limits)
                 if isinstance(result, Rejection):
-                    reject(message.topic, ident, result)
+                    reject(topic, ident, result)
                 else:
                     batch.sightings.append(result)
             else:
-                status = decode_status(message.payload, received)
+                status = decode_status(payload, received)
                 if isinstance(status, Rejection):
-                    reject(message.topic, ident, status)
+                    reject(topic, ident, status)
                 else:
                     previous = batch.statuses.get(ident)
                     if previous is None or previous[1] <= status[1]:
