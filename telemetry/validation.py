@@ -91,7 +91,14 @@ def parse_time_ms(value: float | str | None) -> int:
     return int(round(value))
 
 
-_MAX_SEQ = 2**63 - 1
+# Plausible ranges of the optional and measured fields (both checks in check_fix use them).
+_SPEED = (0.0, 300.0)
+_HEADING = (0.0, 360.0)
+_ALT = (-500.0, 9000.0)
+_WEIGHT = (0.0, 200_000.0)
+_SATS = (0, 255)
+_HDOP = (0.0, 100.0)
+_SEQ = (0, 2**63 - 1)
 
 
 def _optional_range(name: str, value: float | None, low: float, high: float) -> str | None:
@@ -116,13 +123,13 @@ def check_fix(
         and -90.0 <= lat <= 90.0
         and -180.0 <= lon <= 180.0
         and (lat != 0.0 or lon != 0.0)
-        and 0.0 <= speed <= 300.0
-        and (heading is None or 0.0 <= heading <= 360.0)
-        and (msg.alt is None or -500.0 <= msg.alt <= 9000.0)
-        and (msg.weight_kg is None or 0.0 <= msg.weight_kg <= 200_000.0)
-        and (msg.hdop is None or 0.0 <= msg.hdop <= 100.0)
-        and (msg.sats is None or 0 <= msg.sats <= 255)
-        and (msg.seq is None or 0 <= msg.seq <= _MAX_SEQ)
+        and _SPEED[0] <= speed <= _SPEED[1]
+        and (heading is None or _HEADING[0] <= heading <= _HEADING[1])
+        and (msg.alt is None or _ALT[0] <= msg.alt <= _ALT[1])
+        and (msg.weight_kg is None or _WEIGHT[0] <= msg.weight_kg <= _WEIGHT[1])
+        and (msg.hdop is None or _HDOP[0] <= msg.hdop <= _HDOP[1])
+        and (msg.sats is None or _SATS[0] <= msg.sats <= _SATS[1])
+        and (msg.seq is None or _SEQ[0] <= msg.seq <= _SEQ[1])
     ):
         return _checked_times(msg, device_id, raw, now_ms, limits)
     if msg.device is not None and msg.device != device_id:
@@ -137,13 +144,13 @@ def check_fix(
     if msg.lat == 0.0 and msg.lon == 0.0:
         return Rejection("zero_position", "position (0, 0) is a missing fix", raw)
     problem = (
-        _optional_range("speed", msg.speed, 0.0, 300.0)
-        or _optional_range("heading", msg.heading, 0.0, 360.0)
-        or _optional_range("alt", msg.alt, -500.0, 9000.0)
-        or _optional_range("weight_kg", msg.weight_kg, 0.0, 200_000.0)
-        or _optional_range("sats", msg.sats, 0, 255)
-        or _optional_range("hdop", msg.hdop, 0.0, 100.0)
-        or _optional_range("seq", msg.seq, 0, _MAX_SEQ)
+        _optional_range("speed", msg.speed, *_SPEED)
+        or _optional_range("heading", msg.heading, *_HEADING)
+        or _optional_range("alt", msg.alt, *_ALT)
+        or _optional_range("weight_kg", msg.weight_kg, *_WEIGHT)
+        or _optional_range("sats", msg.sats, *_SATS)
+        or _optional_range("hdop", msg.hdop, *_HDOP)
+        or _optional_range("seq", msg.seq, *_SEQ)
     )
     if problem:
         reason = "not_finite" if "not finite" in problem else "out_of_range"

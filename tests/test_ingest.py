@@ -322,8 +322,6 @@ def test_the_conflict_lookup_reads_positions_by_key_whatever_plan_is_cached(sett
     for it, planned from the statistics of that moment: with a plain join, planned while the
     day's partition looked small, it scanned the whole partition for every batch holding a
     duplicate (63 ms per batch at 150,000 rows). It must read positions through the key."""
-    import json
-
     from telemetry.ingest import Incoming, Ingestor
 
     ingestor = Ingestor(settings)
@@ -333,12 +331,12 @@ def test_the_conflict_lookup_reads_positions_by_key_whatever_plan_is_cached(sett
         writer.write(ingestor.build([Incoming(T.telemetry("PLAN1"), fix(ts))], cur))
         cur.execute("SET plan_cache_mode = force_generic_plan")
         cur.execute("EXPLAIN (FORMAT JSON) EXECUTE muck_fix_conflicts ('{0}')")
-        plan = json.dumps(cur.fetchone()[0])
+        plan = cur.fetchone()[0]
         cur.execute("RESET plan_cache_mode")
     db.rollback()
     scanned = {
         node["Relation Name"]: node["Node Type"]
-        for node in _plan_nodes(json.loads(plan)[0]["Plan"])
+        for node in _plan_nodes(plan[0]["Plan"])
         if node.get("Relation Name", "").startswith("positions_p")
     }
     assert scanned, plan
