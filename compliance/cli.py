@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from compliance.violations import KINDS, STATUSES
-from core.cli import MuckContext, pass_ctx
+from core.clicontext import MuckContext, pass_ctx
 from core.config import ConfigError
 
 

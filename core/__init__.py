@@ -1,5 +1,6 @@
-"""Shared foundation: settings, database access, migrations, embedded services and the CLI root.
+"""Shared foundation: settings, database access, migrations and embedded services.
 
-Domain packages (telemetry, geofence, compliance, web, simulators) own their tables and SQL;
-this package only knows how to find and apply their migrations.
+Domain packages (registry, telemetry, geofence, compliance, web, …) own their tables and SQL;
+this package only knows how to find and apply their migrations, and imports none of them.
+The `muck` command and the processes that join packages live in the composition root, `muck/`.
 """

@@ -20,6 +20,11 @@ from core.db import transaction
 
 # Data-path order: a package may reference tables of the packages before it, never after.
 PACKAGES = ("registry", "telemetry", "geofence", "compliance", "web")
+
+# Migrations that moved to the package owning their tables (issue 15), old name → new name.
+# A database migrated before the move has the old names in schema_migrations; they are
+# renamed before anything is applied, so the moved steps are not run a second time.
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {}
 ROOT = Path(__file__).resolve().parent.parent
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sql|py)$")
 _LOCK_KEY = 0x6D75636B  # "muck"
@@ -56,6 +61,19 @@ def _apply_python(path: Path, cur, settings: Settings) -> None:
     module.apply(cur, settings)
 
 
+def _rename_moved(conn) -> None:
+    """Record moved migrations under their new package and version (idempotent)."""
+    if not RENAMED:
+        return
+    with transaction(conn) as cur:
+        for (old_package, old_version), (package, version) in RENAMED.items():
+            cur.execute(
+                """UPDATE schema_migrations SET package = %s, version = %s
+                   WHERE package = %s AND version = %s""",
+                (package, version, old_package, old_version),
+            )
+
+
 def migrate(conn, settings: Settings) -> list[str]:
     """Apply pending migrations; returns the ones applied (empty when up to date)."""
     with transaction(conn) as cur:
@@ -72,6 +90,7 @@ def migrate(conn, settings: Settings) -> list[str]:
         cur.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     conn.commit()
     try:
+        _rename_moved(conn)
         with conn.cursor() as cur:
             cur.execute("SELECT package, version FROM schema_migrations")
             done = {(p, v) for p, v in cur.fetchall()}

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from core.cli import MuckContext, pass_ctx
+from core.clicontext import MuckContext, pass_ctx
 from core.config import ConfigError
 
 

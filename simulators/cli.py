@@ -8,8 +8,8 @@ import time
 
 import click
 
-from core.cli import MuckContext, pass_ctx
-from simulators.loadtest_cli import loadtest  # noqa: F401 - registered by core.cli
+from core.clicontext import MuckContext, pass_ctx
+from simulators.loadtest_cli import loadtest  # noqa: F401 - registered by muck.cli
 
 
 def _transmission_options(*, drop_pct: float, duplicate_pct: float):

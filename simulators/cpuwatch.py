@@ -170,7 +170,7 @@ class CpuWatch:
             if pid == me or pid in self.procs or "collect" not in argv:
                 continue
             runner = " ".join(argv[: argv.index("collect")])
-            if pid not in own and not ("muck" in runner or "core.cli" in runner):
+            if pid not in own and not ("muck" in runner or "muck.cli" in runner):
                 continue
             note = ""
             if pid not in own:

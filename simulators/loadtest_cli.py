@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from core.cli import MuckContext, pass_ctx
+from core.clicontext import MuckContext, pass_ctx
 
 
 def reproducing_command(options, report: str) -> str:

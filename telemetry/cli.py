@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from core.cli import MuckContext, pass_ctx
+from core.clicontext import MuckContext, pass_ctx
 
 
 @click.command("maintain")

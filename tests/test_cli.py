@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.cli_docs import render
 from core.config import load_settings
+from muck.cli_docs import render
 
 ROOT = Path(__file__).resolve().parent.parent
 MUCK = str(Path(sys.executable).with_name("muck"))
@@ -15,15 +15,15 @@ MUCK = str(Path(sys.executable).with_name("muck"))
 
 def test_cli_reference_is_up_to_date():
     assert (ROOT / "docs" / "cli.md").read_text() == render(), (
-        "docs/cli.md is stale: run `python -m core.cli_docs > docs/cli.md`"
+        "docs/cli.md is stale: run `python -m muck.cli_docs > docs/cli.md`"
     )
 
 
 def test_every_command_and_option_has_help():
     import click
 
-    from core.cli import cli
-    from core.cli_docs import _walk
+    from muck.cli import cli
+    from muck.cli_docs import _walk
 
     render()  # registers the subcommands
     for path, command in _walk(cli, ["muck"]):

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from pyproj import Geod
 
-from core.cli import MuckContext
+from core.clicontext import MuckContext
 from core.config import load_settings
 from geofence import coords
 from geofence.catalog import ZoneCatalog

@@ -329,7 +329,7 @@ def test_list_filters_by_truck_and_valid_at(db):
 def runner(database_url, monkeypatch):
     monkeypatch.setenv("MUCK_DATABASE_URL", database_url)
     monkeypatch.delenv("MUCK_CONFIG", raising=False)
-    from core.cli import _register_subcommands, cli
+    from muck.cli import _register_subcommands, cli
 
     _register_subcommands()
 
@@ -340,7 +340,7 @@ def runner(database_url, monkeypatch):
     # click caches each command's help option with the names of the context it first ran
     # in (`-h, --help` under `muck`); forget them so docs rendered later in this session
     # (tests/test_cli.py) are the same as from a fresh process.
-    from core.cli_docs import _walk
+    from muck.cli_docs import _walk
 
     for _, command in _walk(cli, ["muck"]):
         command._help_option = None

@@ -107,7 +107,7 @@ def test_settings_reject_unknown_keys_and_wrong_types(tmp_path):
 
 
 def test_the_collectors_maintenance_job_is_scheduled_and_runs_at_start(settings):
-    from core.collect import _start_maintenance
+    from muck.collect import _start_maintenance
 
     scheduler = _start_maintenance(settings)
     try:

@@ -819,7 +819,7 @@ def test_cli_user_create_and_token(db, database_url):
 
     def muck(*args, stdin=None):
         return subprocess.run(
-            [sys.executable, "-c", "from core.cli import main; main()", *args],
+            [sys.executable, "-c", "from muck.cli import main; main()", *args],
             input=stdin,
             capture_output=True,
             text=True,

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from core.cli import MuckContext, pass_ctx
+from core.clicontext import MuckContext, pass_ctx
 
 
 @click.command("web")

@@ -7,22 +7,8 @@ import sys
 
 import click
 
-from core.config import ConfigError, Settings, load_settings
-
-
-class MuckContext:
-    def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self.config_path)
-        return self._settings
-
-
-pass_ctx = click.make_pass_decorator(MuckContext)
+from core.clicontext import MuckContext, pass_ctx
+from core.config import ConfigError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,9 +79,9 @@ def bench() -> None:
 
 def _register_subcommands() -> None:
     from compliance.cli import bench_rules, black_trucks, permits, violations
-    from core.collect import collect
-    from core.demo import demo
     from geofence.cli import bench_geofence, zones
+    from muck.collect import collect
+    from muck.demo import demo
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import bench_ingest, maintain_cmd
     from web.cli import bench_web, user_cmd, web_cmd

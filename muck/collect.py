@@ -12,7 +12,7 @@ import threading
 
 import click
 
-from core.cli import MuckContext, pass_ctx
+from core.clicontext import MuckContext, pass_ctx
 
 
 @click.command()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from core.cli import MuckContext, pass_ctx
+from core.clicontext import MuckContext, pass_ctx
 
 
 @click.command()

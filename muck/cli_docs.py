@@ -1,6 +1,6 @@
 """Writes docs/cli.md from the real `--help` output, so the reference cannot drift.
 
-    python -m core.cli_docs > docs/cli.md
+    python -m muck.cli_docs > docs/cli.md
 
 tests/test_cli.py fails when docs/cli.md is out of date.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from core.cli import _register_subcommands, cli
+from muck.cli import _register_subcommands, cli
 
 
 def _walk(command: click.Command, path: list[str]):
@@ -24,7 +24,7 @@ def render() -> str:
     parts = [
         "# Command-line reference",
         "",
-        "Generated from `muck --help` by `python -m core.cli_docs > docs/cli.md`; do not edit.",
+        "Generated from `muck --help` by `python -m muck.cli_docs > docs/cli.md`; do not edit.",
         "",
     ]
     for path, command in _walk(cli, ["muck"]):

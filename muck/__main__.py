@@ -1,0 +1,3 @@
+from muck.cli import main
+
+main()
