@@ -21,10 +21,23 @@ from core.db import transaction
 # Data-path order: a package may reference tables of the packages before it, never after.
 PACKAGES = ("registry", "telemetry", "geofence", "compliance", "web")
 
-# Migrations that moved to the package owning their tables (issue 15), old name → new name.
-# A database migrated before the move has the old names in schema_migrations; they are
+# Migrations that moved to the package owning their tables (issue 15): old name → the new
+# names it became (one, several when it was split, none when it was folded into another). A
+# database migrated before the move has the old names in schema_migrations; they are
 # renamed before anything is applied, so the moved steps are not run a second time.
-RENAMED: dict[tuple[str, str], tuple[str, str]] = {}
+RENAMED: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("web", "0002_violations_live"): (("compliance", "0009_violations_updated_index"),),
+    ("web", "0003_violation_districts"): (("compliance", "0010_violation_districts"),),
+    ("web", "0004_live_trucks_updated"): (("registry", "0002_trucks_updated_index"),),
+    # It dropped an index of truck_state that web/0001 had created; neither is made any more.
+    ("web", "0005_truck_state_hot"): (),
+    ("web", "0005_violation_list_indexes"): (
+        ("compliance", "0011_violation_list_indexes"),
+        ("registry", "0003_companies_name_index"),
+    ),
+    ("web", "0006_violation_count_indexes"): (("compliance", "0012_violation_count_indexes"),),
+    ("web", "0007_violation_zone_index"): (("compliance", "0013_violation_zone_index"),),
+}
 ROOT = Path(__file__).resolve().parent.parent
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sql|py)$")
 _LOCK_KEY = 0x6D75636B  # "muck"
@@ -62,16 +75,24 @@ def _apply_python(path: Path, cur, settings: Settings) -> None:
 
 
 def _rename_moved(conn) -> None:
-    """Record moved migrations under their new package and version (idempotent)."""
-    if not RENAMED:
-        return
+    """Record moved migrations under their new names (idempotent: old names go once)."""
+    checksums = {(m.package, m.version): m.checksum for m in discover()}
     with transaction(conn) as cur:
-        for (old_package, old_version), (package, version) in RENAMED.items():
+        for (old_package, old_version), new_names in RENAMED.items():
             cur.execute(
-                """UPDATE schema_migrations SET package = %s, version = %s
-                   WHERE package = %s AND version = %s""",
-                (package, version, old_package, old_version),
+                """DELETE FROM schema_migrations WHERE package = %s AND version = %s
+                   RETURNING applied_at""",
+                (old_package, old_version),
             )
+            row = cur.fetchone()
+            if row is None:
+                continue
+            for package, version in new_names:
+                cur.execute(
+                    """INSERT INTO schema_migrations (package, version, checksum, applied_at)
+                       VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                    (package, version, checksums[(package, version)], row[0]),
+                )
 
 
 def migrate(conn, settings: Settings) -> list[str]:

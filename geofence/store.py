@@ -95,8 +95,7 @@ def _upsert_districts(cur, districts: list[Zone]) -> dict[str, int]:
             parts.append(part)
             rings.append(ring)
             shapes.append(shape)
-    # One statement for every ring: the statement trigger that gives violations without a
-    # district their district (web/sql/0003) then runs once per import.
+    # One statement for every ring (a round trip per ring is slow for detailed boundaries).
     cur.execute(
         """INSERT INTO geofence_district_rings (district_id, part, ring, shape)
            SELECT * FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::polygon[])""",
@@ -226,6 +225,16 @@ def delete_zone(conn, code: str) -> bool:
     with transaction(conn) as cur:
         cur.execute("DELETE FROM geofence_zones WHERE code = %s", (code,))
         return cur.rowcount == 1
+
+
+def districts_version(conn) -> int:
+    """Changes whenever a district is added or changed (µs of its newest update); 0 if none."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT (extract(epoch FROM max(updated_at)) * 1e6)::bigint FROM geofence_districts"
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def current_version(conn) -> int:

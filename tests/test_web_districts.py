@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from compliance.districts import fill_missing_districts
 from geofence.io import ZoneImportError, parse_zones, read_geojson
 from geofence.store import district_at, load_districts, load_zones, upsert_zones
 from tests.test_web import _post_form, app, as_role, users  # noqa: F401
@@ -130,10 +131,12 @@ def test_districts_imported_later_reach_earlier_violations(db, world):
         },
     )
     upsert_zones(db, _parse(later))
+    assert fill_missing_districts(db) == 6
     with db.cursor() as cur:
         cur.execute("SELECT DISTINCT district_code FROM violations")
         assert cur.fetchall() == [("440306",)]
     db.rollback()
+    assert fill_missing_districts(db) == 0  # districts unchanged since: nothing to visit
 
 
 def test_violation_list_filters_by_district_code_or_name(as_role, world):

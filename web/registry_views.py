@@ -15,6 +15,7 @@ from pathlib import Path
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from compliance.districts import fill_missing_districts
 from geofence.io import ZoneImportError, read_zones_file
 from geofence.store import set_active as set_zone_active
 from geofence.store import upsert_zones
@@ -386,6 +387,9 @@ def _import_zones(form) -> list[str]:
             {"file": name, "crs": form.crs.data, "codes": [z.code for z in zones]},
         )
     counts = upsert_zones(conn, zones)
+    # Violations raised before a district was imported are in it from now on, not only after
+    # the scheduler's next run.
+    fill_missing_districts(conn)
     flash(_("Imported: %(i)s new, %(u)s updated.", i=counts["inserted"], u=counts["updated"]), "ok")
     return []
 

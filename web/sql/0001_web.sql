@@ -1,4 +1,4 @@
--- Dashboard users, API tokens, the audit log, and the live map's change index.
+-- Dashboard users, API tokens and the audit log.
 
 CREATE TABLE web_users (
     id             bigserial PRIMARY KEY,
@@ -49,6 +49,3 @@ CREATE TABLE web_secret (
     secret_key  text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-
--- The live map asks for trucks changed since its last cursor.
-CREATE INDEX truck_state_updated_idx ON truck_state (updated_at);

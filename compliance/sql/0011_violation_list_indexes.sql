@@ -22,5 +22,3 @@ CREATE INDEX violations_sort_points_idx ON violations (points, started_at, id);
 CREATE INDEX violations_sort_ended_idx ON violations (ended_at, started_at, id);
 CREATE INDEX violations_sort_worst_idx ON violations
     (worst_value DESC NULLS LAST, started_at DESC, id DESC);
--- Sorting by company name walks the companies in name order.
-CREATE INDEX companies_name_idx ON companies (name);

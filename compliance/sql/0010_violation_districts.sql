@@ -3,7 +3,7 @@
 -- Set by a trigger whenever the violation's position is set (at detection, or when the
 -- evidence capture fills it in), from the boundaries in force at that moment: a later
 -- boundary change does not move old violations (like the paper record), but violations
--- that had no district get one when districts are imported (trigger below).
+-- that had no district get one when districts are imported (compliance/districts.py).
 ALTER TABLE violations ADD COLUMN district_code text;
 CREATE INDEX violations_district_idx ON violations (district_code, started_at DESC);
 
@@ -23,16 +23,3 @@ $$;
 CREATE TRIGGER violations_district
     BEFORE INSERT OR UPDATE OF lat, lon ON violations
     FOR EACH ROW EXECUTE FUNCTION violations_set_district();
-
--- Districts imported or changed: violations without a district get one now.
-CREATE FUNCTION violations_fill_districts() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE violations SET district_code = geofence_district_at(lon, lat)
-    WHERE district_code IS NULL AND lat IS NOT NULL AND lon IS NOT NULL
-      AND geofence_district_at(lon, lat) IS NOT NULL;
-    RETURN NULL;
-END;
-$$;
-CREATE TRIGGER district_rings_changed
-    AFTER INSERT OR UPDATE ON geofence_district_rings
-    FOR EACH STATEMENT EXECUTE FUNCTION violations_fill_districts();
