@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from telemetry.mqtt_lean import connect_packet, encode_remaining_length
+from telemetry.mqtt.lean import connect_packet, encode_remaining_length
 
 
 class MqttProtocolError(RuntimeError):

@@ -35,7 +35,7 @@ import psutil
 
 from core.config import MqttEndpoint
 from simulators.fastpub import FastPublisher, paced
-from telemetry.mqtt_lean import LeanSubscriber
+from telemetry.mqtt.lean import LeanSubscriber
 
 # Where `lose_pct` sends messages: a prefix outside the contract, which no collector reads.
 VOID_PREFIX = "muck-loadtest-void/v1"

@@ -13,8 +13,8 @@
   another's truck locks, as collectors sharing a subscription do). Acknowledgements still go
   out in arrival order: a socket read's messages are acknowledged together once every lane
   holding some of them has committed, and only after every earlier read's. The reader is
-  telemetry.mqtt_lean (MQTT 3.1.1, the default: a quarter of paho's CPU per message) or
-  telemetry.mqtt_paho (MQTT 5, or `mqtt.client = "paho"`).
+  telemetry.mqtt.lean (MQTT 3.1.1, the default: a quarter of paho's CPU per message) or
+  telemetry.mqtt.paho (MQTT 5, or `mqtt.client = "paho"`).
 * The broker's in-flight window (Mosquitto `max_inflight_messages`) bounds how many messages
   are unacknowledged at once (it should be at least (lanes + 1) x batch_size); a batch is flushed when full, when its first message has waited
   `batch_max_wait_ms`, or as soon as nothing more arrives for a few milliseconds, so a small
@@ -39,10 +39,11 @@ import psycopg2
 from core.config import ConfigError, Settings
 from core.db import connect_settings
 from telemetry.ingest import Ingestor
-from telemetry.mqtt_lean import LeanSubscriber, Received
-from telemetry.mqtt_paho import PahoSubscriber
+from telemetry.mqtt.lean import LeanSubscriber
+from telemetry.mqtt.paho import PahoSubscriber
 from telemetry.stats import IngestStats
 from telemetry.store import AfterStore, BatchWriter
+from telemetry.transport import Received
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,8 @@ class Collector:
             n = len(lanes)
             for message in received:
                 # The topic names the device (or camera): same topic, same lane.
-                parts[hash(message[0]) % n].append(message)
-        chunk = _Chunk(generation, [mid for _, _, mid, qos in received if qos])
+                parts[hash(message.topic) % n].append(message)
+        chunk = _Chunk(generation, [m.packet_id for m in received if m.qos])
         chunk.outstanding = sum(1 for part in parts if part)
         if not chunk.outstanding:
             return

@@ -16,6 +16,7 @@ from telemetry.cleaning import ImpliedSpeedFilter
 from telemetry.contract import Topics
 from telemetry.stats import IngestStats
 from telemetry.store import AfterStore, Batch, BatchWriter, Quarantined, WriteResult
+from telemetry.transport import Received
 from telemetry.validation import (
     Limits,
     Rejection,
@@ -26,9 +27,9 @@ from telemetry.validation import (
 
 
 class Incoming(NamedTuple):
-    """One received message. `Ingestor.build` reads only its first two items, so the MQTT
-    readers' (topic, payload, packet id, qos) tuples are passed as they are: building an
-    object per message cost the collector 1.6 µs."""
+    """One message to ingest where no MQTT client received it (benchmarks, replays, tests).
+    `Ingestor.build` reads only `topic` and `payload`, so the clients' `Received` messages
+    are passed as they are: building another object per message cost the collector 1.6 µs."""
 
     topic: str
     payload: bytes
@@ -67,7 +68,7 @@ class Ingestor:
     def make_writer(self, conn, after_store: Sequence[AfterStore] = ()) -> BatchWriter:
         return BatchWriter(conn, self.quarantine_payload_bytes, after_store, self.topics)
 
-    def build(self, messages: Sequence[Incoming | tuple], cur) -> Batch:
+    def build(self, messages: Sequence[Incoming | Received], cur) -> Batch:
         """Decode and validate; `cur` is used only to refresh terminal bindings."""
         received = now_ms()
         batch = Batch(received_ms=received)
@@ -82,7 +83,7 @@ class Ingestor:
 
         parsed_topics = self._parsed_topics
         for message in messages:
-            topic, payload = message[0], message[1]
+            topic, payload = message.topic, message.payload
             parsed = parsed_topics[topic] if topic in parsed_topics else self._parse_topic(topic)
             if parsed is None:
                 reject(

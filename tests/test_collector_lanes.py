@@ -7,6 +7,7 @@ import time
 
 from telemetry.collector import Collector
 from telemetry.contract import Topics
+from telemetry.transport import Received
 from tests.mqtt_helpers import count, fix, now_ms, publish, running_collector, wait_until
 
 T = Topics("muck/v1")
@@ -31,7 +32,7 @@ def _collector(settings, lanes: int) -> tuple[Collector, RecordingAcks]:
 
 
 def _read(topics_and_mids):
-    return [(topic, b"{}", mid, 1) for topic, mid in topics_and_mids]
+    return [Received(topic, b"{}", mid, 1) for topic, mid in topics_and_mids]
 
 
 def test_a_device_always_goes_to_the_same_lane(settings):

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 
-from telemetry.mqtt_lean import LeanSubscriber
+from telemetry.mqtt.lean import LeanSubscriber
 
 
 def test_a_reader_that_only_sends_acks_keeps_its_connection(settings):

@@ -1,6 +1,6 @@
 """paho-mqtt transport for the collector: MQTT 5 (or 3.1.1 when `mqtt.client = "paho"`).
 
-Same interface as telemetry.mqtt_lean.LeanSubscriber: messages reach `on_batch` with the
+Same interface as telemetry.mqtt.lean.LeanSubscriber (telemetry.transport.Subscriber): messages reach `on_batch` with the
 connection generation, and `ack(generation, ids)` acknowledges after commit (manual acks).
 """
 
@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from telemetry.mqtt_lean import OnBatch
+from telemetry.transport import OnBatch, Received
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ class PahoSubscriber:
         log.warning("MQTT disconnected (%s)", reason_code)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        self.on_batch(self.generation, [(message.topic, message.payload, message.mid, message.qos)])
+        self.on_batch(
+            self.generation, [Received(message.topic, message.payload, message.mid, message.qos)]
+        )
 
     def start(self) -> None:
         if self.mqtt5:

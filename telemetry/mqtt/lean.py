@@ -19,12 +19,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from telemetry.transport import OnBatch, Received
 
 log = logging.getLogger(__name__)
 
-Received = tuple[str, bytes, int, int]  # topic, payload, packet id, QoS
-OnBatch = Callable[[int, list[Received]], None]
 
 _MAX_PACKET = 16 * 1024 * 1024
 _CONNACK_CODES = {
@@ -269,6 +269,9 @@ class LeanSubscriber:
 
     def _dispatch(self, packets: list[tuple[int, bytes]]) -> None:
         received: list[Received] = []
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: 0.25 instead of 0.45 µs
+        # per message, on the path that caps a collector's rate.
+        new = tuple.__new__
         generation = self.generation
         for header, body in packets:
             kind = header >> 4
@@ -278,9 +281,9 @@ class LeanSubscriber:
                 topic = body[2 : 2 + topic_len].decode("utf-8", "replace")
                 if qos:
                     mid = (body[2 + topic_len] << 8) | body[3 + topic_len]
-                    received.append((topic, body[4 + topic_len :], mid, qos))
+                    received.append(new(Received, (topic, body[4 + topic_len :], mid, qos)))
                 else:
-                    received.append((topic, body[2 + topic_len :], 0, 0))
+                    received.append(new(Received, (topic, body[2 + topic_len :], 0, 0)))
             elif kind == 9:  # SUBACK
                 refused = [i for i, code in enumerate(body[2:]) if code == 0x80]
                 if refused:
