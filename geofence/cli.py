@@ -1,4 +1,4 @@
-"""`muck zones ...` and `muck bench geofence`."""
+"""`muck zones ...`."""
 
 from __future__ import annotations
 
@@ -203,34 +203,3 @@ def ban_day_cmd(mctx, day, zone_code, start, end, reason) -> None:
     finally:
         conn.close()
     click.echo(f"ban day {ban_id} added for {day.date()} ({zone_code or 'all restricted zones'})")
-
-
-@click.command("geofence")
-@click.option("--polygons", default=1800, show_default=True, help="Polygon zones to generate.")
-@click.option("--routes", default=200, show_default=True, help="Route corridors to generate.")
-@click.option("--fixes", default=1_000_000, show_default=True, help="Fixes per batch.")
-@click.option("--repeat", default=3, show_default=True, help="Runs per figure (best is kept).")
-@click.option("--seed", default=1, show_default=True, help="Random seed for zones and fixes.")
-@pass_ctx
-def bench_geofence(mctx, polygons, routes, fixes, repeat, seed) -> None:
-    """Benchmark zone classification and route distances on synthetic zones (one core)."""
-    from geofence.bench import run_benchmark
-    from geofence.index import GeofenceConfig
-
-    settings = mctx.settings
-    results = run_benchmark(
-        dict(settings.city),
-        GeofenceConfig.from_settings(settings),
-        n_polygons=polygons,
-        n_routes=routes,
-        n_fixes=fixes,
-        repeat=repeat,
-        seed=seed,
-        echo=click.echo,
-    )
-    ok_cls = results["classify_per_s"] >= 2e6
-    ok_route = results["route_distance_per_s"] >= 1e6
-    click.echo(
-        f"targets: classify >= 2.0 M/s {'met' if ok_cls else 'MISSED'}; "
-        f"route distance >= 1.0 M/s {'met' if ok_route else 'MISSED'}"
-    )

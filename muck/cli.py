@@ -78,13 +78,14 @@ def bench() -> None:
 
 
 def _register_subcommands() -> None:
-    from compliance.cli import bench_rules, black_trucks, permits, violations
-    from geofence.cli import bench_geofence, zones
+    from bench.cli import bench_geofence, bench_ingest, bench_rules, bench_web
+    from compliance.cli import black_trucks, permits, violations
+    from geofence.cli import zones
     from muck.collect import collect
     from muck.demo import demo
     from simulators.cli import accuracy, loadtest, simulate
-    from telemetry.cli import bench_ingest, maintain_cmd
-    from web.cli import bench_web, user_cmd, web_cmd
+    from telemetry.cli import maintain_cmd
+    from web.cli import user_cmd, web_cmd
 
     cli.add_command(collect)
     cli.add_command(maintain_cmd)

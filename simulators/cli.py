@@ -373,7 +373,7 @@ def accuracy(
 
         name, url, conn = None, settings.database_url, connect_settings(settings)
     else:
-        from compliance.bench import _drop
+        from core.db import drop_database
 
         name, url = scratch_database(settings.database_url)
         click.echo(f"scratch database {name}")
@@ -400,7 +400,7 @@ def accuracy(
         if conn is not None:
             conn.close()
         if name is not None:
-            _drop(settings.database_url, name)
+            drop_database(settings.database_url, name)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         click.echo("")

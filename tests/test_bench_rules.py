@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from compliance.bench import run_rules_bench
+from bench.rules import run_rules_bench
 
 
 def test_city_workload_measures_both_paths_and_reports_medians(settings):

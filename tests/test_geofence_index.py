@@ -383,7 +383,7 @@ def test_route_distance_on_a_curve_matches_geodesic():
 
 
 def test_route_distance_matches_shapely_brute_force_on_many_routes():
-    from geofence.bench import synthetic_fixes, synthetic_zones
+    from bench.geofence import synthetic_fixes, synthetic_zones
 
     zones = synthetic_zones(CITY, n_polygons=30, n_routes=12, route_vertices=300, seed=7)
     index = GeofenceIndex(zones, city=CITY)
@@ -570,7 +570,7 @@ def test_config_from_settings():
 
 
 def test_incremental_rebuild_reuses_unchanged_zones_and_matches_a_fresh_build():
-    from geofence.bench import synthetic_fixes, synthetic_zones
+    from bench.geofence import synthetic_fixes, synthetic_zones
 
     zones = synthetic_zones(CITY, n_polygons=40, n_routes=6, route_vertices=200, seed=11)
     first = GeofenceIndex(zones, city=CITY)

@@ -35,13 +35,14 @@ from zoneinfo import ZoneInfo
 import msgspec
 import numpy as np
 
+from bench.geofence import synthetic_zones
 from compliance.engine import ComplianceEngine
 from compliance.permits import import_permits, parse_permits_json
 from core.config import Settings
 from core.db import connect, create_database, drop_database
 from core.migrate import migrate
-from geofence.bench import synthetic_zones
 from geofence.store import upsert_zones
+from registry.service import bind_terminal, upsert_company, upsert_truck
 from telemetry.contract import Topics
 from telemetry.ingest import Incoming, Ingestor
 from telemetry.partitions import maintain
@@ -51,30 +52,20 @@ def _scratch(url: str) -> tuple[str, str]:
     return create_database(url, "muck_bench_rules_")
 
 
-def _drop(url: str, name: str) -> None:
-    drop_database(url, name)
-
-
 def _setup(conn, settings: Settings, trucks: int, polygons: int, routes: int) -> list[str]:
     zones = synthetic_zones(dict(settings.city), n_polygons=polygons, n_routes=routes)
     upsert_zones(conn, zones)
     codes = {
         kind: [z.code for z in zones if z.kind == kind] for kind in ("site", "disposal", "route")
     }
+    bound_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    devices = []
     with conn.cursor() as cur:
-        cur.execute(
-            """INSERT INTO companies (name, credit_code, credit_code_valid)
-               VALUES ('基准运输公司', '91110000600037341L', true)"""
-        )
-        cur.execute(
-            """INSERT INTO trucks (plate, company_id)
-               SELECT '粤B' || lpad(g::text, 5, '0'), 1 FROM generate_series(1, %s) g""",
-            (trucks,),
-        )
-        cur.execute(
-            """INSERT INTO terminals (device_id, truck_id, valid_from)
-               SELECT 'RB' || lpad(id::text, 6, '0'), id, now() - interval '30 days' FROM trucks"""
-        )
+        company = upsert_company(cur, "基准运输公司", "91110000600037341L")
+        for t in range(1, trucks + 1):
+            truck_id = upsert_truck(cur, f"粤B{t:05d}", company)
+            devices.append(f"RB{truck_id:06d}")
+            bind_terminal(cur, devices[-1], truck_id, bound_from)
     conn.commit()
     rng = random.Random(7)
     permits = [
@@ -92,7 +83,7 @@ def _setup(conn, settings: Settings, trucks: int, polygons: int, routes: int) ->
     ]
     import_permits(conn, parse_permits_json(json.dumps(permits, ensure_ascii=False)))
     conn.commit()
-    return [f"RB{t:06d}" for t in range(1, trucks + 1)]
+    return devices
 
 
 def _batches(devices: list[str], rounds: int, start_ms: int, center: tuple[float, float]):
@@ -244,7 +235,7 @@ def run_rules_bench(
         found = _violations(conn)
         conn.close()
     finally:
-        _drop(settings.database_url, name)
+        drop_database(settings.database_url, name)
     head = (
         f"workload random: {len(engine.zones.index)} zones, {trucks} trucks, "
         f"{len(engine.permits)} permits (set-up {setup_s:.1f} s); batches of {batch_size} fixes"
@@ -308,7 +299,7 @@ def _city_bench(
             found = _violations(conn)
             conn.close()
         finally:
-            _drop(settings.database_url, name)
+            drop_database(settings.database_url, name)
         return cost, found
 
     head = (

@@ -1,6 +1,8 @@
 """Benchmark of the violations list, the violation page and the track around a violation,
 over a large scratch database: N violations and M positions, generated set-based in
 PostgreSQL (generate_series; no Python row loop) on the real schema from `muck migrate`.
+Companies and trucks (thousands, not millions) go through `registry.service`, zones and
+districts through the geofence import path.
 
 The data: `trucks` trucks in 100 companies, four districts (the quadrants around the city
 centre, imported as district polygons), 200 zones; positions for every truck every 30 s
@@ -8,7 +10,7 @@ over 10.4 hours a day for as many recent days as M needs (daily partitions, as t
 makes them); violations spread over the last 365 days (so the recent ones have their track).
 
 Generating 100,000,000 positions takes a long time, so the database can be kept
-(`--keep-db NAME`) and reused by a later run with the same name: data already there is not
+(`--db-name NAME`) and reused by a later run with the same name: data already there is not
 generated again.
 """
 
@@ -79,21 +81,18 @@ def seed_registry(conn, settings: Settings, trucks: int, say=None) -> None:
     """Companies, trucks, districts (through the import path) and zones."""
     from geofence.io import parse_zones, read_geojson
     from geofence.store import upsert_districts, upsert_zones
+    from registry.service import upsert_company, upsert_truck
 
     with conn.cursor() as cur:
         if _count(cur, "trucks") >= trucks:
             return
-        cur.execute(
-            """INSERT INTO companies (name, credit_code)
-               SELECT '渣土运输公司 ' || g, '91440300' || lpad(g::text, 10, '0')
-               FROM generate_series(1, 100) g"""
-        )
-        cur.execute(
-            """INSERT INTO trucks (plate, company_id)
-               SELECT '粤B' || lpad(g::text, 5, '0') || '挂', 1 + g %% 100
-               FROM generate_series(1, %s) g""",
-            (trucks,),
-        )
+        companies = [
+            upsert_company(cur, f"渣土运输公司 {g}", f"91440300{g:010d}") for g in range(1, 101)
+        ]
+        # Truck ids are 1..trucks in order (a fresh sequence): the positions and violations
+        # generated below name their trucks by id.
+        for g in range(1, trucks + 1):
+            upsert_truck(cur, f"粤B{g:05d}挂", companies[g % 100])
     conn.commit()
     center = (settings.city["center_lon"], settings.city["center_lat"])
     doc = {"type": "FeatureCollection", "features": district_features(center)}
@@ -129,7 +128,10 @@ def seed_positions(conn, settings: Settings, positions: int, trucks: int, say=No
     """About `positions` fixes (trucks × days × fixes a day), in daily partitions ending
     yesterday. The indexes of the real schema are dropped during the load and built again
     after it (faster than keeping 100M B-tree entries in order row by row); the partitions
-    are created UNLOGGED to spare writing 15 GB of WAL (reads are unaffected)."""
+    are created UNLOGGED to spare writing 15 GB of WAL (reads are unaffected).
+
+    Raw SQL on telemetry's table on purpose: the collector's path (decode, validate, COPY,
+    truck_state) would take hours for 100M fixes, and what is timed is reading them."""
     if positions <= 0:
         return 0
     with conn.cursor() as cur:
@@ -207,7 +209,10 @@ def seed_violations(
     conn, violations: int, trucks: int, center: tuple[float, float], say=None
 ) -> int:
     """`violations` violations over the last 365 days, every kind, status, severity; the
-    recent ones new and the old ones reviewed; each with 20 evidence fixes."""
+    recent ones new and the old ones reviewed; each with 20 evidence fixes.
+
+    Raw SQL on compliance's table on purpose: violations are only ever written by the rule
+    engine from fixes, which cannot make a million of them spread over a year in minutes."""
     with conn.cursor() as cur:
         have = _count(cur, "violations")
         if have >= violations:
