@@ -36,12 +36,13 @@ import msgspec
 import numpy as np
 
 from compliance.engine import ComplianceEngine
-from compliance.permits import import_permits, parse_permits_json
 from core.config import Settings
 from core.db import connect, create_database, drop_database
 from core.migrate import migrate
 from geofence.bench import synthetic_zones
 from geofence.store import upsert_zones
+from permits.io import parse_permits_json
+from permits.store import import_permits
 from telemetry.contract import Topics
 from telemetry.ingest import Incoming, Ingestor
 from telemetry.partitions import maintain

@@ -78,10 +78,12 @@ def bench() -> None:
 
 
 def _register_subcommands() -> None:
-    from compliance.cli import bench_rules, black_trucks, permits, violations
+    from black_trucks.cli import black_trucks
+    from compliance.cli import bench_rules, violations
     from geofence.cli import bench_geofence, zones
     from muck.collect import collect
     from muck.demo import demo
+    from permits.cli import permits
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import bench_ingest, maintain_cmd
     from web.cli import bench_web, user_cmd, web_cmd
