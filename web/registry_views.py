@@ -18,6 +18,7 @@ from flask_babel import gettext as _
 from geofence.io import ZoneImportError, read_zones_file
 from geofence.store import set_active as set_zone_active
 from geofence.store import upsert_zones
+from registry.service import FieldError, get_company, get_terminal, get_truck
 from web import registry_store as store
 from web.audit import record
 from web.auth import require
@@ -53,7 +54,7 @@ def _save(form, saver, row_id=None):
             result = saver(cur, form, row_id)
         conn.commit()
         return result
-    except store.FieldError as exc:
+    except FieldError as exc:
         conn.rollback()
         getattr(form, exc.field).errors.append(str(exc))
         return None
@@ -104,7 +105,7 @@ def company_new():
 @bp.route("/companies/<int:company_id>/edit", methods=["GET", "POST"])
 def company_edit(company_id: int):
     with get_db().cursor() as cur:
-        company = store.get_company(cur, company_id)
+        company = get_company(cur, company_id)
     if company is None:
         abort(404, description=f"no company {company_id}")
     form = CompanyForm(data=company if request.method == "GET" else None)
@@ -189,7 +190,7 @@ def truck_new():
 @bp.route("/trucks/<int:truck_id>/edit", methods=["GET", "POST"])
 def truck_edit(truck_id: int):
     with get_db().cursor() as cur:
-        truck = store.get_truck(cur, truck_id)
+        truck = get_truck(cur, truck_id)
     if truck is None:
         abort(404, description=f"no truck {truck_id}")
     data = dict(truck, company_id=truck["company_id"] or 0)
@@ -261,7 +262,7 @@ def terminal_new():
 def terminal_edit(terminal_id: int):
     conn = get_db()
     with conn.cursor() as cur:
-        term = store.get_terminal(cur, terminal_id)
+        term = get_terminal(cur, terminal_id)
         if term is None:
             abort(404, description=f"no terminal binding {terminal_id}")
         cur.execute("SELECT plate FROM trucks WHERE id = %s", (term["truck_id"],))
@@ -294,7 +295,7 @@ def terminal_deactivate(terminal_id: int):
         with conn.cursor() as cur:
             row = store.end_terminal(cur, terminal_id, dt.datetime.now(dt.UTC))
         conn.commit()
-    except store.FieldError as exc:
+    except FieldError as exc:
         conn.rollback()
         flash(str(exc), "error")
         return redirect(url_for("registry.terminals"))
