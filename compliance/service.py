@@ -34,11 +34,7 @@ Job = tuple[str, Callable[[Any], Any], float]
 
 class RulesService:
     def __init__(
-        self,
-        settings: Any,
-        *,
-        engine: ComplianceEngine | None = None,
-        jobs: Sequence[Job] = (),
+        self, settings: Any, *, engine: ComplianceEngine | None = None, jobs: Sequence[Job] = ()
     ) -> None:
         """`engine`: the rules (default: a new ComplianceEngine), given when a job shares its
         catalogues; `jobs`: clock jobs run besides the catalogue reload and the sweep."""
