@@ -37,11 +37,12 @@ import numpy as np
 
 from bench.geofence import synthetic_zones
 from compliance.engine import ComplianceEngine
-from compliance.permits import import_permits, parse_permits_json
 from core.config import Settings
 from core.db import connect, create_database, drop_database
 from core.migrate import migrate
 from geofence.store import upsert_zones
+from permits.io import parse_permits_json
+from permits.store import import_permits
 from registry.service import bind_terminal, upsert_company, upsert_truck
 from telemetry.contract import Topics
 from telemetry.ingest import Incoming, Ingestor

@@ -34,7 +34,6 @@ from compliance.carry import (
     decode_state,
 )
 from compliance.frame import FixColumns, FixFrame, build_frame
-from compliance.permits import PermitCatalog
 from compliance.rules.base import Carried, Rule
 from compliance.rules.dark import GoingDark
 from compliance.rules.dumping import IllegalDumping, UnapprovedDisposal
@@ -49,6 +48,7 @@ from compliance.violations import EpisodeRow, ViolationWriter
 from core.config import Settings
 from core.db import IntArray
 from geofence.catalog import ZoneCatalog
+from permits.catalog import PermitCatalog
 
 log = logging.getLogger(__name__)
 

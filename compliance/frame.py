@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compliance.permit_lookup import PermitColumn
-from compliance.permits import Permit, PermitCatalog
 from geofence.index import GeofenceIndex
+from permits.catalog import Permit, PermitCatalog
+from permits.lookup import PermitColumn
 
 LOAD_CODE = {None: -1, "empty": 0, "half": 1, "full": 2}
 DARK_ALARMS = frozenset({"antenna_cut", "power_cut", "gnss_fault"})
@@ -143,7 +143,7 @@ def build_frame(
     speed_limit = np.where(np.isfinite(zone_limit), zone_limit, default_speed_limit_kmh)
 
     # The permit valid at each fix and what it approves there: a few array passes for the
-    # whole batch (compliance.permit_lookup).
+    # whole batch (permits.lookup).
     found = permits.lookup.at_fixes(
         cols.truck_id, cols.t, index=index, site=site, disposal=disposal
     )

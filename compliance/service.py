@@ -1,7 +1,8 @@
 """Compliance inside a collector process: the rules on every stored batch, plus the jobs
-that run on the clock (catalogue reloads, the going-dark sweep, black-truck matching).
+that run on the clock (catalogue reloads, the going-dark sweep, and the extra jobs the
+composition root passes in, such as black-truck matching).
 
-    rules = RulesService(settings); rules.start()
+    rules = RulesService(settings, jobs=[("name", fn, interval_s)]); rules.start()
     collector = Collector(settings, after_store=rules.hooks)
 
 The rules run in the collector's transaction (telemetry stays unaware of compliance: it only
@@ -13,31 +14,35 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg2
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from compliance.black_trucks import scan as scan_black_trucks
 from compliance.engine import ComplianceEngine
 from compliance.sweep import sweep_dark, sweep_jumps
 from core.db import connect_settings
 
 log = logging.getLogger(__name__)
 
-# How often the black-truck scan recomputes every unregistered device, not only the ones
-# with new fixes (catches late commits and device-days whose fixes are gone).
-_FULL_DEVICE_SCAN_S = 3600.0
+# A clock job: its name (in log lines), what it does with the jobs' connection, and how
+# often it runs (seconds).
+Job = tuple[str, Callable[[Any], Any], float]
 
 
 class RulesService:
-    def __init__(self, settings: Any) -> None:
+    def __init__(
+        self, settings: Any, *, engine: ComplianceEngine | None = None, jobs: Sequence[Job] = ()
+    ) -> None:
+        """`engine`: the rules (default: a new ComplianceEngine), given when a job shares its
+        catalogues; `jobs`: clock jobs run besides the catalogue reload and the sweep."""
         self.settings = settings
-        self.engine = ComplianceEngine(settings)
+        self.engine = engine or ComplianceEngine(settings)
+        self.jobs = list(jobs)
         self._conn = None
         self._scheduler: BackgroundScheduler | None = None
-        self._last_full_device_scan = float("-inf")
 
     @property
     def hooks(self) -> list:
@@ -91,22 +96,10 @@ class RulesService:
             seconds=float(cfg["dark_sweep_s"]),
             args=("going-dark sweep", self.sweep),
         )
-        scheduler.add_job(
-            self._job,
-            "interval",
-            seconds=60,
-            args=("black-truck scan", self.scan_black_trucks),
-        )
+        for name, fn, interval_s in self.jobs:
+            scheduler.add_job(self._job, "interval", seconds=float(interval_s), args=(name, fn))
         scheduler.start()
         self._scheduler = scheduler
-
-    def scan_black_trucks(self, conn) -> None:
-        """Every minute: only devices with new unregistered fixes; hourly (and first) all of
-        them. Reuses the engine's zone index (building one takes seconds)."""
-        full = time.monotonic() - self._last_full_device_scan >= _FULL_DEVICE_SCAN_S
-        scan_black_trucks(conn, self.settings, zones=self.engine.zones, incremental=not full)
-        if full:
-            self._last_full_device_scan = time.monotonic()
 
     def capture_evidence(self, conn) -> None:
         while self.engine.writer.capture_due(conn) == 200:

@@ -19,13 +19,17 @@ from core.config import Settings
 from core.db import transaction
 
 # Data-path order: a package may reference tables of the packages before it, never after.
-PACKAGES = ("registry", "telemetry", "geofence", "compliance", "web")
+PACKAGES = ("registry", "telemetry", "geofence", "permits", "compliance", "black_trucks", "web")
 
 # Migrations that moved to the package owning their tables (issue 15): old name → the new
 # names it became (one, several when it was split, none when it was folded into another). A
 # database migrated before the move has the old names in schema_migrations; they are
 # renamed before anything is applied, so the moved steps are not run a second time.
 RENAMED: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("compliance", "0001_permits"): (("permits", "0001_permits"),),
+    ("compliance", "0003_black_trucks"): (("black_trucks", "0001_black_trucks"),),
+    # An index on positions for the black-truck device scan: it belongs to positions' owner.
+    ("compliance", "0007_unregistered_scan"): (("telemetry", "0006_unregistered_scan"),),
     ("web", "0002_violations_live"): (("compliance", "0009_violations_updated_index"),),
     ("web", "0003_violation_districts"): (("compliance", "0010_violation_districts"),),
     ("web", "0004_live_trucks_updated"): (("registry", "0002_trucks_updated_index"),),

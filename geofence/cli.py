@@ -8,19 +8,7 @@ import sys
 
 import click
 
-from core.clicontext import MuckContext, pass_ctx
-from core.config import ConfigError
-
-
-def _connect(mctx: MuckContext):
-    from core.db import connect_settings
-
-    try:
-        return connect_settings(mctx.settings)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # psycopg2.OperationalError and friends: no traceback
-        raise click.ClickException(f"cannot connect to the database: {exc}".strip()) from None
+from core.clicontext import pass_ctx
 
 
 @click.group()
@@ -89,7 +77,7 @@ def import_cmd(mctx, file, crs, kind, fmt, width_m, code, dry_run) -> None:
     if dry_run:
         click.echo(f"{file}: {len(found)} valid zones ({summary}); nothing stored (--dry-run)")
         return
-    conn = _connect(mctx)
+    conn = mctx.connect()
     try:
         counts = upsert_zones(conn, found)
     except Exception as exc:
@@ -122,7 +110,7 @@ def export_cmd(mctx, output, crs, kind, district) -> None:
     from geofence.io import export_geojson
     from geofence.store import load_zones
 
-    conn = _connect(mctx)
+    conn = mctx.connect()
     try:
         found = load_zones(conn, kind=kind, district=district)
     finally:
@@ -146,7 +134,7 @@ def list_cmd(mctx, kind, district) -> None:
 
     from geofence.store import load_zones
 
-    conn = _connect(mctx)
+    conn = mctx.connect()
     try:
         found = load_zones(conn, kind=kind, district=district)
     finally:
@@ -188,7 +176,7 @@ def ban_day_cmd(mctx, day, zone_code, start, end, reason) -> None:
             raise click.BadParameter(str(exc)) from None
         return dt.time(minutes // 60, minutes % 60)
 
-    conn = _connect(mctx)
+    conn = mctx.connect()
     try:
         ban_id = add_ban_day(
             conn,

@@ -79,10 +79,12 @@ def bench() -> None:
 
 def _register_subcommands() -> None:
     from bench.cli import bench_geofence, bench_ingest, bench_rules, bench_web
-    from compliance.cli import black_trucks, permits, violations
+    from black_trucks.cli import black_trucks
+    from compliance.cli import violations
     from geofence.cli import zones
     from muck.collect import collect
     from muck.demo import demo
+    from permits.cli import permits
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import maintain_cmd
     from web.cli import user_cmd, web_cmd

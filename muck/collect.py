@@ -9,10 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 import click
 
 from core.clicontext import MuckContext, pass_ctx
+
+if TYPE_CHECKING:
+    from compliance.service import RulesService
+    from core.config import Settings
 
 
 @click.command()
@@ -66,9 +71,7 @@ def collect(
         settings = settings.with_overrides(mqtt={"shared_group": shared_group})
     rules = None
     if not no_rules:
-        from compliance.service import RulesService
-
-        rules = RulesService(settings)
+        rules = rules_service(settings)
         rules.start()
     collector = Collector(settings, client_id=client_id, after_store=rules.hooks if rules else ())
     if metrics_port:
@@ -95,6 +98,19 @@ def collect(
         if rules is not None:
             rules.stop()
         click.echo(collector.stats.describe(), err=True)
+
+
+def rules_service(settings: Settings) -> RulesService:
+    """The compliance rules with their clock jobs, the black-truck scan among them (compliance
+    never imports black_trucks: the scan joins here). The scan reuses the rules' zone
+    catalogue."""
+    from black_trucks.scan import SCAN_INTERVAL_S, ScanJob
+    from compliance.engine import ComplianceEngine
+    from compliance.service import RulesService
+
+    engine = ComplianceEngine(settings)
+    scan = ScanJob(settings, engine.zones)
+    return RulesService(settings, engine=engine, jobs=[("black-truck scan", scan, SCAN_INTERVAL_S)])
 
 
 def _start_maintenance(settings):

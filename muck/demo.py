@@ -62,11 +62,11 @@ def demo(
 
     Prints live counts until Ctrl-C, then stops everything cleanly.
     """
-    from compliance.service import RulesService
     from core.config import load_settings
     from core.db import connect
     from core.embedded import EmbeddedBroker, EmbeddedDatabase
     from core.migrate import migrate
+    from muck.collect import rules_service
     from registry.service import RegistryError
     from simulators.city import city_from_settings, install_city
     from simulators.fleet import Fleet, FleetConfig
@@ -105,7 +105,7 @@ def demo(
         click.echo(city.describe())
         password = _demo_admin(conn)
 
-        rules = RulesService(settings)
+        rules = rules_service(settings)
         rules.start()
         started.append(rules)
         collector = Collector(settings, client_id="muck-demo-collector", after_store=rules.hooks)

@@ -546,7 +546,7 @@ def run_accuracy(
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
     # The black-truck jobs log every run at INFO; once a simulated minute is noise here.
-    quiet = logging.getLogger("compliance.black_trucks")
+    quiet = logging.getLogger("black_trucks")
     level = quiet.level
     quiet.setLevel(max(level, logging.WARNING))
     try:
@@ -558,7 +558,8 @@ def run_accuracy(
 
 def _run(settings, conn, city, config, hours, speedup, stop, status, transport, database_url,
          start_ms) -> AccuracyResult:  # fmt: skip
-    from compliance.black_trucks import match_new_sightings, scan_unregistered_devices
+    from black_trucks.devices import scan_unregistered_devices
+    from black_trucks.sightings import match_new_sightings
     from compliance.engine import ComplianceEngine
     from compliance.sweep import sweep_dark, sweep_jumps
     from simulators.city import install_city

@@ -601,9 +601,10 @@ TERMINALS_FROM = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 def install_city(conn, settings, city: City) -> dict[str, Any]:
     """Write the city through the platform's import paths; idempotent (upserts by code,
     credit code, plate, device and permit number)."""
-    from compliance.permits import import_permits, parse_permits_json
     from geofence.io import parse_zones, read_geojson
     from geofence.store import upsert_zones
+    from permits.io import parse_permits_json
+    from permits.store import import_permits
     from registry.service import bind_terminal, upsert_company, upsert_truck
 
     c = settings.city

@@ -12,7 +12,7 @@ from compliance.violations import KINDS
 
 # Scored beside the violation kinds: terminal alarms (going_dark violations of stream
 # `terminal_alarm`), terminals reported offline (`device_status`, the MQTT last will), and the
-# black-truck list (compliance.black_trucks), per plate and reason or per unregistered device.
+# black-truck list (black_trucks), per plate and reason or per unregistered device.
 TERMINAL_KINDS = ("terminal_alarm", "terminal_offline")
 BLACK_KINDS = (
     "black_unregistered_device",

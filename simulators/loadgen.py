@@ -8,12 +8,14 @@
   the platform must store once) or to a topic no collector subscribes to (a loss on purpose,
   to show the loss check works).
 * The broker's raw ceiling: the same publishers to a subscriber that only acknowledges.
-* Scratch registration of the load's devices as trucks of a scratch company, so the
-  compliance rules run on every fix, and its removal with everything the rules wrote.
+* Scratch registration of the load's devices as trucks of a scratch company (through
+  `registry.service`), so the compliance rules run on every fix, and its removal with
+  everything the rules wrote.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import multiprocessing as mp
 import os
@@ -34,6 +36,7 @@ import msgspec
 import psutil
 
 from core.config import MqttEndpoint
+from registry.service import register_fleet, remove_company
 from simulators.fastpub import FastPublisher, paced
 from telemetry.mqtt.lean import LeanSubscriber
 
@@ -422,22 +425,10 @@ def broker_ceiling(url: str, messages: int, publishers: int, qos: int = 1) -> fl
 def register_devices(conn, company: str, plate_prefix: str, device_ids: Sequence[str]) -> int:
     """Register each device as a truck (plate `plate_prefix` + 6 digits) of a new company
     named `company`, bound from a day ago, so the compliance rules run on their fixes."""
+    plates = [f"{plate_prefix}{n:06d}" for n in range(len(device_ids))]
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO companies (name) VALUES (%s) RETURNING id", (company,))
-        company_id = cur.fetchone()[0]
-        cur.execute(
-            """WITH d AS (
-                   SELECT device_id, n FROM unnest(%s::text[]) WITH ORDINALITY AS x(device_id, n)
-               ), t AS (
-                   INSERT INTO trucks (plate, company_id)
-                   SELECT %s || lpad((n - 1)::text, 6, '0'), %s FROM d
-                   RETURNING id, plate
-               )
-               INSERT INTO terminals (device_id, truck_id, valid_from)
-               SELECT d.device_id, t.id, now() - interval '1 day'
-               FROM d JOIN t ON t.plate = %s || lpad((d.n - 1)::text, 6, '0')""",
-            (list(device_ids), plate_prefix, company_id, plate_prefix),
-        )
+        company_id = register_fleet(cur, company, plates, device_ids, since)
     conn.commit()
     return company_id
 
@@ -458,11 +449,10 @@ def unregister_company(conn, company: str) -> None:
                    SELECT id FROM violations WHERE truck_id IN ({trucks}))""",  # noqa: S608 - constant
             (company_id,),
         )
-        for table in ("violations", "trips", "rule_snapshots", "truck_state", "terminals"):
+        for table in ("violations", "trips", "rule_snapshots", "truck_state"):
             cur.execute(
                 f"DELETE FROM {table} WHERE truck_id IN ({trucks})",  # noqa: S608 - fixed table name
                 (company_id,),
             )
-        cur.execute("DELETE FROM trucks WHERE company_id = %s", (company_id,))
-        cur.execute("DELETE FROM companies WHERE id = %s", (company_id,))
+        remove_company(cur, company_id)
     conn.commit()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from registry.validation import normalise_plate
 from telemetry.contract import ALARM_NAME, FixMessage, SightingMessage, StatusMessage
 
 _FIX_DECODER = msgspec.json.Decoder(FixMessage | list[FixMessage])
@@ -309,7 +310,7 @@ def decode_sighting(
         return Rejection(_validation_reason(exc), str(exc), payload)
     except msgspec.DecodeError as exc:
         return Rejection("malformed_json", str(exc), payload)
-    plate = msg.plate.strip().upper().replace(" ", "").replace("·", "")
+    plate = normalise_plate(msg.plate)
     if not 5 <= len(plate) <= 16:
         return Rejection("invalid_field", f"plate {msg.plate!r} has an implausible length", payload)
     if msg.confidence is not None and not (

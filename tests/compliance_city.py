@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import msgspec
 
 from compliance.engine import ComplianceEngine
-from compliance.permits import import_permits, parse_permits_json
 from geofence.io import parse_zones, read_geojson
 from geofence.store import upsert_zones
+from permits.io import parse_permits_json
+from permits.store import import_permits
 from registry.service import bind_terminal, upsert_company, upsert_truck
 from telemetry.contract import Topics
 from telemetry.ingest import Incoming, Ingestor

@@ -10,17 +10,18 @@ import threading
 import pytest
 from pyproj import Geod
 
-from compliance.black_trucks import (
+from black_trucks.devices import scan_unregistered_devices
+from black_trucks.sightings import match_new_sightings
+from black_trucks.store import (
     get_black_truck,
     handle_black_truck,
     list_black_trucks,
-    match_new_sightings,
     plate_sightings,
-    scan_unregistered_devices,
 )
-from compliance.permits import import_permits, parse_permits_json, revoke_permit
 from core.config import load_settings
 from core.db import connect, transaction
+from permits.io import parse_permits_json
+from permits.store import import_permits, revoke_permit
 from registry.service import upsert_company, upsert_truck
 from tests.test_permits import make_registry, runner  # noqa: F401 (fixture)
 

@@ -8,11 +8,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compliance.permit_lookup import PermitColumn, PermitLookup
-from compliance.permits import Permit
 from geofence.index import GeofenceIndex
 from geofence.model import Zone
 from geofence.timewin import LocalClock, window_bitmap
+from permits.catalog import Permit
+from permits.lookup import PermitColumn, PermitLookup
 
 CLOCK = LocalClock("Asia/Shanghai")
 DAY0 = dt.date(2026, 3, 1)

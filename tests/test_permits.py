@@ -10,22 +10,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from compliance.permits import (
-    PermitCatalog,
-    PermitImportError,
-    get_permit,
-    import_permits,
-    list_permits,
-    parse_permits_csv,
-    parse_permits_json,
-    read_permits_file,
-    revoke_permit,
-    set_status,
-)
 from core.config import load_settings
 from core.db import transaction
 from geofence.model import Zone
 from geofence.store import upsert_zones
+from permits.catalog import PermitCatalog
+from permits.io import (
+    PermitImportError,
+    parse_permits_csv,
+    parse_permits_json,
+    read_permits_file,
+)
+from permits.store import get_permit, import_permits, list_permits, revoke_permit, set_status
 from registry.service import upsert_company, upsert_truck
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -402,8 +398,8 @@ def test_example_files_import_against_the_example_zones(db):
         company = upsert_company(cur, "示范渣土运输有限公司", "91440300MA5DEMO01X")
         for i in range(8):
             upsert_truck(cur, f"粤B{10000 + i:05d}", company)
-    csv_records = read_permits_file(root / "compliance" / "examples" / "permits.csv")
-    json_records = read_permits_file(root / "compliance" / "examples" / "permits.json")
+    csv_records = read_permits_file(root / "permits" / "examples" / "permits.csv")
+    json_records = read_permits_file(root / "permits" / "examples" / "permits.json")
     assert import_permits(db, csv_records) == {"inserted": 2, "updated": 0}
     assert import_permits(db, json_records) == {"inserted": 2, "updated": 0}
     weekdays = get_permit(db, "深建渣准〔2026〕0124号")

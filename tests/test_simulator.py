@@ -11,9 +11,9 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from compliance.permits import list_permits
 from compliance.violations import KINDS
 from core.clicontext import MuckContext
+from permits.store import list_permits
 from registry.validation import credit_code_valid, plate_problem
 from simulators.city import SITE_HALF_M, City, generate_city, install_city
 from simulators.cli import simulate

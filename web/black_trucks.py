@@ -10,7 +10,7 @@ from flask_wtf import FlaskForm
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from compliance.black_trucks import handle_black_truck, plate_sightings
+from black_trucks.store import handle_black_truck, plate_sightings
 from web import violation_queries as vq
 from web.audit import record
 from web.auth import require

@@ -19,6 +19,7 @@ from compliance.districts import fill_missing_districts
 from geofence.io import ZoneImportError, read_zones_file
 from geofence.store import set_active as set_zone_active
 from geofence.store import upsert_zones
+from registry.service import FieldError, get_company, get_terminal, get_truck
 from web import registry_store as store
 from web.audit import record
 from web.auth import require
@@ -54,7 +55,7 @@ def _save(form, saver, row_id=None):
             result = saver(cur, form, row_id)
         conn.commit()
         return result
-    except store.FieldError as exc:
+    except FieldError as exc:
         conn.rollback()
         getattr(form, exc.field).errors.append(str(exc))
         return None
@@ -105,7 +106,7 @@ def company_new():
 @bp.route("/companies/<int:company_id>/edit", methods=["GET", "POST"])
 def company_edit(company_id: int):
     with get_db().cursor() as cur:
-        company = store.get_company(cur, company_id)
+        company = get_company(cur, company_id)
     if company is None:
         abort(404, description=f"no company {company_id}")
     form = CompanyForm(data=company if request.method == "GET" else None)
@@ -190,7 +191,7 @@ def truck_new():
 @bp.route("/trucks/<int:truck_id>/edit", methods=["GET", "POST"])
 def truck_edit(truck_id: int):
     with get_db().cursor() as cur:
-        truck = store.get_truck(cur, truck_id)
+        truck = get_truck(cur, truck_id)
     if truck is None:
         abort(404, description=f"no truck {truck_id}")
     data = dict(truck, company_id=truck["company_id"] or 0)
@@ -262,7 +263,7 @@ def terminal_new():
 def terminal_edit(terminal_id: int):
     conn = get_db()
     with conn.cursor() as cur:
-        term = store.get_terminal(cur, terminal_id)
+        term = get_terminal(cur, terminal_id)
         if term is None:
             abort(404, description=f"no terminal binding {terminal_id}")
         cur.execute("SELECT plate FROM trucks WHERE id = %s", (term["truck_id"],))
@@ -295,7 +296,7 @@ def terminal_deactivate(terminal_id: int):
         with conn.cursor() as cur:
             row = store.end_terminal(cur, terminal_id, dt.datetime.now(dt.UTC))
         conn.commit()
-    except store.FieldError as exc:
+    except FieldError as exc:
         conn.rollback()
         flash(str(exc), "error")
         return redirect(url_for("registry.terminals"))

@@ -15,6 +15,7 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import BadRequest
 
 from compliance.violations import KINDS, STATUSES, TRANSITIONS
+from registry.validation import normalise_plate
 from web.params import parse_time
 
 KIND_LABELS = {
@@ -185,7 +186,7 @@ def parse_filters(args, cur=None) -> tuple[Filters, dict[str, str]]:
         else:
             errors["company_id"] = f"company_id must be a positive integer, got {raw_cid[:40]!r}"
     plate = _text(args, "plate", errors, max_len=20)
-    f.plate = plate.replace(" ", "").upper() if plate else None
+    f.plate = normalise_plate(plate) if plate else None
     f.district = _text(args, "district", errors)
     f.zone = _text(args, "zone", errors)
     f.sort = _choice(args, "sort", tuple(SORTS), errors) or "started_at"
