@@ -118,6 +118,7 @@ def demo(
                 city,
                 FleetConfig(interval_s=interval, topic_prefix=settings.mqtt["topic_prefix"]),
                 start_ms=int(time.time() * 1000),
+                settings=settings,
             ),
             settings,
         )

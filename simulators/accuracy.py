@@ -583,7 +583,7 @@ def _run(settings, conn, city, config, hours, speedup, stop, status, transport, 
         path = _ThroughBroker(settings, database_url, engine, prefix)
     else:
         path = _InProcess(settings, conn, engine)
-    fleet = Fleet(city, config, start_ms=start_ms)
+    fleet = Fleet(city, config, start_ms=start_ms, settings=settings)
     plates = {a.device: a.truck.plate for a in fleet.agents if a.judged and a.device}
     watch = StatusWatch(plates)
     zones = engine.zones
@@ -627,10 +627,9 @@ def _run(settings, conn, city, config, hours, speedup, stop, status, transport, 
         clock_jobs(end_ms, True)
         # Sightings still pending at the end are decided as if the match window and its
         # grace had passed (no fix comes after the end of the run).
-        match_cfg = settings.sections.get("compliance", {})
+        match_cfg = settings["compliance"]
         settle_s = 60 * (
-            float(match_cfg.get("anpr_match_window_min", 5))
-            + float(match_cfg.get("anpr_pending_grace_min", 10))
+            float(match_cfg["anpr_match_window_min"]) + float(match_cfg["anpr_pending_grace_min"])
         )
         match_new_sightings(conn, settings, now=at(end_ms + int(settle_s * 1000) + 1000),
                             permits=permits)  # fmt: skip

@@ -26,8 +26,8 @@ from typing import Any
 
 from stdnum.cn import uscc
 
-# Road classes and their muck-truck speed limits (km/h), as in [thresholds].
-ROAD_CLASSES = {"expressway": 80.0, "urban_expressway": 60.0, "other": 40.0}
+from simulators.thresholds import speed_limits as settings_speed_limits
+
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蔡蒋余杜叶"
@@ -61,12 +61,9 @@ BLACK_MODES = (
 class Edge:
     a: int
     b: int
-    road_class: str
+    road_class: str  # expressway, urban_expressway or other (geofence.model.ROAD_CLASSES)
     length_m: float
-
-    @property
-    def limit_kmh(self) -> float:
-        return ROAD_CLASSES[self.road_class]
+    limit_kmh: float  # the class's muck-truck limit, [thresholds] speed_limit_<class>_kmh
 
 
 @dataclass
@@ -351,7 +348,9 @@ def chinese_name(rng: random.Random) -> str:
     return rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
 
 
-def _road_network(rng: random.Random, n: int, spacing: float) -> RoadNetwork:
+def _road_network(
+    rng: random.Random, n: int, spacing: float, limits: dict[str, float]
+) -> RoadNetwork:
     half = (n - 1) / 2
     nodes = []
     for j in range(n):
@@ -373,7 +372,7 @@ def _road_network(rng: random.Random, n: int, spacing: float) -> RoadNetwork:
 
     def add(a: int, b: int, cls: str) -> None:
         (ax, ay), (bx, by) = nodes[a], nodes[b]
-        edges.append(Edge(a, b, cls, round(math.hypot(bx - ax, by - ay), 1)))
+        edges.append(Edge(a, b, cls, round(math.hypot(bx - ax, by - ay), 1), limits[cls]))
 
     for j in range(n):
         for i in range(n):
@@ -402,15 +401,17 @@ def generate_city(
     plate_prefix: str = "粤B",
     expired: int | None = None,
     black: int | None = None,
+    speed_limits: dict[str, float] | None = None,
 ) -> City:
     """A reproducible city: same arguments (and `today`), same city. The last `expired`
     trucks (default one in twenty) hold only an expired permit: every load they carry is
     transport without a valid permit. `black` black trucks (default: none under 10 trucks,
     else max(5, trucks // 40)) are drawn from a generator of their own, so they change
-    nothing else."""
+    nothing else. `speed_limits` per road class (default: the shipped `[thresholds]`) are
+    those of the roads, the speed zones and the fastest paths."""
     rng = random.Random(seed)
     today = today or dt.date.today()
-    roads = _road_network(rng, grid, spacing_m)
+    roads = _road_network(rng, grid, spacing_m, speed_limits or settings_speed_limits())
     n = grid
     centre = (n // 2) * n + n // 2
     prefix = f"SIM{seed}"
@@ -589,8 +590,15 @@ def _grid_dist(a: int, b: int, n: int) -> int:
 
 
 def city_from_settings(settings, seed: int, trucks: int, **kwargs) -> City:
+    """The city of `seed` at the settings' centre, its roads at the settings' speed limits."""
     c = settings.city
-    return generate_city(seed, trucks=trucks, center=(c["center_lon"], c["center_lat"]), **kwargs)
+    return generate_city(
+        seed,
+        trucks=trucks,
+        center=(c["center_lon"], c["center_lat"]),
+        speed_limits=settings_speed_limits(settings),
+        **kwargs,
+    )
 
 
 # -- installation -------------------------------------------------------------------------

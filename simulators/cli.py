@@ -175,7 +175,7 @@ def simulate(
     else:
         back = 3600.0 if speedup == 0 or speedup > 1 else 0.0
     start_ms = int(time.time() * 1000 - back * 1000)
-    fleet = Fleet(city, config, start_ms=start_ms)
+    fleet = Fleet(city, config, start_ms=start_ms, settings=settings)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -163,6 +163,38 @@ def test_ground_truth_of_scripted_misbehaviour():
     assert {e["device_id"] for e in doc["events"]} <= devices
 
 
+def test_the_fleet_judges_by_the_thresholds_of_its_settings():
+    """The thresholds come from the settings (simulators.thresholds), not from copies: an
+    injected speeder (limit + 30 km/h) is no speeding under a 40 km/h tolerance, camera reads
+    straddle the configured anpr_min_confidence, the roads carry the configured limits."""
+    from simulators.city import city_from_settings
+    from simulators.thresholds import shipped_settings
+
+    shipped = shipped_settings()
+    changed = shipped.with_overrides(
+        rules={"speeding": {**shipped["rules"]["speeding"], "tolerance_kmh": 40.0}},
+        compliance={"anpr_min_confidence": 0.9},
+        thresholds={"speed_limit_other_kmh": 30},
+    )
+    config = FleetConfig(script=SCRIPT, drop_pct=0, low_confidence_pct=50)
+
+    def run(settings):
+        city = city_from_settings(settings, 4, 12, today=TODAY)
+        fleet = Fleet(city, config, start_ms=START_MS, settings=settings)
+        msgs = fleet.advance(2400)
+        reads = [msgspec.json.decode(p)["confidence"] for t, p in msgs if t.endswith("sightings")]
+        kinds = {e.kind for e in fleet.truth}
+        return {e.limit_kmh for e in city.roads.edges if e.road_class == "other"}, reads, kinds
+
+    limits, reads, kinds = run(shipped)
+    assert limits == {40.0} and "speeding" in kinds
+    assert all(c < 0.8 or c >= 0.85 for c in reads)
+    limits, reads, kinds = run(changed)
+    assert limits == {30.0} and "speeding" not in kinds
+    assert all(c < 0.9 or c >= 0.95 for c in reads)
+    assert any(0.8 <= c < 0.9 for c in reads) and any(c >= 0.95 for c in reads)
+
+
 def test_messages_follow_the_contract():
     from telemetry.contract import SightingMessage, StatusMessage, Topics
 
@@ -269,10 +301,10 @@ def test_going_dark_with_alarms_and_the_last_will():
             alarms.setdefault(device, set()).update(body["alarms"])
     for agent in fleet.agents[:12]:
         device = agent.truck.device_id
-        assert alarms[device] == {agent.alarm}
+        assert alarms[device] == {agent.terminal.alarm}
         changes = [s for s, _ in status[device]]
-        dark_ms = fleet.ms(agent.dark_from)
-        if agent.alarm == "antenna_cut":  # still connected, only silent
+        dark_ms = fleet.ms(agent.terminal.dark_from)
+        if agent.terminal.alarm == "antenna_cut":  # still connected, only silent
             assert changes == ["online"]
         else:  # the will: offline WILL_DELAY_S after it vanished, online when back
             assert changes == ["online", "offline", "online"]
