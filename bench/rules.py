@@ -260,7 +260,9 @@ def _city_messages(settings: Settings, city, *, minutes: float, warm_s: int):
     while start + dt.timedelta(seconds=duration_s + 120) > now:
         start -= dt.timedelta(days=1)
     start_ms = int(start.timestamp() * 1000)
-    fleet = Fleet(city, FleetConfig(timezone=settings.city["timezone"]), start_ms=start_ms)
+    fleet = Fleet(
+        city, FleetConfig(timezone=settings.city["timezone"]), start_ms=start_ms, settings=settings
+    )
     warm = [Incoming(t, p) for t, p in fleet.advance(warm_s)]
     timed = [Incoming(t, p) for t, p in fleet.advance(duration_s)]
     return warm, timed
