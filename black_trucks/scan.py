@@ -34,16 +34,14 @@ def scan(
     return match, devices
 
 
-# How often the collector runs the scan.
-SCAN_INTERVAL_S = 60.0
 # How often the scan recomputes every unregistered device, not only the ones with new fixes
 # (catches late commits and device-days whose fixes are gone).
 _FULL_DEVICE_SCAN_S = 3600.0
 
 
 class ScanJob:
-    """The collector's clock job: every minute only the devices with new unregistered fixes;
-    hourly (and the first time) all of them. `zones` is the rules' loaded ZoneCatalog,
+    """The collector's clock job (every compliance.black_truck_scan_s): only the devices with
+    new unregistered fixes; hourly (and the first time) all of them. `zones` is the rules' loaded ZoneCatalog,
     reused (building one takes seconds)."""
 
     def __init__(self, settings: Any, zones: Any) -> None:

@@ -1,23 +1,18 @@
 """`muck collect`: the collector process, where ingestion and the compliance rules meet.
 
 This is a composition root (like `muck demo`): telemetry knows nothing of compliance; the
-rules reach the collector as after-store hooks.
+rules reach the collector as after-store hooks, and every package's clock jobs run on one
+JobRunner (muck/jobs.py).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import threading
-from typing import TYPE_CHECKING
 
 import click
 
 from core.clicontext import MuckContext, pass_ctx
-
-if TYPE_CHECKING:
-    from compliance.service import RulesService
-    from core.config import Settings
 
 
 @click.command()
@@ -64,6 +59,8 @@ def collect(
     Acknowledges each message only after it (and the violations it raised) is committed;
     stops cleanly on Ctrl-C/SIGTERM.
     """
+    from core.scheduling import JobRunner
+    from muck.jobs import collector_jobs, rules_service
     from telemetry.collector import Collector
 
     settings = mctx.settings
@@ -78,7 +75,8 @@ def collect(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, registry=collector.stats.registry)
-    scheduler = None if no_maintenance else _start_maintenance(settings)
+    jobs = JobRunner(settings, collector_jobs(settings, rules, maintenance=not no_maintenance))
+    jobs.start()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -93,49 +91,5 @@ def collect(
             tick_s=stats_every or 5.0,
         )
     finally:
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
-        if rules is not None:
-            rules.stop()
+        jobs.stop()
         click.echo(collector.stats.describe(), err=True)
-
-
-def rules_service(settings: Settings) -> RulesService:
-    """The compliance rules with their clock jobs, the black-truck scan among them (compliance
-    never imports black_trucks: the scan joins here). The scan reuses the rules' zone
-    catalogue."""
-    from black_trucks.scan import SCAN_INTERVAL_S, ScanJob
-    from compliance.engine import ComplianceEngine
-    from compliance.service import RulesService
-
-    engine = ComplianceEngine(settings)
-    scan = ScanJob(settings, engine.zones)
-    return RulesService(settings, engine=engine, jobs=[("black-truck scan", scan, SCAN_INTERVAL_S)])
-
-
-def _start_maintenance(settings):
-    """Hourly: create tomorrow's partitions, drop expired ones (APScheduler, own connection)."""
-    import logging
-
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    from core.db import connect_settings
-    from telemetry.partitions import maintain
-
-    log = logging.getLogger("muck.maintenance")
-
-    def job() -> None:
-        try:
-            conn = connect_settings(settings, application_name="muck-maintenance")
-            try:
-                log.info(maintain(conn, settings).describe())
-            finally:
-                conn.close()
-        except Exception as exc:  # noqa: BLE001 - retried next hour; ingestion goes on
-            log.warning("partition maintenance failed: %s", exc)
-
-    scheduler = BackgroundScheduler(timezone="UTC")
-    # First run now (a collector started after midnight creates today's partitions at once).
-    scheduler.add_job(job, "interval", hours=1, next_run_time=dt.datetime.now(dt.UTC))
-    scheduler.start()
-    return scheduler

@@ -66,7 +66,8 @@ def demo(
     from core.db import connect
     from core.embedded import EmbeddedBroker, EmbeddedDatabase
     from core.migrate import migrate
-    from muck.collect import rules_service
+    from core.scheduling import JobRunner
+    from muck.jobs import collector_jobs, rules_service
     from registry.service import RegistryError
     from simulators.city import city_from_settings, install_city
     from simulators.fleet import Fleet, FleetConfig
@@ -107,7 +108,9 @@ def demo(
 
         rules = rules_service(settings)
         rules.start()
-        started.append(rules)
+        jobs = JobRunner(settings, collector_jobs(settings, rules))
+        jobs.start()
+        started.append(jobs)
         collector = Collector(settings, client_id="muck-demo-collector", after_store=rules.hooks)
         collector.start()
         started.append(collector)

@@ -7,6 +7,7 @@ Partitions are UTC days named positions_pYYYYMMDD.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -14,6 +15,9 @@ from psycopg2 import sql
 
 from core.config import Settings
 from core.db import has_timescaledb
+from core.scheduling import Job
+
+log = logging.getLogger(__name__)
 
 _PARTITION = re.compile(r"^positions_p(\d{8})$")
 
@@ -94,3 +98,13 @@ def maintain(conn, settings: Settings, today: dt.date | None = None) -> Maintena
                 report.dropped.append(name)
     conn.commit()
     return report
+
+
+def maintenance_job(settings: Settings) -> Job:
+    """Hourly, and at once when a process starts (one started after midnight creates today's
+    partitions before its first batch)."""
+
+    def run(conn) -> None:
+        log.info(maintain(conn, settings).describe())
+
+    return Job("partition maintenance", run, 3600.0, at_start=True)

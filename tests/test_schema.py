@@ -104,15 +104,3 @@ def test_settings_reject_unknown_keys_and_wrong_types(tmp_path):
     assert settings.ingest["batch_max_wait_ms"] == 100  # default kept
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
-
-
-def test_the_collectors_maintenance_job_is_scheduled_and_runs_at_start(settings):
-    from muck.collect import _start_maintenance
-
-    scheduler = _start_maintenance(settings)
-    try:
-        (job,) = scheduler.get_jobs()
-        assert job.next_run_time is not None, "a paused job would never create partitions"
-        assert job.trigger.interval.total_seconds() == 3600
-    finally:
-        scheduler.shutdown(wait=True)

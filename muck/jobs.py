@@ -1,0 +1,40 @@
+"""Everything a collector process runs on the clock, in one list.
+
+Each package declares its jobs (`telemetry.partitions`, `compliance.service.RulesService`,
+`black_trucks.scan`); this is where they meet, for `muck collect` and `muck demo` alike.
+tests/muck/test_collect_jobs.py starts the real `muck collect` and sees each job's effect in
+the database.
+"""
+
+from __future__ import annotations
+
+from compliance.service import RulesService
+from core.config import Settings
+from core.scheduling import Job
+
+
+def rules_service(settings: Settings) -> RulesService:
+    """The compliance rules; `start()` it before the collector stores anything."""
+    return RulesService(settings)
+
+
+def collector_jobs(
+    settings: Settings, rules: RulesService | None, *, maintenance: bool = True
+) -> list[Job]:
+    """The jobs of a collector process: partition maintenance (unless another process does
+    it), and with the rules their own jobs plus the black-truck scan, which reuses the rules'
+    zone catalogue (building one takes seconds)."""
+    from black_trucks.scan import ScanJob
+    from telemetry.partitions import maintenance_job
+
+    jobs = [maintenance_job(settings)] if maintenance else []
+    if rules is not None:
+        jobs += rules.jobs()
+        jobs.append(
+            Job(
+                "black-truck scan",
+                ScanJob(settings, rules.engine.zones),
+                float(settings["compliance"]["black_truck_scan_s"]),
+            )
+        )
+    return jobs
