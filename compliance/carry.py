@@ -6,6 +6,8 @@ therefore one array per field, one row per truck, gathered and scattered with nu
 
 * `Carry`: the state of some trucks (the rows of one batch, or everything the engine has
   seen); `Carried` and the per-stream `RunCarry` the rules read are views of its columns.
+  Its shape comes from the pipeline (`CarryLayout`): one open run per condition stream, and
+  the columns each rule keeps (`Rule.keeps`, e.g. the route rule's corridor state).
 * `CarryCache`: one `Carry` row per truck the engine has evaluated, with the revision of the
   `truck_state` row it matches. Lanes keep a truck on one connection, so for nearly every
   truck of a batch the cached row is current and nothing is read or decoded.
@@ -17,13 +19,15 @@ cached revision is stale are decoded.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import msgspec
 import numpy as np
 
-from compliance.rules.base import Carried
+from compliance.rules.base import Carried, Rule
 from compliance.runs import RunCarry
 from compliance.trips import TripCarry
 
@@ -44,9 +48,14 @@ class TruckState(msgspec.Struct, omit_defaults=True):
     v: int = STATE_VERSION
     layout: str = ""
     cp: float = NEVER  # device time of the last fix processed
-    last: list[float] = []  # last_t, last_loaded, last_operating, on_route
+    last: list[float] = []  # last_t, last_loaded, last_working
     # Open runs only (most trucks have none): stream position -> [start_t, worst, fired].
     runs: dict[int, list[float]] = {}
+    # The rules' kept columns (Rule.keeps) whose value is not their default, by name.
+    kept: dict[str, float] = {}
+    # Read, never written: states written before rules declared their kept columns stored the
+    # route rule's corridor state here (and as a fourth value of `last`); it is read as the
+    # kept column of that name. (`v` is omitted at its default, so it cannot tell them apart.)
     on_route: bool = True
     snap: float = NEVER  # device time of the last snapshot taken
     trip: list = []  # [loaded_at or None, origin, last site], or [] when nothing to remember
@@ -64,11 +73,57 @@ def _never_to_inf(values: np.ndarray) -> np.ndarray:
     return np.where(values <= NEVER, -np.inf, values)
 
 
+@dataclass(frozen=True)
+class CarryLayout:
+    """The shape of a pipeline's carry: one open run per condition stream ("kind.stream", in
+    pipeline order) and the columns the rules keep, each with its value for a truck not seen
+    yet (`Rule.keeps`; a bool default makes a bool column for the rules)."""
+
+    stream_keys: tuple[str, ...] = ()
+    kept: tuple[tuple[str, bool | float], ...] = ()
+
+    @classmethod
+    def of(cls, rules: Sequence[Rule]) -> CarryLayout:
+        kept: dict[str, bool | float] = {}
+        for rule in rules:
+            for name, default in rule.keeps.items():
+                if name in kept:
+                    raise ValueError(f"two rules keep a column named {name!r}")
+                kept[name] = default
+        streams = tuple(f"{rule.kind}.{name}" for rule in rules for name in rule.stream_names)
+        return cls(streams, tuple(kept.items()))
+
+    @property
+    def streams(self) -> int:
+        return len(self.stream_keys)
+
+    @cached_property
+    def kept_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.kept)
+
+    @cached_property
+    def kept_index(self) -> dict[str, int]:
+        """Each kept column's position in `Carry.kept`."""
+        return {name: j for j, (name, _) in enumerate(self.kept)}
+
+    @cached_property
+    def defaults(self) -> np.ndarray:
+        return np.array([float(default) for _, default in self.kept], float)
+
+    @cached_property
+    def key(self) -> str:
+        """Stored with each state (a short hash) so that a changed pipeline starts afresh
+        instead of misreading old carries. Only the streams count: runs are stored by
+        position, kept columns by name (one not stored reads as its default)."""
+        return hashlib.sha1(",".join(self.stream_keys).encode()).hexdigest()[:10]
+
+
 @dataclass
 class Carry:
     """Rule state of `len(self)` trucks, one row each; `streams` columns of open runs."""
 
-    last: np.ndarray  # (m, 4): last fix time (-inf: none), loaded, operating, on_route (0/1)
+    last: np.ndarray  # (m, 3): last fix time (-inf: none), loaded, working (0/1)
+    kept: np.ndarray  # (m, kept columns): the rules' kept columns, in CarryLayout.kept order
     run_active: np.ndarray  # (m, streams) bool: a run of that stream is open
     run_start: np.ndarray  # (m, streams) its first fix's time (0 when none)
     run_worst: np.ndarray  # (m, streams) its worst value (-inf: none yet)
@@ -79,12 +134,13 @@ class Carry:
     trip_last_site: np.ndarray  # (m,) object: last construction site seen or None
 
     @classmethod
-    def fresh(cls, m: int, streams: int) -> Carry:
-        last = np.zeros((m, 4))
+    def fresh(cls, m: int, layout: CarryLayout) -> Carry:
+        last = np.zeros((m, 3))
         last[:, 0] = -np.inf
-        last[:, 3] = 1.0
+        streams = layout.streams
         return cls(
             last=last,
+            kept=np.broadcast_to(layout.defaults, (m, layout.defaults.size)).copy(),
             run_active=np.zeros((m, streams), bool),
             run_start=np.zeros((m, streams)),
             run_worst=np.full((m, streams), -np.inf),
@@ -98,10 +154,6 @@ class Carry:
     def __len__(self) -> int:
         return int(self.snap.size)
 
-    @property
-    def streams(self) -> int:
-        return int(self.run_active.shape[1])
-
     def take(self, rows: np.ndarray) -> Carry:
         """A copy of the given rows."""
         return Carry(*(getattr(self, f.name)[rows] for f in fields(self)))
@@ -111,17 +163,21 @@ class Carry:
         for f in fields(self):
             getattr(self, f.name)[rows] = getattr(other, f.name)
 
-    def grow(self, capacity: int) -> Carry:
+    def grow(self, capacity: int, layout: CarryLayout) -> Carry:
         """A copy with room for `capacity` rows (the new rows fresh)."""
-        extra = Carry.fresh(capacity - len(self), self.streams)
+        extra = Carry.fresh(capacity - len(self), layout)
         return Carry(
             *(np.concatenate([getattr(self, f.name), getattr(extra, f.name)]) for f in fields(self))
         )
 
     # -- what the rules read ------------------------------------------------------------
-    def carried(self) -> Carried:
-        last = self.last
-        return Carried(last[:, 0], last[:, 1] > 0, last[:, 2] > 0, last[:, 3] > 0)
+    def carried(self, layout: CarryLayout) -> Carried:
+        last, kept = self.last, self.kept
+        columns = {
+            name: kept[:, j] > 0 if isinstance(default, bool) else kept[:, j]
+            for j, (name, default) in enumerate(layout.kept)
+        }
+        return Carried(last[:, 0], last[:, 1] > 0, last[:, 2] > 0, columns)
 
     def run_carry(self, k: int) -> RunCarry:
         """Stream `k`'s open runs, as views: the detector reads its carry and returns a new
@@ -182,14 +238,16 @@ class Carry:
         loaded = (loaded_a != loaded_b) & ~(np.isnan(loaded_a) & np.isnan(loaded_b))
         return (
             runs.any(axis=1)
-            | (self.last[:, 3] != other.last[:, 3])
+            | (self.kept != other.kept).any(axis=1)
             | (self.snap != other.snap)
             | loaded
             | np.not_equal(self.trip_origin, other.trip_origin)
             | np.not_equal(self.trip_last_site, other.trip_last_site)
         )
 
-    def encode(self, rows: Sequence[int], layout: str, *, with_position: bool) -> list[bytes]:
+    def encode(
+        self, rows: Sequence[int], layout: CarryLayout, *, with_position: bool
+    ) -> list[bytes]:
         """The stored form of the given rows: the row part (`with_position=False`) or the
         whole state, as in a snapshot."""
         if not len(rows):
@@ -197,7 +255,10 @@ class Carry:
         rows = np.asarray(rows, np.int64)
         last = _finite_or_never(self.last[rows]).tolist()
         snap = _finite_or_never(self.snap[rows]).tolist()
-        on_route = (self.last[rows, 3] > 0).tolist()
+        kept_values = self.kept[rows]
+        kept_differs = kept_values != layout.defaults
+        has_kept = kept_differs.any(axis=1).tolist()
+        names = layout.kept_names
         loaded_at = self.trip_loaded_at[rows].tolist()
         origin = self.trip_origin[rows].tolist()
         last_site = self.trip_last_site[rows].tolist()
@@ -218,13 +279,11 @@ class Carry:
                 trip = []
             else:
                 trip = [None if loaded != loaded else loaded, origin[i], last_site[i]]
-            state = TruckState(
-                layout=layout,
-                runs=runs[i],
-                on_route=on_route[i],
-                snap=snap[i],
-                trip=trip,
-            )
+            kept = {}
+            if has_kept[i]:
+                values = kept_values[i].tolist()
+                kept = {names[j]: values[j] for j in np.flatnonzero(kept_differs[i]).tolist()}
+            state = TruckState(layout=layout.key, runs=runs[i], kept=kept, snap=snap[i], trip=trip)
             if with_position:
                 state.cp = last[i][0]
                 state.last = last[i]
@@ -232,10 +291,17 @@ class Carry:
         return out
 
     @classmethod
-    def from_states(cls, states: Sequence[TruckState], streams: int) -> Carry:
-        carry = cls.fresh(len(states), streams)
+    def from_states(cls, states: Sequence[TruckState], layout: CarryLayout) -> Carry:
+        carry = cls.fresh(len(states), layout)
+        column = layout.kept_index
         for i, s in enumerate(states):
-            carry.last[i] = s.last if s.last else [-np.inf, 0.0, 0.0, float(s.on_route)]
+            if s.last:
+                carry.last[i] = s.last[:3]  # older snapshots: the corridor state was a fourth
+            kept = s.kept if s.on_route else {"on_route": 0.0, **s.kept}  # older states
+            for name, value in kept.items():
+                j = column.get(name)
+                if j is not None:  # a column no rule keeps any more
+                    carry.kept[i, j] = value
             carry.snap[i] = s.snap
             for k, (start_t, worst, fired) in s.runs.items():
                 carry.run_active[i, k] = True
@@ -257,10 +323,10 @@ class CarryCache:
     """The carry of every truck this engine has evaluated, with the `truck_state.rule_rev`
     each row matches (-1: matches nothing; read it before use)."""
 
-    def __init__(self, streams: int) -> None:
-        self.streams = streams
+    def __init__(self, layout: CarryLayout) -> None:
+        self.layout = layout
         self._row_of: dict[int, int] = {}
-        self.table = Carry.fresh(0, streams)
+        self.table = Carry.fresh(0, layout)
         self.rev = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
@@ -276,6 +342,6 @@ class CarryCache:
                     rows[i] = row_of[t] = len(row_of)
             if len(row_of) > len(self.table):
                 capacity = max(len(row_of), 2 * len(self.table), 1024)
-                self.table = self.table.grow(capacity)
+                self.table = self.table.grow(capacity, self.layout)
                 self.rev = np.concatenate([self.rev, np.full(capacity - self.rev.size, -1)])
         return np.array(rows, np.int64)

@@ -15,7 +15,6 @@ therefore ends with the same violations as the same fixes in order.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import secrets
@@ -30,18 +29,13 @@ from compliance.carry import (
     STATE_VERSION,
     Carry,
     CarryCache,
+    CarryLayout,
     TruckState,
     decode_state,
 )
-from compliance.frame import FixColumns, FixFrame, build_frame
+from compliance.frame import FixColumns, FixFrame, build_frame, is_working
+from compliance.pipeline import PIPELINE
 from compliance.rules.base import Carried, Rule
-from compliance.rules.dark import GoingDark
-from compliance.rules.dumping import IllegalDumping, UnapprovedDisposal
-from compliance.rules.permit import NoValidPermit
-from compliance.rules.restricted import RestrictedHours, RestrictedZone
-from compliance.rules.route import RouteDeviation
-from compliance.rules.speeding import Speeding
-from compliance.rules.unsealed import UnsealedTransport
 from compliance.runs import StreamInput, detect_streams
 from compliance.trips import TripRow, advance, write_trips
 from compliance.violations import EpisodeRow, ViolationWriter
@@ -51,19 +45,6 @@ from geofence.catalog import ZoneCatalog
 from permits.catalog import PermitCatalog
 
 log = logging.getLogger(__name__)
-
-# The order rules run in, written down in one place.
-PIPELINE: tuple[type[Rule], ...] = (
-    RouteDeviation,
-    UnsealedTransport,
-    IllegalDumping,
-    UnapprovedDisposal,
-    Speeding,
-    RestrictedZone,
-    RestrictedHours,
-    GoingDark,
-    NoValidPermit,
-)
 
 _LOADED = ("half", "full")
 _GOLDEN = 0.6180339887498949  # spreads truck ids evenly over [0, 1)
@@ -109,13 +90,8 @@ class ComplianceEngine:
         self.snapshot_every_s = float(cfg["snapshot_every_s"])
         self.abandon_after_s = float(cfg["abandon_trip_after_s"])
         self.default_speed_limit = float(settings.thresholds["speed_limit_other_kmh"])
-        rules = settings["rules"]
-        self.rules: list[Rule] = [rule(rules[rule.kind], settings) for rule in PIPELINE]
-        self.streams = [(r, name) for r in self.rules for name in r.stream_names]
-        # Stored with each state (as a short hash) so that a changed pipeline starts afresh
-        # instead of misreading old carries.
-        layout = ",".join(f"{r.kind}.{name}" for r, name in self.streams)
-        self.layout = hashlib.sha1(layout.encode()).hexdigest()[:10]
+        self.rules: list[Rule] = [rule.from_settings(settings) for rule in PIPELINE]
+        self.layout = CarryLayout.of(self.rules)
         self.writer = ViolationWriter(settings)
         # One cache per thread: a collector's writer lanes are threads sharing this engine,
         # and each device (so each truck) always goes to the same lane, so a lane's cache
@@ -126,7 +102,7 @@ class ComplianceEngine:
     def cache(self) -> CarryCache:
         cache = getattr(self._local, "cache", None)
         if cache is None:
-            cache = self._local.cache = CarryCache(len(self.streams))
+            cache = self._local.cache = CarryCache(self.layout)
         return cache
 
     # -- catalogues ------------------------------------------------------------------------
@@ -143,12 +119,12 @@ class ComplianceEngine:
     # -- state -----------------------------------------------------------------------------
     def _parse(self, raw: str | bytes | None) -> TruckState:
         if not raw:
-            return TruckState(layout=self.layout)
+            return TruckState(layout=self.layout.key)
         state = decode_state(raw)
-        if state.v != STATE_VERSION or state.layout != self.layout:
+        if state.v != STATE_VERSION or state.layout != self.layout.key:
             if state.layout:
                 log.info("rule pipeline changed; truck rule state restarts")
-            return TruckState(layout=self.layout)
+            return TruckState(layout=self.layout.key)
         return state
 
     # -- the pipeline ----------------------------------------------------------------------
@@ -163,7 +139,7 @@ class ComplianceEngine:
             default_speed_limit_kmh=self.default_speed_limit,
             moving_kmh=self.moving_kmh,
         )
-        carried = carry.carried()
+        carried = carry.carried(self.layout)
         # Every rule's condition streams first, then one detector pass over all of them.
         per_rule = []
         inputs: list[StreamInput] = []
@@ -190,27 +166,32 @@ class ComplianceEngine:
             if points is not None and points.fix.size:
                 episodes.extend(self._point_rows(rule, frame, points))
         trips, trip_carry = advance(frame, carry.trip_carry(), frame.codes, self.abandon_after_s)
-        after = Carry.fresh(len(carry), carry.streams)
-        after.last = self._last(frame, carried)
+        after = Carry.fresh(len(carry), self.layout)
+        after.last, after.kept = self._after_batch(frame, carried, carry)
         after.snap = carry.snap.copy()
         after.set_runs([run for _, run in detected])
         after.set_trip(trip_carry)
         return Outcome(episodes, after, trips)
 
-    def _last(self, frame: FixFrame, carried: Carried) -> np.ndarray:
+    def _after_batch(
+        self, frame: FixFrame, carried: Carried, before: Carry
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The carry's `last` and `kept` columns after the batch: each truck's last fix, and
+        the values the rules' end-of-batch hooks give at it."""
         last = frame.seg_last
         s = frame.slot[last]
-        out = np.column_stack(
-            [carried.last_t, carried.last_loaded, carried.last_operating, carried.on_route]
-        ).astype(float)
-        operating = frame.moving | frame.loaded | (frame.cols.acc == 1)
+        out = np.column_stack([carried.last_t, carried.last_loaded, carried.last_working]).astype(
+            float
+        )
         out[s, 0] = frame.t[last]
         out[s, 1] = frame.loaded[last]
-        out[s, 2] = operating[last]
-        route_rule = next((r for r in self.rules if isinstance(r, RouteDeviation)), None)
-        if route_rule is not None:
-            out[s, 3] = route_rule.on_route(frame, carried)[last]
-        return out
+        out[s, 2] = frame.working[last]
+        kept = before.kept.copy()
+        column = self.layout.kept_index
+        for rule in self.rules:
+            for name, values in rule.end_of_batch(frame, carried).items():
+                kept[s, column[name]] = values[last]
+        return out, kept
 
     def _rows(self, rule: Rule, stream: str, frame: FixFrame, found) -> list[EpisodeRow]:
         rows = []
@@ -324,7 +305,7 @@ class ComplianceEngine:
         rev = np.full(m, -1, np.int64)
         fix_t = np.full(m, -np.inf)
         loaded = np.zeros(m, bool)
-        operating = np.zeros(m, bool)
+        working = np.zeros(m, bool)
         if prior:
             ids, times, loads, speeds, accs, revs = zip(*prior, strict=True)
             ids = np.array(ids, np.int64)
@@ -344,12 +325,12 @@ class ComplianceEngine:
             row_loaded = np.array([load in _LOADED for load in loads], bool)
             speed = np.array(speeds, float)  # None becomes NaN, which is not >= anything
             loaded[at] = row_loaded
-            operating[at] = row_loaded | (speed >= self.moving_kmh) | np.equal(accs, True)
+            working[at] = is_working(speed, row_loaded, np.equal(accs, True), self.moving_kmh)
         # Trucks without a row before this batch start afresh (a cached row may hold a
         # rolled-back state).
         if not known.all():
             fresh = slots[~known]
-            cache.table.put(fresh, Carry.fresh(fresh.size, cache.streams))
+            cache.table.put(fresh, Carry.fresh(fresh.size, self.layout))
             cache.rev[fresh] = rev[~known]
         stale = np.flatnonzero(known & (cache.rev[slots] != rev))
         if stale.size:
@@ -359,12 +340,12 @@ class ComplianceEngine:
             )
             text = dict(cur.fetchall())
             states = [self._parse(text.get(t)) for t in trucks[stale].tolist()]
-            cache.table.put(slots[stale], Carry.from_states(states, cache.streams))
+            cache.table.put(slots[stale], Carry.from_states(states, self.layout))
             cache.rev[slots[stale]] = rev[stale]
         before = cache.table.take(slots)
         before.last[:, 0] = fix_t
         before.last[:, 1] = loaded
-        before.last[:, 2] = operating
+        before.last[:, 2] = working
         return before
 
     def _save(
@@ -448,9 +429,7 @@ class ComplianceEngine:
         )
         if not rows:
             return
-        outcome = self.evaluate(
-            FixColumns.from_rows(rows), Carry.from_states([state], self.cache.streams)
-        )
+        outcome = self.evaluate(FixColumns.from_rows(rows), Carry.from_states([state], self.layout))
         self.writer.reconcile(cur, truck, since, outcome.episodes)
         # Trips are derived data: a trip recorded from the partial fixes whose start the
         # replay moved (or that the replay no longer sees) goes; the replay's trips are

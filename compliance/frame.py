@@ -7,8 +7,9 @@ its approved route. Rules then only combine boolean arrays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,7 @@ class FixFrame:
     seg_last: np.ndarray
     moving: np.ndarray
     loaded: np.ndarray
+    working: np.ndarray  # moving, loaded or ignition on (see is_working)
     site: np.ndarray  # zone index of the construction site containing the fix, -1
     disposal: np.ndarray  # zone index of a disposal site containing the fix, -1
     disposal_open: np.ndarray  # that disposal site is within its opening hours
@@ -107,8 +109,9 @@ class FixFrame:
     route_width: np.ndarray  # corridor width of that route; nan if none
     approved_disposal: np.ndarray  # the disposal site at the fix is on the permit
     origin_site: np.ndarray  # the site at the fix is the permit's origin
-    operating: np.ndarray  # inside the permit's operating hours
+    within_permit_hours: np.ndarray  # inside the permit's operating hours (True: no permit)
     codes: np.ndarray  # zone code per zone index of the geofence index used
+    _once: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def t(self) -> np.ndarray:
@@ -116,6 +119,33 @@ class FixFrame:
 
     def __len__(self) -> int:
         return int(self.cols.t.size)
+
+    def previous(self, values: np.ndarray, carried: np.ndarray) -> np.ndarray:
+        """Each fix's predecessor value within its truck; the carried value at a truck's
+        first fix."""
+        if len(self) == 0:
+            return values.copy()
+        shifted = np.r_[values[:1], values[:-1]]
+        return np.where(self.seg_start, carried[self.slot], shifted)
+
+    def once(self, key: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """`compute()` the first time `key` is asked for, the same array after that: for a
+        value more than one step of a batch needs (e.g. the corridor state, which the route
+        rule's streams and its end-of-batch hook both read). A frame is evaluated from one
+        carry, so values derived from the carried state are the batch's too."""
+        if key not in self._once:
+            self._once[key] = compute()
+        return self._once[key]
+
+
+def is_working(
+    speed_kmh: np.ndarray, loaded: np.ndarray, ignition_on: np.ndarray, moving_kmh: float
+) -> np.ndarray:
+    """Working: moving (at least `moving_kmh`; an unknown speed, NaN, is not), loaded or
+    ignition on. The one definition: `FixFrame.working` for the fixes of a batch, the engine
+    for each truck's last fix before it, and its SQL twin `compliance_working()`
+    (compliance/sql/0008_working.sql) for the going-dark sweep."""
+    return (speed_kmh >= moving_kmh) | loaded | ignition_on
 
 
 def build_frame(
@@ -166,6 +196,7 @@ def build_frame(
         route_distance = np.where(better, d, route_distance)
         route_width = np.where(better, w, route_width)
         route_index = np.where(better, route_idx, route_index)
+    loaded = cols.load >= 1
     return FixFrame(
         cols=cols,
         index=index,
@@ -174,7 +205,8 @@ def build_frame(
         seg_start=seg_start,
         seg_last=seg_last,
         moving=cols.speed >= moving_kmh,
-        loaded=cols.load >= 1,
+        loaded=loaded,
+        working=is_working(cols.speed, loaded, cols.acc == 1, moving_kmh),
         site=site,
         disposal=disposal,
         disposal_open=disposal_open,
@@ -187,14 +219,6 @@ def build_frame(
         route_index=route_index,
         approved_disposal=found.approved_disposal,
         origin_site=found.origin_site,
-        operating=found.operating,
+        within_permit_hours=found.operating,
         codes=index.codes,
     )
-
-
-def previous(frame: FixFrame, values: np.ndarray, carried: np.ndarray) -> np.ndarray:
-    """Each fix's predecessor value within its truck; the carried value at a truck's first fix."""
-    if len(frame) == 0:
-        return values.copy()
-    shifted = np.r_[values[:1], values[:-1]]
-    return np.where(frame.seg_start, carried[frame.slot], shifted)

@@ -1,12 +1,12 @@
-"""The going-dark sweep: trucks that stopped reporting while operating are found on the clock,
+"""The going-dark sweep: trucks that stopped reporting while working are found on the clock,
 not only when (if ever) their next fix arrives.
 
 Runs every `compliance.dark_sweep_s` in the collector. A truck whose last fix is older than
-`thresholds.dark_after_s` and was operating then (ignition on, moving or loaded, as its
-last fix says) gets an ongoing `going_dark` violation starting at that fix, with the
-minutes dark so far as its worst value. When the truck reports again, the going-dark rule
-finds the same gap (same start) and closes that violation; if a re-upload fills the gap,
-the replay withdraws it.
+`thresholds.dark_after_s` and was working then (moving, loaded or ignition on, as its last
+fix says: `compliance_working()`, the SQL twin of compliance.frame.is_working) gets an
+ongoing `going_dark` violation starting at that fix, with the minutes dark so far as its
+worst value. When the truck reports again, the going-dark rule finds the same gap (same
+start) and closes that violation; if a re-upload fills the gap, the replay withdraws it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SELECT s.truck_id, t.company_id, 'going_dark', 'gap', s.fix_time,
 FROM truck_state s JOIN trucks t ON t.id = s.truck_id
 WHERE s.fix_time < %(now)s - make_interval(secs => %(dark)s)
   AND s.fix_time > %(now)s - make_interval(days => %(horizon)s)
-  AND (s.load IN ('half', 'full') OR s.speed_kmh >= %(moving)s OR s.acc)
+  AND compliance_working(s.load, s.speed_kmh, s.acc, %(moving)s)
 ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     worst_value = EXCLUDED.worst_value, severity = EXCLUDED.severity, updated_at = now()
 WHERE v.ended_at IS NULL AND v.status <> 'withdrawn'
@@ -41,7 +41,7 @@ RETURNING id, (xmax = 0) AS inserted
 
 def sweep_dark(conn, settings: Any, now) -> list[int]:
     """Open or extend going-dark violations; returns the ids newly opened. Commits."""
-    rule = GoingDark(settings["rules"]["going_dark"], settings)
+    rule = GoingDark.from_settings(settings)
     with conn.cursor() as cur:
         # One sweep at a time across collectors.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x6461726B,))
@@ -76,7 +76,7 @@ def sweep_jumps(conn, settings: Any, limit: int = 5000) -> list[int]:
     """Turn fixes quarantined as `implied_speed` (a jump no truck can drive: a shielded or
     spoofed GNSS) into `going_dark` violations of stream `jump`, for registered trucks.
     Reads the quarantine incrementally; commits. Returns the ids of new violations."""
-    rule = GoingDark(settings["rules"]["going_dark"], settings)
+    rule = GoingDark.from_settings(settings)
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x6A756D70,))
         cur.execute("SELECT last_id FROM compliance_cursors WHERE name = 'jumps'")

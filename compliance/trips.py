@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg2.extras
 
-from compliance.frame import FixFrame, previous
+from compliance.frame import FixFrame
 
 # `loaded_at` of a truck still loaded whose trip was already recorded as abandoned: no new
 # trip starts until it has been seen empty (a batch boundary is not a loading).
@@ -56,7 +56,7 @@ def advance(
     if len(frame) == 0:
         return trips, out
     loaded = frame.loaded
-    was_loaded = previous(frame, loaded, ~np.isnan(carry.loaded_at))
+    was_loaded = frame.previous(loaded, ~np.isnan(carry.loaded_at))
     # The last site seen up to each fix (inclusive), per truck: a forward fill of the site
     # index within each truck's fixes; -1 where the truck has seen none in this batch (then
     # the carried last site holds).

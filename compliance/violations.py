@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg2.extras
 
+from compliance.pipeline import PIPELINE
+
 # Who may move a violation where (the web issue adds roles on top).
 TRANSITIONS = {
     "confirm": ({"new"}, "confirmed"),
@@ -318,17 +320,8 @@ def change_status(
     return target
 
 
-KINDS = (
-    "route_deviation",
-    "unsealed_transport",
-    "illegal_dumping",
-    "unapproved_disposal",
-    "speeding",
-    "restricted_zone",
-    "restricted_hours",
-    "going_dark",
-    "no_valid_permit",
-)
+# One kind per rule, in pipeline order.
+KINDS = tuple(rule.kind for rule in PIPELINE)
 STATUSES = ("new", "confirmed", "dismissed", "case_opened", "closed", "withdrawn")
 
 

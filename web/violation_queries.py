@@ -11,24 +11,25 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask_babel import LazyString, get_locale
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import BadRequest
 
+from compliance.pipeline import PIPELINE
 from compliance.violations import KINDS, STATUSES, TRANSITIONS
 from registry.validation import normalise_plate
 from web.params import parse_time
 
-KIND_LABELS = {
-    "route_deviation": _l("route deviation"),
-    "unsealed_transport": _l("unsealed transport"),
-    "illegal_dumping": _l("illegal dumping"),
-    "unapproved_disposal": _l("disposal at a site not on the permit"),
-    "speeding": _l("speeding"),
-    "restricted_zone": _l("entering a restricted zone"),
-    "restricted_hours": _l("transport in banned hours"),
-    "going_dark": _l("offline / GPS shielded"),
-    "no_valid_permit": _l("no valid permit"),
-}
+
+def _in_locale(labels: dict[str, str]) -> str:
+    """A rule's label in the request's language (English outside a request)."""
+    locale = get_locale()
+    return labels.get(locale.language if locale is not None else "en", labels["en"])
+
+
+# Each rule declares its label in both languages (compliance/rules/); like lazy_gettext, the
+# language is chosen where the label is shown.
+KIND_LABELS = {rule.kind: LazyString(_in_locale, rule.label) for rule in PIPELINE}
 STATUS_LABELS = {
     "new": _l("new"),
     "confirmed": _l("confirmed"),

@@ -1,13 +1,18 @@
-"""What a rule is: named condition streams over a frame, plus thresholds from the rule table."""
+"""What a rule is: named condition streams over a frame, plus thresholds from the rule table,
+and everything else the product needs to know about the rule (its kind, labels, settings
+section, legal basis, carried state), declared on the class so that no other file repeats it.
+See docs/adding-a-rule.md."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from compliance.frame import FixFrame
+if TYPE_CHECKING:  # only for the annotations: the declarations stay cheap to import
+    from compliance.frame import FixFrame
 
 
 @dataclass
@@ -16,8 +21,10 @@ class Carried:
 
     last_t: np.ndarray  # epoch s of the last fix processed, -inf if none
     last_loaded: np.ndarray  # bool
-    last_operating: np.ndarray  # bool: ignition on, moving or loaded at the last fix
-    on_route: np.ndarray  # bool: inside the route corridor (hysteresis state)
+    last_working: np.ndarray  # bool: working at the last fix (compliance.frame.is_working)
+    #: the rules' own carried columns (`Rule.keeps`), by name: bool arrays for columns with a
+    #: bool default, float arrays otherwise
+    kept: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,11 +54,24 @@ class PointEpisodes:
 
 
 class Rule:
-    kind: str = ""
+    #: the violation kind the rule raises (`violations.kind`); one rule per kind
+    kind: ClassVar[str] = ""
+    #: what the kind is called on the dashboard, its exports and the docs: {"zh": …, "en": …}
+    label: ClassVar[Mapping[str, str]] = {}
+    #: the rule's table in the settings, "rules.<kind>" ([rules.<kind>] in core/defaults.toml):
+    #: min_duration_s, points, the legal-basis text, the rule's own thresholds
+    section: ClassVar[str] = ""
+    #: a short stable key of the legal provision the rule enforces ("<regulation>.art_<n>…"),
+    #: under which the legal texts will be looked up (issue 14); listed in docs/compliance.md
+    legal_basis_key: ClassVar[str] = ""
     #: unit of the worst value ("" = the rule has no measure; no worst value is stored)
-    unit: str = ""
+    unit: ClassVar[str] = ""
     #: names of the condition streams, in a fixed order (they index the stored carry)
-    stream_names: tuple[str, ...] = ()
+    stream_names: ClassVar[tuple[str, ...]] = ()
+    #: per-truck values the rule carries from one batch to the next, by name, each with its
+    #: value for a truck not seen yet (a bool default makes a bool column); the rule reads them
+    #: as `carried.kept[name]` and gives their new values in `end_of_batch`
+    keeps: ClassVar[Mapping[str, bool | float]] = {}
 
     def __init__(self, spec: dict[str, Any], settings: Any) -> None:
         self.spec = spec
@@ -59,11 +79,29 @@ class Rule:
         self.legal_basis = str(spec.get("legal_basis", ""))
         self.min_duration_s = float(spec.get("min_duration_s", 0.0))
 
+    @classmethod
+    def spec_in(cls, settings: Any) -> dict[str, Any]:
+        """The rule's table (`section`) in `settings`."""
+        head, *path = cls.section.split(".")
+        spec = settings[head]
+        for key in path:
+            spec = spec[key]
+        return spec
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Rule:
+        return cls(cls.spec_in(settings), settings)
+
     def streams(self, frame: FixFrame, carried: Carried) -> list[Stream]:
         return []
 
     def point_episodes(self, frame: FixFrame, carried: Carried) -> PointEpisodes | None:
         return None
+
+    def end_of_batch(self, frame: FixFrame, carried: Carried) -> dict[str, np.ndarray]:
+        """The new values of the columns in `keeps`, one per fix of the frame: each truck keeps
+        the value at its last fix. A column left out keeps its carried value."""
+        return {}
 
     def severity(self, duration_s: float, worst: float) -> str:
         return "minor"

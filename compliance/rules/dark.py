@@ -1,6 +1,7 @@
 """不在线 / 屏蔽 GPS: no report for longer than `thresholds.dark_after_s` while the truck was
-operating (found on the next fix, or earlier by the sweep in compliance.sweep), and terminal
-alarms for a cut antenna, lost main power or a GNSS fault. Worst = minutes dark.
+working (moving, loaded or ignition on: `FixFrame.working`), found on the next fix or earlier
+by the sweep in compliance.sweep; and terminal alarms for a cut antenna, lost main power or a
+GNSS fault. Worst = minutes dark.
 
 A truck that went dark loaded and reports again empty unloaded somewhere unseen — the
 pattern of switching the terminal off to dump. That gap is always `serious` and carries
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from compliance.frame import previous
 from compliance.rules.base import Carried, PointEpisodes, Rule, Stream
 from compliance.rules.dumping import load_dropped
 
 
 class GoingDark(Rule):
     kind = "going_dark"
+    label = {"zh": "不在线/屏蔽定位", "en": "offline / GPS shielded"}
+    section = "rules.going_dark"
+    legal_basis_key = "city.positioning_online"
     unit = "min"
     stream_names = ("terminal_alarm",)
 
@@ -31,11 +34,10 @@ class GoingDark(Rule):
 
     def point_episodes(self, frame, carried: Carried) -> PointEpisodes | None:
         t = frame.t
-        prev_t = previous(frame, t, carried.last_t)
-        operating = frame.moving | frame.loaded | (frame.cols.acc == 1)
-        prev_operating = previous(frame, operating, carried.last_operating)
+        prev_t = frame.previous(t, carried.last_t)
+        prev_working = frame.previous(frame.working, carried.last_working)
         gap = t - prev_t
-        hit = np.flatnonzero(np.isfinite(prev_t) & (gap > self.dark_after_s) & prev_operating)
+        hit = np.flatnonzero(np.isfinite(prev_t) & (gap > self.dark_after_s) & prev_working)
         unloaded = load_dropped(frame, carried)[hit]
         return PointEpisodes(hit, prev_t[hit], t[hit], gap[hit] / 60.0, flagged=unloaded)
 

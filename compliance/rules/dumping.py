@@ -16,24 +16,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from compliance.frame import previous
 from compliance.rules.base import Carried, Rule, Stream
 
 
 def load_dropped(frame, carried: Carried) -> np.ndarray:
     """Loaded at the previous fix of the truck, empty at this one (across any gap)."""
-    was_loaded = previous(frame, frame.loaded, carried.last_loaded)
+    was_loaded = frame.previous(frame.loaded, carried.last_loaded)
     return was_loaded & (frame.cols.load == 0)
 
 
 def located_load_drop(frame, carried: Carried, max_gap_s: float) -> np.ndarray:
     """A load drop whose place is known: the previous fix is at most `max_gap_s` older."""
-    gap = frame.t - previous(frame, frame.t, carried.last_t)
+    gap = frame.t - frame.previous(frame.t, carried.last_t)
     return load_dropped(frame, carried) & (gap <= max_gap_s)
 
 
 class IllegalDumping(Rule):
     kind = "illegal_dumping"
+    label = {"zh": "乱倒乱卸", "en": "illegal dumping"}
+    section = "rules.illegal_dumping"
+    legal_basis_key = "construction_waste_rules.art_15"
     unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_outside_sites",)
 
@@ -48,6 +50,9 @@ class IllegalDumping(Rule):
 
 class UnapprovedDisposal(Rule):
     kind = "unapproved_disposal"
+    label = {"zh": "未按核准消纳场处置", "en": "disposal at a site not on the permit"}
+    section = "rules.unapproved_disposal"
+    legal_basis_key = "construction_waste_rules.art_14.approved_scope"
     unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_at_wrong_site",)
 

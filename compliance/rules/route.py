@@ -13,8 +13,13 @@ from geofence.corridor import corridor_hysteresis
 
 class RouteDeviation(Rule):
     kind = "route_deviation"
+    label = {"zh": "偏离核准路线", "en": "route deviation"}
+    section = "rules.route_deviation"
+    legal_basis_key = "construction_waste_rules.art_14.route_and_hours"
     unit = "m"
     stream_names = ("off_route",)
+    # The corridor state (hysteresis) at the truck's last fix; a truck not seen yet is on it.
+    keeps = {"on_route": True}
 
     def __init__(self, spec, settings) -> None:
         super().__init__(spec, settings)
@@ -23,17 +28,25 @@ class RouteDeviation(Rule):
         self.serious_distance_m = float(spec["serious_distance_m"])
 
     def on_route(self, frame, carried: Carried) -> np.ndarray:
+        """Inside the corridor (or without a route) at each fix; computed once per batch, for
+        the streams and for the carry after the batch."""
+        return frame.once((self.kind, "on_route"), lambda: self._on_route(frame, carried))
+
+    def _on_route(self, frame, carried: Carried) -> np.ndarray:
         has_route = ~np.isnan(frame.route_distance)
         if not has_route.any():
             return np.ones(len(frame), bool)
         on = corridor_hysteresis(
             np.where(has_route, frame.route_distance, 0.0),
             np.where(has_route, frame.route_width, 1.0),
-            carried.on_route[frame.slot],
+            carried.kept["on_route"][frame.slot],
             self.reentry_ratio,
             group=frame.slot,
         )
         return on | ~has_route
+
+    def end_of_batch(self, frame, carried: Carried) -> dict[str, np.ndarray]:
+        return {"on_route": self.on_route(frame, carried)}
 
     def streams(self, frame, carried: Carried) -> list[Stream]:
         on = self.on_route(frame, carried)
