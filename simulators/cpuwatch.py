@@ -220,8 +220,11 @@ class CpuWatch:
             if mine:
                 role, label = "loadtest", "postgres backend of this load test (its counting)"
             elif backend_type == "client backend":
-                # The collector names its connections muck-collect[-lane] and muck-rules.
-                if not ours or not (app or "").startswith(("muck-collect", "muck-rules")):
+                # The collector names its connections muck-collect[-lane], muck-rules-load and
+                # muck-job-<job> (core/scheduling.py).
+                if not ours or not (app or "").startswith(
+                    ("muck-collect", "muck-rules", "muck-job")
+                ):
                     continue
                 role, label = "postgres backend", f"backend of {app}"
             else:
