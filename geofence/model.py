@@ -19,6 +19,9 @@ from shapely.validation import explain_validity
 from geofence.timewin import WindowError, normalise_windows
 
 KINDS = ("site", "disposal", "route", "restricted", "speed")
+# The int8 code of each kind in the evaluator's per-zone `kind` array (geofence.index).
+KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
+SITE, DISPOSAL, ROUTE, RESTRICTED, SPEED = (KIND_CODE[k] for k in KINDS)
 # Administrative districts come through the same files and validation as zones but are not
 # zones the rules test fixes against: stored in geofence_districts (geofence.store), never
 # in the index. Their code is the 6-digit administrative division code (行政区划代码).

@@ -562,6 +562,18 @@ def test_hysteresis_per_truck_in_one_batch():
     assert on.tolist() == [False, True, False, False, True, False]
 
 
+def test_the_front_door_exports_what_other_packages_use():
+    import geofence.index as front
+
+    assert [front.SITE, front.DISPOSAL, front.ROUTE, front.RESTRICTED, front.SPEED] == [
+        front.KIND_CODE[k] for k in ("site", "disposal", "route", "restricted", "speed")
+    ]
+    res = _PROPERTY_INDEX.evaluate([114.06], [22.55], T0, _PROPERTY_INDEX.zone_index("RT"))
+    assert isinstance(res, front.Evaluation)
+    assert isinstance(res.classification, front.Classification)
+    assert set(front.__all__) <= set(vars(front))
+
+
 def test_config_from_settings():
     from core.config import load_settings
 
