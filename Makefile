@@ -41,7 +41,7 @@ bench: $(STAMP)
 
 # Browser tests only (Debian /usr/bin/chromium; skipped when it is missing).
 test-browser: $(STAMP)
-	$(BIN)/pytest -q tests/browser
+	$(BIN)/pytest -q tests/web/browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

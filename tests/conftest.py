@@ -10,6 +10,17 @@ from core.db import connect
 from core.migrate import migrate
 from tests.services import Broker, PostgresServer
 
+# Tests that use any of these (directly or through another fixture) need a real PostgreSQL
+# or broker; they are marked `services`, so `pytest -m "not services"` runs the rest in
+# seconds on a machine with nothing installed.
+SERVICE_FIXTURES = frozenset({"pg_server", "database_url", "broker", "settings", "db"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
 
 @pytest.fixture(scope="session")
 def pg_server():

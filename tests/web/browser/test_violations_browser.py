@@ -7,15 +7,15 @@ import csv
 import io
 
 from registry.service import upsert_company, upsert_truck
-from tests.browser.test_web_browser import (  # noqa: F401 (fixtures)
+from tests.web.browser.test_web_browser import (  # noqa: F401 (fixtures)
     SHOTS,
     _login,
     page,
     pytestmark,
     server,
 )
-from tests.test_web import add_user
-from tests.test_web_violations import insert_violation
+from tests.web.test_dashboard import add_user
+from tests.web.test_violations import insert_violation
 
 
 def test_officer_filters_opens_confirms_and_exports(server, page, db):  # noqa: F811

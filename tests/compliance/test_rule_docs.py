@@ -15,7 +15,7 @@ from compliance.pipeline import PIPELINE
 from compliance.rules.base import Rule
 from compliance.violations import KINDS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = tomllib.loads((ROOT / "core" / "defaults.toml").read_text(encoding="utf-8"))
 COMPLIANCE_MD = (ROOT / "docs" / "compliance.md").read_text(encoding="utf-8")
 ADDING_MD = (ROOT / "docs" / "adding-a-rule.md").read_text(encoding="utf-8")

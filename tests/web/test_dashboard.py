@@ -355,7 +355,7 @@ def test_compiled_translations_match_the_catalogue():
     from babel.messages.mofile import read_mo
     from babel.messages.pofile import read_po
 
-    folder = Path(__file__).resolve().parent.parent / "web" / "translations" / "zh" / "LC_MESSAGES"
+    folder = Path(__file__).resolve().parents[2] / "web" / "translations" / "zh" / "LC_MESSAGES"
     po = read_po((folder / "messages.po").open("rb"))
     mo = read_mo((folder / "messages.mo").open("rb"))
     for message in po:

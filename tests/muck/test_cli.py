@@ -9,7 +9,7 @@ from pathlib import Path
 from core.config import load_settings
 from muck.cli_docs import render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MUCK = str(Path(sys.executable).with_name("muck"))
 
 

@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_web)
+# ruff: noqa: F811  (pytest fixtures imported from tests.web.test_dashboard)
 """Districts (行政区): import and validation, where violations happened, the district filter of
 the violations list and API, /api/v1/districts, and bad district input (never a 500)."""
 
@@ -13,8 +13,8 @@ import pytest
 from compliance.districts import fill_missing_districts
 from geofence.io import ZoneImportError, parse_zones, read_geojson
 from geofence.store import district_at, load_districts, load_zones, upsert_zones
-from tests.test_web import _post_form, app, as_role, users  # noqa: F401
-from tests.test_web_violations import DISTRICTS, insert_violation, world  # noqa: F401
+from tests.web.test_dashboard import _post_form, app, as_role, users  # noqa: F401
+from tests.web.test_violations import DISTRICTS, insert_violation, world  # noqa: F401
 
 
 def _parse(doc: dict):
@@ -189,7 +189,7 @@ def test_list_with_a_next_page_renders(as_role, db, world):
     a = world["companies"][0]
     import datetime as dt
 
-    from tests.test_web_violations import T0
+    from tests.web.test_violations import T0
 
     for i in range(60):
         insert_violation(db, t1, a, "speeding", start=T0 - dt.timedelta(days=10, minutes=i))
@@ -201,7 +201,7 @@ def test_list_with_a_next_page_renders(as_role, db, world):
 
 def test_districts_api_roles_crs_and_bad_input(app, db, users, world):
     from geofence.coords import wgs84_to_gcj02
-    from tests.test_web import login
+    from tests.web.test_dashboard import login
 
     anonymous = app.test_client()
     assert anonymous.get("/api/v1/districts").status_code == 401

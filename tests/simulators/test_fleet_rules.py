@@ -10,7 +10,7 @@ from simulators.accuracy import recent_start_ms
 from simulators.city import generate_city, install_city
 from simulators.fleet import DEFAULT_RATES, Fleet, FleetConfig
 from telemetry.ingest import Incoming
-from tests.compliance_city import Pipeline, violations
+from tests.compliance.city import Pipeline, violations
 
 SCRIPT = {
     0: ["route_deviation"],
@@ -45,7 +45,7 @@ def test_rules_find_the_injected_misbehaviour_and_nothing_else(db, settings, see
     install_city(db, settings, city)
     duration = 5400
     # A fixed time of day (10:00 city time, outside the rush hours some permits ban), so the
-    # outcome does not depend on when the suite runs; tests/test_accuracy.py covers the hours.
+    # outcome does not depend on when the suite runs; tests/simulators/test_accuracy.py covers the hours.
     start_ms = recent_start_ms(settings.city["timezone"], "10:00", duration)
     config = FleetConfig(script=SCRIPT, rates=dict(rates), coverage_gap_pct=gap_pct)
     fleet = Fleet(city, config, start_ms=start_ms)
@@ -63,7 +63,7 @@ def test_rules_find_the_injected_misbehaviour_and_nothing_else(db, settings, see
     truth = [
         e
         for e in fleet.truth
-        if e.kind in KINDS  # alarms, status and black trucks: tests/test_accuracy.py
+        if e.kind in KINDS  # alarms, status and black trucks: tests/simulators/test_accuracy.py
         and e.end_ms is not None
         and e.end_ms - e.start_ms >= long_enough[e.kind]
         and not e.detail.get("while_dark")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_web import add_user, close_app, make_app, seed_fleet, web_settings
+from tests.web.test_dashboard import add_user, close_app, make_app, seed_fleet, web_settings
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -23,10 +23,10 @@ from core.db import connect, transaction
 from permits.io import parse_permits_json
 from permits.store import import_permits, revoke_permit
 from registry.service import upsert_company, upsert_truck
-from tests.test_permits import make_registry, runner  # noqa: F401 (fixture)
+from tests.permits.test_permits import make_registry, runner  # noqa: F401 (fixture)
 
 GEOD = Geod(ellps="WGS84")
-# SITE-A (tests.test_permits.make_registry) is a square of +/- 0.002 deg around this point.
+# SITE-A (tests.permits.test_permits.make_registry) is a square of +/- 0.002 deg around this point.
 SITE_LON, SITE_LAT = 114.06, 22.55
 EDGE_LON = SITE_LON + 0.002  # the east edge of SITE-A
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

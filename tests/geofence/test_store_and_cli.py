@@ -21,7 +21,7 @@ from geofence.cli import zones as zones_cli
 from geofence.io import ZoneImportError, export_geojson, read_zones_file
 from geofence.store import add_ban_day, current_version, load_zones, set_active, upsert_zones
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "geofence" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "geofence" / "examples"
 TZ = ZoneInfo("Asia/Shanghai")
 GEOD = Geod(ellps="WGS84")
 

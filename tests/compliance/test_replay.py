@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from telemetry.ingest import Incoming
-from tests.compliance_city import (
+from tests.compliance.city import (
     EMPTY,
     LOADED,
     TOPICS,

@@ -212,7 +212,7 @@ def test_a_short_run_meets_the_floors_through_the_broker_as_in_process(db, setti
 
 def test_the_command_in_a_scratch_database(settings, tmp_path):
     # In a subprocess: invoking the click group here would cache help options that
-    # tests/test_cli.py's reference rendering sees.
+    # tests/muck/test_cli.py's reference rendering sees.
     import os
     import subprocess
     import sys

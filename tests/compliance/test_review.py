@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compliance.violations import ViolationError, change_status, get_violation, list_violations
-from tests.compliance_city import LOADED, Pipeline, Trace, build_city
+from tests.compliance.city import LOADED, Pipeline, Trace, build_city
 
 MUCK = str(Path(sys.executable).with_name("muck"))
 

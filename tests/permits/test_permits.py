@@ -335,7 +335,7 @@ def runner(database_url, monkeypatch):
     yield run
     # click caches each command's help option with the names of the context it first ran
     # in (`-h, --help` under `muck`); forget them so docs rendered later in this session
-    # (tests/test_cli.py) are the same as from a fresh process.
+    # (tests/muck/test_cli.py) are the same as from a fresh process.
     from muck.cli_docs import _walk
 
     for _, command in _walk(cli, ["muck"]):
@@ -392,7 +392,7 @@ def test_example_files_import_against_the_example_zones(db):
 
     from geofence.io import read_zones_file
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     upsert_zones(db, read_zones_file(root / "geofence" / "examples" / "zones.geojson"))
     with transaction(db) as cur:
         company = upsert_company(cur, "示范渣土运输有限公司", "91440300MA5DEMO01X")

@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_web)
+# ruff: noqa: F811  (pytest fixtures imported from tests.web.test_dashboard)
 """Violation and black-truck pages, exports and API through Flask's test client.
 
 Violations are inserted directly into `violations` (trucks and companies through
@@ -16,7 +16,7 @@ import pytest
 from geofence.io import parse_zones, read_geojson
 from geofence.store import upsert_zones
 from registry.service import upsert_company, upsert_truck
-from tests.test_web import ROLES, app, as_role, csrf_of, users  # noqa: F401
+from tests.web.test_dashboard import ROLES, app, as_role, csrf_of, users  # noqa: F401
 from web.users import create_token
 
 T0 = dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.UTC)  # 08:30 in Shenzhen
@@ -320,7 +320,7 @@ def test_violation_page_shows_the_evidence(as_role, world):
 
 def test_violation_map_honours_gcj02_tiles(db, database_url, users, world):  # noqa: F811
     from geofence.coords import wgs84_to_gcj02
-    from tests.test_web import close_app, login, make_app, web_settings
+    from tests.web.test_dashboard import close_app, login, make_app, web_settings
 
     settings = web_settings(database_url, tile_crs="gcj02")
     gcj_app = make_app(database_url, MUCK_SETTINGS=settings)
@@ -490,7 +490,7 @@ def test_xlsx_export_opens_with_openpyxl(as_role, world):
 
 
 def test_export_is_bounded_and_refused_to_supervisors(db, database_url, users, world):  # noqa: F811
-    from tests.test_web import close_app, login, make_app
+    from tests.web.test_dashboard import close_app, login, make_app
 
     small = make_app(database_url, MUCK_EXPORT_MAX_ROWS=3)
     client = small.test_client()
@@ -585,7 +585,7 @@ def test_mark_black_truck_handled(as_role, db, black):
 
 
 def test_live_map_marks_trucks_with_an_open_violation(db, database_url, users, world):
-    from tests.test_web import close_app, login, make_app, web_settings
+    from tests.web.test_dashboard import close_app, login, make_app, web_settings
 
     t1, t2, t3 = world["trucks"]
     with db.cursor() as cur:

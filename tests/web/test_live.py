@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.test_web import seed_fleet
+from tests.web.test_dashboard import seed_fleet
 from web.live import LiveCache, live_trucks
 
 

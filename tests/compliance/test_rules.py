@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.compliance_city import (
+from tests.compliance.city import (
     EMPTY,
     LOADED,
     Pipeline,
