@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from core.problems import problem_list
 from geofence.coords import from_wgs84, normalise_crs, to_wgs84
 from geofence.model import (
     ATTRIBUTES,
@@ -27,7 +28,6 @@ from geofence.model import (
 )
 
 FORMATS = ("geojson", "gpx", "kml")
-_MAX_REPORTED = 20
 
 
 class ZoneImportError(ValueError):
@@ -35,10 +35,7 @@ class ZoneImportError(ValueError):
 
     def __init__(self, errors: list[str], source: str = "") -> None:
         self.errors = errors
-        head = f"{source}: " if source else ""
-        shown = errors[:_MAX_REPORTED]
-        more = len(errors) - len(shown)
-        text = "\n  ".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
+        head, text = problem_list(errors, source)
         bad = sum(1 for e in errors if e.startswith("feature "))
         if bad == 0:
             super().__init__(f"{head}nothing imported: {text}")

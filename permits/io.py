@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.problems import problem_list
 from geofence.timewin import WindowError, normalise_windows
 from registry.validation import normalise_plate, plate_problem
 
@@ -52,7 +53,6 @@ _ALIAS = {alias.lower(): name for name, aliases in FIELDS.items() for alias in a
 _LIST_SPLIT = re.compile(r"[;,，；、|\n]+")
 _DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
 _RANGE = re.compile(r"^(\d{1,2}:\d{2})\s*(?:-|–|—|~|～|至|到)\s*(\d{1,2}:\d{2})$")
-_MAX_REPORTED = 20
 
 
 class PermitError(ValueError):
@@ -64,10 +64,7 @@ class PermitImportError(PermitError):
 
     def __init__(self, errors: list[str], source: str = "") -> None:
         self.errors = errors
-        head = f"{source}: " if source else ""
-        shown = errors[:_MAX_REPORTED]
-        more = len(errors) - len(shown)
-        text = "\n  ".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
+        head, text = problem_list(errors, source)
         count = "1 problem" if len(errors) == 1 else f"{len(errors)} problems"
         super().__init__(f"{head}{count}, nothing imported:\n  {text}")
 

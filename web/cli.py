@@ -38,6 +38,25 @@ def _conn(mctx: MuckContext):
     return connect_settings(mctx.settings)
 
 
+def _change(mctx: MuckContext, change):
+    """`change(cur)` in one transaction, with its result; a refused change (UserError) is
+    printed and exits 1, with nothing stored."""
+    from web.users import UserError
+
+    conn = _conn(mctx)
+    try:
+        with conn.cursor() as cur:
+            result = change(cur)
+        conn.commit()
+        return result
+    except UserError as exc:
+        conn.rollback()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        conn.close()
+
+
 @user_cmd.command("create")
 @click.argument("username")
 @click.option("--role", required=True, help="supervisor, enforcement, credit or admin.")
@@ -52,25 +71,18 @@ def user_create(
     mctx: MuckContext, username: str, role: str, display_name: str | None, password_stdin: bool
 ) -> None:
     """Create a dashboard user (the password is prompted for, or read with --password-stdin)."""
-    from web.users import UserError, create_user
+    from web.users import create_user
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    conn = _conn(mctx)
-    try:
-        with conn.cursor() as cur:
-            user = create_user(
-                cur, username, password, role, display_name=display_name, actor="cli"
-            )
-        conn.commit()
-    except UserError as exc:
-        conn.rollback()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        conn.close()
+    user = _change(
+        mctx,
+        lambda cur: create_user(
+            cur, username, password, role, display_name=display_name, actor="cli"
+        ),
+    )
     click.echo(f"created user {user.username} ({user.role})")
 
 
@@ -80,20 +92,9 @@ def user_create(
 @pass_ctx
 def user_token(mctx: MuckContext, username: str, name: str) -> None:
     """Create an API token for USERNAME and print it once (only its hash is stored)."""
-    from web.users import UserError, create_token
+    from web.users import create_token
 
-    conn = _conn(mctx)
-    try:
-        with conn.cursor() as cur:
-            token = create_token(cur, username, name, actor="cli")
-        conn.commit()
-    except UserError as exc:
-        conn.rollback()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        conn.close()
-    click.echo(token)
+    click.echo(_change(mctx, lambda cur: create_token(cur, username, name, actor="cli")))
 
 
 @user_cmd.command("list")

@@ -18,6 +18,7 @@ import msgspec
 import numpy as np
 
 from geofence.coords import from_wgs84, normalise_crs
+from web.queries import LAST_FIX_FIELDS
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ENCODER = msgspec.json.Encoder()
@@ -26,14 +27,7 @@ FIELDS = (
     "plate",
     "company_id",
     "active",
-    "lon",
-    "lat",
-    "speed",
-    "heading",
-    "load",
-    "lid",
-    "lift",
-    "acc",
+    *LAST_FIX_FIELDS,
     "fix_ms",
     "alarms",
     "violation",

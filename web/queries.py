@@ -12,6 +12,10 @@ from geofence.coords import from_wgs84, normalise_crs
 TRACK_FIELDS = ("t_ms", "lon", "lat", "speed", "heading", "load", "lid", "lift", "alarms")
 
 
+# A truck's last fix as the map and the truck pages show it (columns of truck_state).
+LAST_FIX_FIELDS = ("lon", "lat", "speed", "heading", "load", "lid", "lift", "acc")
+
+
 def truck_detail(conn, truck_id: int) -> dict[str, Any] | None:
     with conn.cursor() as cur:
         cur.execute(
@@ -35,14 +39,7 @@ def truck_detail(conn, truck_id: int) -> dict[str, Any] | None:
         "company",
         "device_id",
         "fix_time",
-        "lon",
-        "lat",
-        "speed",
-        "heading",
-        "load",
-        "lid",
-        "lift",
-        "acc",
+        *LAST_FIX_FIELDS,
         "alarms",
     )
     out = dict(zip(keys, row, strict=True))

@@ -58,13 +58,15 @@ class Rule:
     kind: ClassVar[str] = ""
     #: what the kind is called on the dashboard, its exports and the docs: {"zh": …, "en": …}
     label: ClassVar[Mapping[str, str]] = {}
-    #: the rule's table in the settings, "rules.<kind>" ([rules.<kind>] in core/defaults.toml):
-    #: min_duration_s, points, the legal-basis text, the rule's own thresholds
+    #: the rule's table in the settings, always "rules.<kind>" ([rules.<kind>] in
+    #: core/defaults.toml; set from `kind`): min_duration_s, points, the legal-basis text, the
+    #: rule's own thresholds
     section: ClassVar[str] = ""
     #: a short stable key of the legal provision the rule enforces ("<regulation>.art_<n>…"),
     #: under which the legal texts will be looked up (issue 14); listed in docs/compliance.md
     legal_basis_key: ClassVar[str] = ""
-    #: unit of the worst value ("" = the rule has no measure; no worst value is stored)
+    #: unit of the worst value (left "" when the rule has no measure, like dumping, whose start,
+    #: end and evidence tell it: no worst value is stored)
     unit: ClassVar[str] = ""
     #: names of the condition streams, in a fixed order (they index the stored carry)
     stream_names: ClassVar[tuple[str, ...]] = ()
@@ -72,6 +74,10 @@ class Rule:
     #: value for a truck not seen yet (a bool default makes a bool column); the rule reads them
     #: as `carried.kept[name]` and gives their new values in `end_of_batch`
     keeps: ClassVar[Mapping[str, bool | float]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.section = f"rules.{cls.kind}"
 
     def __init__(self, spec: dict[str, Any], settings: Any) -> None:
         self.spec = spec

@@ -19,7 +19,6 @@ from compliance.rules.dumping import load_dropped
 class GoingDark(Rule):
     kind = "going_dark"
     label = {"zh": "不在线/屏蔽定位", "en": "offline / GPS shielded"}
-    section = "rules.going_dark"
     legal_basis_key = "city.positioning_online"
     unit = "min"
     stream_names = ("terminal_alarm",)

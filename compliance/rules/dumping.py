@@ -34,9 +34,7 @@ def located_load_drop(frame, carried: Carried, max_gap_s: float) -> np.ndarray:
 class IllegalDumping(Rule):
     kind = "illegal_dumping"
     label = {"zh": "乱倒乱卸", "en": "illegal dumping"}
-    section = "rules.illegal_dumping"
     legal_basis_key = "construction_waste_rules.art_15"
-    unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_outside_sites",)
 
     def __init__(self, spec, settings) -> None:
@@ -51,9 +49,7 @@ class IllegalDumping(Rule):
 class UnapprovedDisposal(Rule):
     kind = "unapproved_disposal"
     label = {"zh": "未按核准消纳场处置", "en": "disposal at a site not on the permit"}
-    section = "rules.unapproved_disposal"
     legal_basis_key = "construction_waste_rules.art_14.approved_scope"
-    unit = ""  # no measure: the start, end and evidence tell it
     stream_names = ("unloading_at_wrong_site",)
 
     def __init__(self, spec, settings) -> None:

@@ -14,9 +14,7 @@ from compliance.rules.base import Carried, Rule, Stream
 class NoValidPermit(Rule):
     kind = "no_valid_permit"
     label = {"zh": "无有效核准", "en": "no valid permit"}
-    section = "rules.no_valid_permit"
     legal_basis_key = "construction_waste_rules.art_25"
-    unit = ""
     stream_names = ("loaded_without_permit",)
 
     def streams(self, frame, carried: Carried) -> list[Stream]:

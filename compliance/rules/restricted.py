@@ -15,7 +15,6 @@ from compliance.rules.base import Carried, Rule, Stream
 class RestrictedZone(Rule):
     kind = "restricted_zone"
     label = {"zh": "闯禁区", "en": "entering a restricted zone"}
-    section = "rules.restricted_zone"
     legal_basis_key = "city.restricted_zones"
     unit = "km/h"
     stream_names = ("inside_banned_zone",)
@@ -31,9 +30,7 @@ class RestrictedZone(Rule):
 class RestrictedHours(Rule):
     kind = "restricted_hours"
     label = {"zh": "禁行时段运输", "en": "transport in banned hours"}
-    section = "rules.restricted_hours"
     legal_basis_key = "construction_waste_rules.art_14.route_and_hours"
-    unit = ""
     stream_names = ("loaded_outside_hours",)
 
     def streams(self, frame, carried: Carried) -> list[Stream]:

@@ -14,7 +14,6 @@ from geofence.corridor import corridor_hysteresis
 class RouteDeviation(Rule):
     kind = "route_deviation"
     label = {"zh": "偏离核准路线", "en": "route deviation"}
-    section = "rules.route_deviation"
     legal_basis_key = "construction_waste_rules.art_14.route_and_hours"
     unit = "m"
     stream_names = ("off_route",)

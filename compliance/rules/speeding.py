@@ -9,7 +9,6 @@ from compliance.rules.base import Carried, Rule, Stream
 class Speeding(Rule):
     kind = "speeding"
     label = {"zh": "超速", "en": "speeding"}
-    section = "rules.speeding"
     legal_basis_key = "road_traffic_safety_law.art_42"
     unit = "km/h over"
     stream_names = ("over_limit",)

@@ -8,7 +8,6 @@ from compliance.rules.base import Carried, Rule, Stream
 class UnsealedTransport(Rule):
     kind = "unsealed_transport"
     label = {"zh": "未密闭运输", "en": "unsealed transport"}
-    section = "rules.unsealed_transport"
     legal_basis_key = "construction_waste_rules.art_14.no_spilling"
     unit = "km/h"
     stream_names = ("lid_open_loaded",)

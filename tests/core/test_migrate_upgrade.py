@@ -10,7 +10,7 @@ from core.config import load_settings
 from core.db import connect
 from core.migrate import RENAMED, migrate
 
-BEFORE = Path(__file__).parents[1] / "fixtures" / "schema_before_issue15.sql"
+BEFORE = Path(__file__).parents[1] / "fixtures" / "schema_before_issue15.dump"
 
 
 def describe_schema(conn) -> dict[str, list]:

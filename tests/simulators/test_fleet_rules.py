@@ -11,16 +11,10 @@ from simulators.city import generate_city, install_city
 from simulators.fleet import DEFAULT_RATES, Fleet, FleetConfig
 from telemetry.ingest import Incoming
 from tests.compliance.city import Pipeline, violations
+from tests.simulators.test_fleet import SCRIPT as FLEET_SCRIPT
 
-SCRIPT = {
-    0: ["route_deviation"],
-    1: ["unsealed_transport"],
-    2: ["speeding"],
-    3: ["illegal_dumping"],
-    4: ["going_dark"],
-    5: ["restricted_zone"],
-    6: ["unapproved_disposal"],
-}
+# The fleet tests' scripted trucks, and one more that unloads at a disposal site off its permit.
+SCRIPT = {**FLEET_SCRIPT, 6: ["unapproved_disposal"]}
 SLACK_S = 30  # fixes every 10 s: an episode is seen up to a few fixes late or early
 
 
