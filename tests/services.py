@@ -12,9 +12,12 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,3 +160,56 @@ class Broker:
         broker = cls(f"mqtt://127.0.0.1:{port}", "amqtt", port=port)
         broker._embedded = embedded  # type: ignore[attr-defined]
         return broker
+
+
+MUCK = str(Path(sys.executable).with_name("muck"))
+
+
+class MuckProcess:
+    """A real `muck …` command (collect, web, …) as the product runs it, in a subprocess.
+
+    Waits until a line containing `ready` appears on its standard error; `log` keeps every
+    line, to show in a failed assertion. Stop it with `stop()` (SIGTERM, as an operator or
+    systemd would) or use it as a context manager.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str], ready: str, timeout: float = 30):
+        self.connected = threading.Event()
+        self.ready = ready
+        self.proc = subprocess.Popen(
+            [MUCK, *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.connected.wait(timeout):
+            self.stop()
+            raise AssertionError(f"muck {' '.join(args)} did not start:\n{self.output()}")
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if self.ready in line:
+                self.connected.set()
+
+    def output(self) -> str:
+        return "".join(self.log[-200:])
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> MuckProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

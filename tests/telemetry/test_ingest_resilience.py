@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +18,9 @@ from telemetry.contract import Topics
 from telemetry.partitions import maintain
 from tests.conftest import require_mosquitto
 from tests.mqtt_helpers import count, fix, now_ms, publish, running_collector, wait_until
+from tests.services import MuckProcess
 
 T = Topics("muck/v1")
-MUCK = str(Path(sys.executable).with_name("muck"))
 
 
 def stream(devices: int, per_device: int, start_ms: int) -> list[tuple[str, bytes]]:
@@ -50,25 +47,10 @@ def stored(conn) -> int:
     return count(conn, "SELECT count(*) FROM positions")
 
 
-class CollectorProcess:
-    def __init__(self, client_id: str, env: dict[str, str]) -> None:
-        self.connected = threading.Event()
-        self.proc = subprocess.Popen(
-            [MUCK, "collect", "--client-id", client_id, "--no-maintenance"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self.connected.wait(20), "collector did not connect:\n" + "".join(self.log)
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line)
-            if "connected to" in line:
-                self.connected.set()
+def collector_process(client_id: str, env: dict[str, str]) -> MuckProcess:
+    return MuckProcess(
+        ["collect", "--client-id", client_id, "--no-maintenance"], env, ready="connected to"
+    )
 
 
 def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, broker, db):
@@ -78,7 +60,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, bro
     env = {**os.environ, "MUCK_DATABASE_URL": settings.database_url, "MUCK_MQTT_URL": broker.url}
     client_id = "kill-" + uuid.uuid4().hex[:6]
     messages = stream(devices=100, per_device=100, start_ms=now_ms() - 3_600_000)
-    first = CollectorProcess(client_id, env)
+    first = collector_process(client_id, env)
     publisher = threading.Thread(target=publish, args=(broker.url, messages))
     publisher.start()
     assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") > 1000, timeout=60)
@@ -86,14 +68,13 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, bro
     first.proc.wait()
     killed_at = count(db, "SELECT count(*) FROM positions")
     publisher.join()
-    second = CollectorProcess(client_id, env)
+    second = collector_process(client_id, env)
     try:
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM positions") == len(messages), timeout=90
         ), f"stored {stored(db)} of {len(messages)}"
     finally:
-        second.proc.send_signal(signal.SIGTERM)
-        second.proc.wait(30)
+        second.stop()
     assert killed_at < len(messages), "the kill came too late to test anything"
     assert count(db, "SELECT count(DISTINCT (device_id, seq)) FROM positions") == len(messages)
     assert count(db, "SELECT count(*) FROM quarantine") == 0
