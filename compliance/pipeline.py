@@ -2,7 +2,7 @@
 
 Everything else that lists the rule kinds derives from it: the violation kinds
 (`compliance.violations.KINDS`), the dashboard's labels (`web.violation_queries.KIND_LABELS`),
-the settings tables the engine reads (each rule's `section`; tests/test_rule_docs.py checks
+the settings tables the engine reads (each rule's `section`; tests/compliance/test_rule_docs.py checks
 that core/defaults.toml has exactly those) and the stored carry's layout. Adding a rule:
 docs/adding-a-rule.md.
 """

@@ -4,7 +4,7 @@ GCJ-02 (AMap, Tencent, Google China tiles) is WGS-84 plus an obfuscating offset 
 hundred metres inside China; BD-09 (Baidu) is a further transform of GCJ-02. There is no
 maintained, vectorised Python library for this, so this module implements the public
 algorithm (the one published by eviltransform and its ports, test vectors in
-tests/test_geofence_coords.py). The forward transforms are closed formulas; the inverses
+tests/geofence/test_coords.py). The forward transforms are closed formulas; the inverses
 are computed by fixed-point iteration to 1e-10 degree (about 0.01 mm), not by the usual
 one-step approximation (which is off by up to a couple of metres).
 

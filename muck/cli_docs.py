@@ -2,7 +2,7 @@
 
     python -m muck.cli_docs > docs/cli.md
 
-tests/test_cli.py fails when docs/cli.md is out of date.
+tests/muck/test_cli.py fails when docs/cli.md is out of date.
 """
 
 from __future__ import annotations

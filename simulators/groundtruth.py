@@ -1,5 +1,5 @@
 """Ground truth of the simulator: what the injected misbehaviour truly caused, to score the
-rules against (`muck accuracy`, tests/test_simulator_rules.py).
+rules against (`muck accuracy`, tests/simulators/test_fleet_rules.py).
 
 `TruckTruth` opens and closes one truck's episodes as it drives (simulators.driving) and as
 its terminal reports or falls silent (simulators.messages), judging them by the thresholds the
