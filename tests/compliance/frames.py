@@ -64,6 +64,9 @@ def city_zones(*features: dict[str, Any]) -> list[Zone]:
     return parse_zones(read_geojson(json.dumps(collection)))
 
 
+CITY = city_zones()
+
+
 def permit(
     *,
     id: int = 1,
@@ -193,7 +196,7 @@ class Frames:
     ) -> None:
         self.engine = ComplianceEngine(
             settings,
-            zones=zone_catalog(city_zones() if zones is None else list(zones), ban_days, settings),
+            zones=zone_catalog(CITY if zones is None else list(zones), ban_days, settings),
             permits=PermitCatalog.from_rows([permit()] if permits is None else permits, settings),
         )
         self.cache = CarryCache(self.engine.layout)
