@@ -125,8 +125,8 @@ def test_unsealed_transport(longer_s, kmh, state, expected):
     assert kinds_of(track) == expected
 
 
-@pytest.mark.parametrize(("x", "code"), [(0, "SITE-A"), (5000, "DISP-B")])
-def test_a_lid_open_inside_a_site_is_not_unsealed_transport(x, code):
+@pytest.mark.parametrize("x", [0, 5000], ids=["SITE-A", "DISP-B"])
+def test_a_lid_open_inside_a_site_is_not_unsealed_transport(x):
     """Covering the load while manoeuvring inside a site (a 150 m square) is allowed."""
     track = Track(T1, BASE, x - 100, -100)
     track.leg(UNSEALED["min_duration_s"] * 3, (x + 100, 100), kmh=8, **OPEN)
@@ -321,8 +321,10 @@ def test_a_ban_day_bans_outside_the_window(day, expected):
 
 def test_a_zone_banned_at_all_times():
     """RESTR-1: x 2200..2800 at y 1700..2300, no windows."""
-    track = Track(T1, BASE, 2000, 2000).leg(RESTRICTED["min_duration_s"], (2400, 2000), kmh=30)
-    assert kinds_of(track.leg(60, (2600, 2000), kmh=30, **EMPTY)) == ["restricted_zone"]
+    track = Track(T1, BASE, 2000, 2000).leg(60, (2600, 2000), kmh=30, **EMPTY)
+    assert kinds_of(track) == ["restricted_zone"]
+    outside = Track(T1, BASE, 2000, 2400).leg(60, (2600, 2400), kmh=30, **EMPTY)
+    assert kinds_of(outside) == []
 
 
 # -- restricted hours ------------------------------------------------------------------------
