@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from core.db import consistent_snapshot
 from geofence.index import GeofenceConfig, GeofenceIndex
+from geofence.model import BanDay, Zone
 from geofence.store import current_version, load_ban_days, load_zones
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,19 @@ class ZoneCatalog:
         self.index = GeofenceIndex([], city=self.city, config=self.config, version=None)
         self._last_poll = float("-inf")
         self._worker: threading.Thread | None = None
+
+    @classmethod
+    def from_zones(
+        cls, zones: Iterable[Zone], ban_days: Iterable[BanDay] = (), settings: Any = None
+    ) -> ZoneCatalog:
+        """A catalogue of the given zones and ban days, with no database behind it (rule tests
+        build their city in memory this way; tests/compliance/frames.py). Its version is None:
+        `load` or a refresh with a connection replaces the zones with the database's."""
+        catalog = cls(settings)
+        catalog.index = GeofenceIndex(
+            zones, ban_days, city=catalog.city, config=catalog.config, version=None
+        )
+        return catalog
 
     def load(self, conn) -> GeofenceIndex:
         """Load every active zone and ban day now, whatever the version."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,26 @@ class PermitCatalog:
             cur.execute("SELECT version FROM permit_version WHERE id = 1")
             found = cur.fetchone()
             rows = all_permit_rows(cur)
+        self._use(rows)
+        self.version = int(found[0]) if found else 0
+        log.info(
+            "permit catalogue version %s: %d permits loaded in %.3f s",
+            self.version,
+            len(self.permits),
+            time.perf_counter() - started,
+        )
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[PermitRow], settings: Any = None) -> PermitCatalog:
+        """A catalogue of the given permits, with no database behind it (rule tests build
+        their permits in memory this way; tests/compliance/frames.py). Its version is None:
+        `load` or a refresh with a connection replaces them with the database's."""
+        catalog = cls(settings)
+        catalog._use(rows)
+        return catalog
+
+    def _use(self, rows: Iterable[PermitRow]) -> None:
+        """Index `rows` and make them the catalogue's permits."""
         permits = {row.id: self._permit(row) for row in rows}
         by_truck: dict[int, list[Permit]] = {}
         for permit in permits.values():
@@ -140,13 +161,6 @@ class PermitCatalog:
             tid: tuple(sorted(ps, key=lambda p: (p.valid_from, p.id), reverse=True))
             for tid, ps in by_truck.items()
         }
-        self.version = int(found[0]) if found else 0
-        log.info(
-            "permit catalogue version %s: %d permits loaded in %.3f s",
-            self.version,
-            len(permits),
-            time.perf_counter() - started,
-        )
 
     def refresh_if_changed(self, conn) -> bool:
         """Reload when the permit version differs from the loaded one; True if reloaded."""
