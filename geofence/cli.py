@@ -88,6 +88,65 @@ def import_cmd(mctx, file, crs, kind, fmt, width_m, code, dry_run) -> None:
     click.echo(f"{file}: {counts['inserted']} inserted, {counts['updated']} updated ({summary})")
 
 
+@zones.command("import-basemap")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--crs",
+    type=click.Choice(["wgs84", "gcj02", "bd09"]),
+    default="wgs84",
+    show_default=True,
+    help="Coordinate system of the file; converted to WGS-84 before storing.",
+)
+@click.option(
+    "--source",
+    help="Name of this layer; an import replaces the features of the same source "
+    "(default: the file's name).",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and report, store nothing.")
+@pass_ctx
+def import_basemap_cmd(mctx, file, crs, source, dry_run) -> None:
+    """Import the offline base layer (streets, water, green areas) from a GeoJSON FILE.
+
+    Each feature has a `class` (expressway, urban_expressway, arterial, other, path, rail,
+    river: lines; water, green, built_up: polygons) and optionally a `name`; other properties
+    are ignored. The whole file is validated first: a bad feature rejects the file, with every
+    problem listed by feature index. The features replace those of the same --source.
+    """
+    from pathlib import Path
+
+    from geofence.basemap import read_basemap_file, replace_basemap
+    from geofence.io import ZoneImportError
+
+    settings = mctx.settings
+    try:
+        found = read_basemap_file(
+            file,
+            crs=crs,
+            center=(float(settings.city["center_lon"]), float(settings.city["center_lat"])),
+            max_distance_km=float(settings["geofence"]["max_zone_distance_km"]),
+        )
+    except ZoneImportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    by_class: dict[str, int] = {}
+    for feature in found:
+        by_class[feature.cls] = by_class.get(feature.cls, 0) + 1
+    summary = ", ".join(f"{n} {c}" for c, n in sorted(by_class.items()))
+    if dry_run:
+        click.echo(f"{file}: {len(found)} valid features ({summary}); nothing stored (--dry-run)")
+        return
+    source = source or Path(file).name
+    conn = mctx.connect()
+    try:
+        counts = replace_basemap(conn, found, source)
+    finally:
+        conn.close()
+    click.echo(
+        f"{file}: base layer {source!r}: {counts['inserted']} features ({summary}), "
+        f"{counts['deleted']} replaced"
+    )
+
+
 @zones.command("export")
 @click.option(
     "-o",
