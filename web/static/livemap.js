@@ -10,7 +10,7 @@
   let districts = [];                  // {code, name, bbox, geometry, bounds} from /api/v1/districts
   const filters = {company: '', district: '', plate: '', states: new Set(Object.keys(COLORS))};
   let cursor = null, clockOffset = 0, selected = null, trackLine = null, drawn = null;
-  const api = window.muckMap = {trucks, drawnCount: 0, updates: 0, positions: {}, trackPoints: 0, selected: null};
+  const api = window.muckMap = {trucks, drawnCount: 0, updates: 0, positions: {}, trackPoints: 0, selected: null, map};
 
   // ---- the canvas layer --------------------------------------------------------------
   const canvas = document.createElement('canvas');
@@ -173,6 +173,7 @@
     }
     if (added) fillCompanies();
     clockOffset = payload.server_ms - Date.now();
+    api.serverMs = payload.server_ms;
     cursor = payload.cursor;
     api.updates++;
     document.getElementById('updated').textContent = T.updated + ' ' + C.fmtTime(payload.server_ms);
