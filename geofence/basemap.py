@@ -25,8 +25,8 @@ import shapely
 from psycopg2.extras import execute_values
 
 from geofence.coords import normalise_crs, to_wgs84
-from geofence.io import RawFeature, ZoneImportError, convert_geometry, read_geojson
-from geofence.model import DISTRICT, ZoneError, _distance_km, validate_geometry
+from geofence.io import RawFeature, convert_geometry, read_raw_features, validate_all
+from geofence.model import DISTRICT, ZoneError, check_distance, validate_geometry
 
 # Line classes: the road classes of geofence.model.ROAD_CLASSES (expressway, urban_expressway,
 # other = an ordinary road), arterial roads, paths, railways and rivers; area classes: water,
@@ -99,14 +99,7 @@ def _feature(
         geometry = convert_geometry(geometry, lambda lo, la: to_wgs84(lo, la, crs))
     # The zones' geometry checks: positions, a line of some length, a valid polygon.
     geom = validate_geometry("route" if lines else DISTRICT, geometry, {})
-    if center is not None and max_distance_km is not None:
-        far = _distance_km(center, geom)
-        if far > max_distance_km:
-            raise ZoneError(
-                f"feature lies {far:.0f} km from the city centre, more than "
-                f"geofence.max_zone_distance_km = {max_distance_km:g} km (wrong coordinates, "
-                "or set city.center_lon/center_lat)"
-            )
+    check_distance(center, max_distance_km, geom, "feature")
     return BasemapFeature(cls, name, shapely.geometry.mapping(geom), tuple(geom.bounds))
 
 
@@ -120,33 +113,12 @@ def parse_basemap(
 ) -> list[BasemapFeature]:
     """Validate every feature; raise one ZoneImportError naming all the bad ones."""
     crs = normalise_crs(crs)
-    out, errors = [], []
-    for item in raw:
-        try:
-            out.append(_feature(item, crs, center, max_distance_km))
-        except ZoneError as exc:
-            errors.append(f"{item.label()}: {exc}")
-    if errors:
-        raise ZoneImportError(errors, source)
-    if not out:
-        raise ZoneImportError(["the file holds no features"], source)
-    return out
+    return validate_all(raw, lambda item: _feature(item, crs, center, max_distance_km), source)
 
 
 def read_basemap_file(path: str | Path, **kwargs: Any) -> list[BasemapFeature]:
     """A GeoJSON file of base-layer features (`parse_basemap`'s keyword arguments)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ZoneImportError([f"cannot read: {exc.strerror or exc}"], str(path)) from None
-    except UnicodeDecodeError:
-        raise ZoneImportError(["not UTF-8 text"], str(path)) from None
-    try:
-        raw = read_geojson(text)
-    except ZoneImportError as exc:
-        raise ZoneImportError(exc.errors, str(path)) from None
-    return parse_basemap(raw, source=str(path), **kwargs)
+    return parse_basemap(read_raw_features(path), source=str(path), **kwargs)
 
 
 def replace_basemap(conn, features: list[BasemapFeature], source: str) -> dict[str, int]:
