@@ -16,9 +16,24 @@ def zones() -> None:
     """Import, export and inspect geofence zones."""
 
 
-@zones.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
+def _city_limits(settings) -> dict:
+    """Where imported geometry may lie: near the city centre (geofence.max_zone_distance_km)."""
+    return {
+        "center": (float(settings.city["center_lon"]), float(settings.city["center_lat"])),
+        "max_distance_km": float(settings["geofence"]["max_zone_distance_km"]),
+    }
+
+
+def _summary(kinds) -> str:
+    """`2 route, 3 site`: how many of each kind or class."""
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+# The coordinate system of a file to import (both import commands).
+_import_crs = click.option(
     "--crs",
     type=click.Choice(["wgs84", "gcj02", "bd09"]),
     default="wgs84",
@@ -26,6 +41,11 @@ def zones() -> None:
     help="Coordinate system the file was drawn in: gcj02 for AMap/Tencent, bd09 for Baidu. "
     "Converted to WGS-84 before storing.",
 )
+
+
+@zones.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_import_crs
 @click.option(
     "--kind",
     type=click.Choice(["site", "disposal", "route", "restricted", "speed"]),
@@ -64,16 +84,12 @@ def import_cmd(mctx, file, crs, kind, fmt, width_m, code, dry_run) -> None:
             default_kind=kind,
             defaults=defaults,
             code=code,
-            center=(float(settings.city["center_lon"]), float(settings.city["center_lat"])),
-            max_distance_km=float(settings["geofence"]["max_zone_distance_km"]),
+            **_city_limits(settings),
         )
     except ZoneImportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    by_kind: dict[str, int] = {}
-    for zone in found:
-        by_kind[zone.kind] = by_kind.get(zone.kind, 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
+    summary = _summary(zone.kind for zone in found)
     if dry_run:
         click.echo(f"{file}: {len(found)} valid zones ({summary}); nothing stored (--dry-run)")
         return
@@ -86,6 +102,51 @@ def import_cmd(mctx, file, crs, kind, fmt, width_m, code, dry_run) -> None:
     finally:
         conn.close()
     click.echo(f"{file}: {counts['inserted']} inserted, {counts['updated']} updated ({summary})")
+
+
+@zones.command("import-basemap")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_import_crs
+@click.option(
+    "--source",
+    help="Name of this layer; an import replaces the features of the same source "
+    "(default: the file's name).",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and report, store nothing.")
+@pass_ctx
+def import_basemap_cmd(mctx, file, crs, source, dry_run) -> None:
+    """Import the offline base layer (streets, water, green areas) from a GeoJSON FILE.
+
+    Each feature has a `class` (expressway, urban_expressway, arterial, other, path, rail,
+    river: lines; water, green, built_up: polygons) and optionally a `name`; other properties
+    are ignored. The whole file is validated first: a bad feature rejects the file, with every
+    problem listed by feature index. The features replace those of the same --source.
+    """
+    from pathlib import Path
+
+    from geofence.basemap import read_basemap_file, replace_basemap
+    from geofence.io import ZoneImportError
+
+    settings = mctx.settings
+    try:
+        found = read_basemap_file(file, crs=crs, **_city_limits(settings))
+    except ZoneImportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    summary = _summary(feature.cls for feature in found)
+    if dry_run:
+        click.echo(f"{file}: {len(found)} valid features ({summary}); nothing stored (--dry-run)")
+        return
+    source = source or Path(file).name
+    conn = mctx.connect()
+    try:
+        counts = replace_basemap(conn, found, source)
+    finally:
+        conn.close()
+    click.echo(
+        f"{file}: base layer {source!r}: {counts['inserted']} features ({summary}), "
+        f"{counts['deleted']} replaced"
+    )
 
 
 @zones.command("export")

@@ -312,41 +312,50 @@ def parse_zones(
     crs = normalise_crs(crs)
     if code is not None and len(raw) != 1:
         raise ZoneImportError([f"--code given but the file holds {len(raw)} features"], source)
-    zones: list[Zone] = []
-    errors: list[str] = []
     seen: dict[str, int] = {}
-    for feature in raw:
+
+    def zone_of(feature: RawFeature) -> Zone:
         props = dict(feature.properties)
         _apply_defaults(props, defaults or {}, default_kind)
         fallback = code or feature.fallback_code
+        if "__error__" in props:
+            raise ZoneError(props.pop("__error__"))
+        geometry = feature.geometry
+        if not isinstance(geometry, dict) or "coordinates" not in geometry:
+            raise ZoneError("missing geometry (is it a GeoJSON Feature?)")
+        _check_positions(geometry.get("coordinates"))
+        if crs != "wgs84":
+            geometry = convert_geometry(geometry, lambda lo, la: to_wgs84(lo, la, crs))
+        zone = zone_from_properties(
+            props,
+            geometry,
+            default_kind=default_kind,
+            code=fallback,
+            center=center,
+            max_distance_km=max_distance_km,
+        )
+        if zone.code in seen:
+            raise ZoneError(f"code {zone.code!r} also used by feature {seen[zone.code]}")
+        seen[zone.code] = feature.index
+        return zone
+
+    return validate_all(raw, zone_of, source)
+
+
+def validate_all(raw: list[RawFeature], convert: Callable[[RawFeature], Any], source: str) -> list:
+    """`convert` every feature; one ZoneImportError naming every feature that raised a
+    ZoneError (nothing is half-imported), or saying that there were none."""
+    out, errors = [], []
+    for feature in raw:
         try:
-            if "__error__" in props:
-                raise ZoneError(props.pop("__error__"))
-            geometry = feature.geometry
-            if not isinstance(geometry, dict) or "coordinates" not in geometry:
-                raise ZoneError("missing geometry (is it a GeoJSON Feature?)")
-            _check_positions(geometry.get("coordinates"))
-            if crs != "wgs84":
-                geometry = convert_geometry(geometry, lambda lo, la: to_wgs84(lo, la, crs))
-            zone = zone_from_properties(
-                props,
-                geometry,
-                default_kind=default_kind,
-                code=fallback,
-                center=center,
-                max_distance_km=max_distance_km,
-            )
-            if zone.code in seen:
-                raise ZoneError(f"code {zone.code!r} also used by feature {seen[zone.code]}")
-            seen[zone.code] = feature.index
-            zones.append(zone)
+            out.append(convert(feature))
         except ZoneError as exc:
             errors.append(f"{feature.label()}: {exc}")
     if errors:
         raise ZoneImportError(errors, source)
-    if not zones:
+    if not out:
         raise ZoneImportError(["the file holds no features"], source)
-    return zones
+    return out
 
 
 def _apply_defaults(props: dict[str, Any], defaults: dict[str, Any], kind: str | None) -> None:
@@ -359,6 +368,21 @@ def _apply_defaults(props: dict[str, Any], defaults: dict[str, Any], kind: str |
     for key, value in defaults.items():
         if key not in props and key in ATTRIBUTES[kind]:
             props[key] = value
+
+
+def read_raw_features(path: str | Path, fmt: str = "geojson") -> list[RawFeature]:
+    """The raw features of a file (UTF-8, BOM allowed); errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ZoneImportError([f"cannot read: {exc.strerror or exc}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ZoneImportError(["not UTF-8 text"], str(path)) from None
+    try:
+        return {"geojson": read_geojson, "gpx": read_gpx, "kml": read_kml}[fmt](text)
+    except ZoneImportError as exc:
+        raise ZoneImportError(exc.errors, str(path)) from None
 
 
 def read_zones_file(
@@ -374,16 +398,7 @@ def read_zones_file(
 ) -> list[Zone]:
     path = Path(path)
     fmt = fmt or detect_format(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ZoneImportError([f"cannot read: {exc.strerror or exc}"], str(path)) from None
-    except UnicodeDecodeError:
-        raise ZoneImportError(["not UTF-8 text"], str(path)) from None
-    try:
-        raw = {"geojson": read_geojson, "gpx": read_gpx, "kml": read_kml}[fmt](text)
-    except ZoneImportError as exc:
-        raise ZoneImportError(exc.errors, str(path)) from None
+    raw = read_raw_features(path, fmt)
     if fmt in ("gpx",) and default_kind is None:
         default_kind = "route"
     return parse_zones(

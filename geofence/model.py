@@ -274,14 +274,7 @@ def zone_from_properties(
                 raise ZoneError(f"bad time window in {key}: {exc}") from None
 
     geom = validate_geometry(kind, geometry, attrs)
-    if center is not None and max_distance_km is not None:
-        far = _distance_km(center, geom)
-        if far > max_distance_km:
-            raise ZoneError(
-                f"zone lies {far:.0f} km from the city centre; the metric projection is only "
-                f"trusted within geofence.max_zone_distance_km = {max_distance_km:g} km "
-                "(wrong coordinates, or set city.center_lon/center_lat)"
-            )
+    check_distance(center, max_distance_km, geom, "zone")
     return Zone(
         code=code,
         kind=kind,
@@ -304,6 +297,25 @@ def _check_district(props: dict[str, Any], code: str) -> None:
     name = props.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ZoneError("a district needs a name (e.g. 福田区)")
+
+
+def check_distance(
+    center: tuple[float, float] | None,
+    max_distance_km: float | None,
+    geom: shapely.Geometry,
+    what: str,
+) -> None:
+    """Refuse a geometry farther than `max_distance_km` from the city centre (no check
+    without a centre)."""
+    if center is None or max_distance_km is None:
+        return
+    far = _distance_km(center, geom)
+    if far > max_distance_km:
+        raise ZoneError(
+            f"{what} lies {far:.0f} km from the city centre; the metric projection is only "
+            f"trusted within geofence.max_zone_distance_km = {max_distance_km:g} km "
+            "(wrong coordinates, or set city.center_lon/center_lat)"
+        )
 
 
 def _distance_km(center: tuple[float, float], geom: shapely.Geometry) -> float:

@@ -45,6 +45,15 @@ from core.clicontext import MuckContext, pass_ctx
     "--web-port", type=int, default=8000, show_default=True, help="Port of the dashboard."
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated city.")
+@click.option(
+    "--warm-up",
+    type=click.FloatRange(min=0, max=600),
+    default=90,
+    show_default=True,
+    help="The fleet was already on the road this many seconds before the demo: their fixes "
+    "arrive at once, then it runs in real time (so the scripted first-minute violations "
+    "are already there).",
+)
 @pass_ctx
 def demo(
     mctx: MuckContext,
@@ -55,12 +64,15 @@ def demo(
     duration: float,
     web_port: int,
     seed: int,
+    warm_up: float,
 ) -> None:
     """Run everything: services (embedded if unset), schema, a simulated city (zones,
     companies, trucks, permits) and its fleet in real time, the collector with the rules, and
     the dashboard (development server).
 
-    Prints live counts until Ctrl-C, then stops everything cleanly.
+    A few trucks start in the middle of a misbehaviour (unsealed, speeding, off route,
+    dumping, a black truck at a gate camera: docs/simulator.md), so violations show within
+    the first minute. Prints live counts until Ctrl-C, then stops everything cleanly.
     """
     from core.config import load_settings
     from core.db import connect
@@ -70,6 +82,7 @@ def demo(
     from muck.jobs import collector_jobs, rules_service
     from registry.service import RegistryError
     from simulators.city import city_from_settings, install_city
+    from simulators.driving import OPENINGS
     from simulators.fleet import Fleet, FleetConfig
     from telemetry.collector import Collector
     from telemetry.partitions import maintain
@@ -119,14 +132,23 @@ def demo(
         fleet = _LiveFleet(
             Fleet(
                 city,
-                FleetConfig(interval_s=interval, topic_prefix=settings.mqtt["topic_prefix"]),
-                start_ms=int(time.time() * 1000),
+                FleetConfig(
+                    interval_s=interval,
+                    topic_prefix=settings.mqtt["topic_prefix"],
+                    opening=OPENINGS,
+                ),
+                start_ms=int((time.time() - warm_up) * 1000),
                 settings=settings,
             ),
             settings,
         )
         fleet.start()
         started.append(fleet)
+        for agent in fleet.fleet.agents:
+            if agent.index in fleet.fleet.openings:
+                click.echo(
+                    f"  first minute: {agent.truck.plate} {fleet.fleet.openings[agent.index]}"
+                )
         web = _DashboardServer(settings, web_port)
         web.start()
         started.append(web)
@@ -177,7 +199,9 @@ class _LiveFleet:
 
         publisher, publish = fast_publisher(self.settings)
         try:
-            run_live(self.fleet, publish, speedup=1.0, stop=self._stop)
+            # As fast as possible up to the present (the warm-up), then in real time: run_live
+            # never goes past now.
+            run_live(self.fleet, publish, speedup=0, stop=self._stop)
         finally:
             publisher.close()
 

@@ -256,6 +256,24 @@ class City:
             )
         return {"type": "FeatureCollection", "features": features}
 
+    def basemap_geojson(self) -> dict[str, Any]:
+        """The road network as the offline base layer (`muck zones import-basemap`): one
+        LineString per edge, its class the edge's speed class (expressway, urban_expressway,
+        other)."""
+        nodes = self.roads.nodes
+        features = [
+            {
+                "type": "Feature",
+                "properties": {"class": edge.road_class},
+                "geometry": {
+                    "type": "LineString",
+                    "coordinates": [self._ll(*nodes[edge.a]), self._ll(*nodes[edge.b])],
+                },
+            }
+            for edge in self.roads.edges
+        ]
+        return {"type": "FeatureCollection", "features": features}
+
     def districts_geojson(self) -> dict[str, Any]:
         """Four districts (行政区, Shenzhen's codes): the quadrants of the road network's
         extent, so that every fix and violation falls in one (the dashboard filters by them).
@@ -609,6 +627,7 @@ TERMINALS_FROM = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 def install_city(conn, settings, city: City) -> dict[str, Any]:
     """Write the city through the platform's import paths; idempotent (upserts by code,
     credit code, plate, device and permit number)."""
+    from geofence.basemap import parse_basemap, replace_basemap
     from geofence.io import parse_zones, read_geojson
     from geofence.store import upsert_zones
     from permits.io import parse_permits_json
@@ -631,6 +650,13 @@ def install_city(conn, settings, city: City) -> dict[str, Any]:
     )
     district_counts = upsert_zones(conn, districts)
     conn.commit()
+    basemap = parse_basemap(
+        read_geojson(json.dumps(city.basemap_geojson())),
+        center=(c["center_lon"], c["center_lat"]),
+        max_distance_km=settings.sections["geofence"]["max_zone_distance_km"],
+        source=f"simulated city {city.seed} (roads)",
+    )
+    replace_basemap(conn, basemap, f"simulated city {city.seed}")
     with conn.cursor() as cur:
         company_ids = {
             co.credit_code: upsert_company(cur, co.name, co.credit_code, co.legal_representative)
@@ -650,6 +676,7 @@ def install_city(conn, settings, city: City) -> dict[str, Any]:
     return {
         "zones": zone_counts,
         "districts": district_counts,
+        "basemap": len(basemap),
         "companies": len(company_ids),
         "trucks": len(city.trucks) + sum(bool(t.company) for t in city.black_trucks),
         "permits": permit_counts,

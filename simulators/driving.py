@@ -49,6 +49,11 @@ DEFAULT_RATES = {
     "restricted_hours": 0.2,
 }
 INJECTABLE = (*TRIP_KINDS, "going_dark", "restricted_hours")
+# Openings (FleetConfig.opening, `muck demo`'s first minute): a truck that starts the run
+# already in the middle of a misbehaviour, so the rule's minimum duration
+# (core/defaults.toml [rules.*]) passes within the first minute instead of after the usual
+# 5-10 minutes of loading. `black_seen`: a black truck leaving its site past the gate camera.
+OPENINGS = ("unsealed_transport", "speeding", "route_deviation", "illegal_dumping", "black_seen")
 
 
 @dataclass
@@ -93,6 +98,20 @@ def _turn_deg(a: Seg, b: Seg) -> float:
     return min(d, 360 - d)
 
 
+def straight_run(segs: list[Seg]) -> tuple[int, int]:
+    """The longest run segs[a:b] without a turn over 45°, leaving out the first segment (in
+    the origin site) and the last (into the disposal site)."""
+    best, best_m = (1, 1), 0.0
+    a = 1
+    for b in range(2, len(segs)):
+        if b == len(segs) - 1 or _turn_deg(segs[b - 1], segs[b]) > 45:
+            metres = sum(seg.length for seg in segs[a:b])
+            if metres > best_m:
+                best, best_m = (a, b), metres
+            a = b
+    return best
+
+
 class Driver:
     """One truck's movements: `life()` yields its state every simulated second."""
 
@@ -111,9 +130,13 @@ class Driver:
         self.cam_out: list[tuple[str, str | None, str, int]] = []  # camera, site, direction, ms
 
     def life(self) -> Iterator[State]:
-        # Start somewhere in the loading dwell at the origin site, staggered.
         agent = self.agent
-        yield from self._dwell(self.rng.randint(10, 240), load="empty")
+        opening = self.fleet.openings.get(agent.index)
+        if opening is not None:
+            yield from self._opening(opening)
+        else:
+            # Start somewhere in the loading dwell at the origin site, staggered.
+            yield from self._dwell(self.rng.randint(10, 240), load="empty")
         while True:
             kinds = self._plan()
             if agent.hours is not None and agent.permitted:
@@ -291,6 +314,52 @@ class Driver:
         back = self._segments(self._xy(nodes[::-1]))
         yield from self._drive(back)
 
+    # -- openings (the first minute of a demo) ----------------------------------------------
+
+    def _opening(self, kind: str) -> Iterator[State]:
+        """Start the run in the middle of a loaded trip, the misbehaviour `kind` already under
+        way, then finish the trip (unloading, back to the origin site) and live as usual. No
+        terminal faults on this trip: nothing delays the fixes that prove it."""
+        nodes = list(self.route.nodes)
+        s = self.state
+        s.load = "full"
+        if kind == "black_seen":
+            # Loaded at the site's node, driving out: the gate camera sees it within seconds.
+            yield from self._loaded_trip([])
+            return
+        if kind == "illegal_dumping":
+            k = len(nodes) // 2
+            s.x, s.y = self.fleet.city.roads.nodes[nodes[k]]
+            event = self.agent.truth.open("illegal_dumping", at_node=nodes[k])
+            yield from self._dwell(40, lift="up", load="full")
+            yield from self._dwell(30, lift="up", load="half")
+            yield from self._dwell(20, lift="up", load="empty")
+            event.end_ms = self.fleet.ms(self.agent.t)
+            yield from self._dwell(15, lift="down", load="empty")
+            yield from self._drive(self._segments(self._xy(nodes[k::-1])))
+            return
+        detour = self._detour(nodes) if kind == "route_deviation" else None
+        if detour is not None:
+            segs, first = detour, next(i for i, seg in enumerate(detour) if seg.tag)
+        else:
+            segs = self._segments(self._xy(nodes))
+            first, end = 1, 1  # a route without a detour: an ordinary trip from node 1
+            if kind == "speeding":
+                first, end = straight_run(segs)
+                for seg in segs[first:end]:
+                    seg.target_mps = min(100.0, seg.limit_kmh + OVER_LIMIT_KMH) / 3.6
+            elif kind == "unsealed_transport":  # from the first node outside the site
+                first, end = 1, min(len(segs) - 1, 4)
+                for seg in segs[first:end]:
+                    seg.lid = "open"
+            for seg in segs[first:end]:
+                seg.tag, seg.stop_after = kind, False
+        segs = segs[first:]
+        s.x, s.y = segs[0].ax, segs[0].ay
+        yield from self._drive(segs, rolling=True)
+        yield from self._unloading()
+        yield from self._drive(self._segments(self._xy(nodes[::-1])))
+
     def _route_edges(self, nodes: list[int]) -> set[int]:
         adjacency = self.fleet.city.roads.adjacency
         return {
@@ -355,9 +424,11 @@ class Driver:
             return segs
         return None
 
-    def _drive(self, segs: list[Seg]) -> Iterator[State]:
+    def _drive(self, segs: list[Seg], *, rolling: bool = False) -> Iterator[State]:
+        """Drive the segments; from a standstill, or `rolling` at the first one's target speed
+        (an opening: the truck was already on the road)."""
         s = self.state
-        s.v = 0.0
+        s.v = segs[0].target_mps if rolling else 0.0
         open_events: dict[str, TruthEvent] = {}
         pos = 0.0
         i = 0

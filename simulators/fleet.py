@@ -27,7 +27,7 @@ import numpy as np
 from core.config import Settings
 from geofence.timewin import LocalClock, window_bitmap
 from simulators.city import City, Truck
-from simulators.driving import DEFAULT_RATES, INJECTABLE, Driver
+from simulators.driving import DEFAULT_RATES, INJECTABLE, OPENINGS, Driver, Seg, straight_run
 from simulators.groundtruth import TruckTruth, TruthEvent, black_truth, mark_while_dark
 from simulators.messages import Cameras, Terminal
 from simulators.thresholds import RuleThresholds, shipped_settings
@@ -36,6 +36,7 @@ from telemetry.contract import Topics
 __all__ = [
     "DEFAULT_RATES",
     "INJECTABLE",
+    "OPENINGS",
     "Fleet",
     "FleetConfig",
     "TruckAgent",
@@ -62,6 +63,9 @@ class FleetConfig:
     alarm_pct: float = 50.0  # going-dark terminals that first send antenna_cut or power_cut (%)
     checkpoints: int = 3  # road checkpoint cameras (besides one camera at every site gate)
     low_confidence_pct: float = 3.0  # camera reads under anpr_min_confidence (%)
+    # Trucks that start the run in the middle of a misbehaviour (simulators.driving.OPENINGS),
+    # one truck per kind given, chosen by `Fleet` among those that can play it (`muck demo`).
+    opening: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if int(self.interval_s) < 1:
@@ -70,6 +74,9 @@ class FleetConfig:
         for kind in list(self.rates) + [k for ks in self.script.values() for k in ks]:
             if kind not in INJECTABLE:
                 raise ValueError(f"cannot inject {kind!r}; one of {', '.join(INJECTABLE)}")
+        for kind in self.opening:
+            if kind not in OPENINGS:
+                raise ValueError(f"no opening {kind!r}; one of {', '.join(OPENINGS)}")
 
 
 class TruckAgent:
@@ -146,6 +153,7 @@ class Fleet:
         self.agents += [
             TruckAgent(self, len(chosen) + k, truck) for k, truck in enumerate(city.black_trucks)
         ]
+        self.openings = cast_openings(self.agents, self.config.opening)
         self.t = 0
         self.published = 0
         self.reuploads = 0
@@ -220,6 +228,36 @@ class Fleet:
 
     def open_truth(self) -> list[TruthEvent]:
         return [e for e in self.truth if e.end_ms is None]
+
+
+def cast_openings(agents: list[TruckAgent], kinds: tuple[str, ...]) -> dict[int, str]:
+    """Truck index -> opening, one truck per kind, the first that can play it: a judged truck
+    with a valid permit without operating hours (nothing else to flag), on a route long
+    enough (a detour, a straight stretch of 1 km for the speeder); `black_seen` a black truck
+    with no terminal (the cameras alone see it)."""
+    cast: dict[int, str] = {}
+    for kind in kinds:
+        for agent in agents:
+            if agent.index not in cast and _can_open(agent, kind):
+                cast[agent.index] = kind
+                break
+        else:
+            raise ValueError(f"no truck of this city can open with {kind!r}")
+    return cast
+
+
+def _can_open(agent: TruckAgent, kind: str) -> bool:
+    if kind == "black_seen":
+        return not agent.judged and agent.device is None
+    if not (agent.judged and agent.permitted and agent.hours is None):
+        return False
+    nodes = agent.route.nodes
+    if kind == "speeding":
+        xy = agent.route_xy
+        segs = [Seg(*a, *b, 40.0, 1.0) for a, b in zip(xy, xy[1:], strict=False)]
+        a, b = straight_run(segs)
+        return sum(seg.length for seg in segs[a:b]) >= 1000.0
+    return len(nodes) >= (5 if kind == "route_deviation" else 4)
 
 
 def run_live(

@@ -102,11 +102,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
-    @app.template_filter("localtime")
-    def _localtime(value):
-        from web.params import city_tz
+    from web.times import local_time, zone_label
 
-        return value.astimezone(city_tz()).strftime("%Y-%m-%d %H:%M:%S")
+    # One formatter for every time on every page: `{{ at|localtime }}` or `localtime(at)`,
+    # in the city zone with its label (web/times.py).
+    app.add_template_filter(local_time, "localtime")
+    app.add_template_global(local_time, "localtime")
+    app.add_template_global(zone_label, "zone_label")
 
     @app.context_processor
     def _template_globals():

@@ -6,13 +6,15 @@ endpoint is cursor-based instead: a map needs every truck once, then only change
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
+import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 
-from geofence.coords import from_wgs84, normalise_crs
+from geofence.coords import from_wgs84, normalise_crs, to_wgs84
 from geofence.io import convert_geometry, export_geojson
 from geofence.store import load_districts, load_zones
 from web.auth import require
@@ -20,6 +22,7 @@ from web.db import get_db
 from web.live import LiveCache, live_trucks, live_trucks_json
 from web.params import bad, city_tz, int_arg, page_args, settings, time_range
 from web.queries import local_day_start, overview, track, truck_detail
+from web.times import local_iso
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 _encoder = msgspec.json.Encoder()
@@ -140,7 +143,7 @@ def trucks():
     )
     items = [dict(zip(keys, r, strict=True)) for r in rows]
     for item in items:
-        item["last_report"] = item["last_report"].isoformat() if item["last_report"] else None
+        item["last_report"] = local_iso(item["last_report"])
     return _paginated(items, total, page, "api.trucks")
 
 
@@ -207,6 +210,40 @@ def districts():
         )
     get_db().rollback()
     return jsonify(type="FeatureCollection", features=features, crs=crs)
+
+
+@bp.route("/basemap")
+@require("map")
+def basemap():
+    """The offline base layer (streets, water, green areas) meeting `bbox` (west,south,east,
+    north in `crs`, default the tiles' CRS) as GeoJSON, for `zoom`: only the classes drawn at
+    that zoom, simplified to half a pixel, at most web.basemap_max_features (`truncated`)."""
+    from geofence.basemap import features_in
+
+    crs = _crs()
+    zoom = int_arg("zoom", 12, lo=0, hi=22)
+    raw = request.args.get("bbox") or ""
+    try:
+        w, s, e, n = (float(v) for v in raw.split(","))
+    except ValueError:
+        bad("bbox must be west,south,east,north in degrees, e.g. 114.0,22.5,114.1,22.6")
+    if not all(math.isfinite(v) for v in (w, s, e, n)) or not (
+        -180 <= w < e <= 180 and -90 <= s < n <= 90
+    ):
+        bad("bbox must be west,south,east,north with west < east and south < north, in range")
+    if crs != "wgs84":  # the box of the viewport's corners, in WGS-84 (offsets are ~500 m)
+        lon, lat = to_wgs84(np.array([w, e, w, e]), np.array([s, s, n, n]), crs)
+        w, e, s, n = float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())
+    limit = int(settings()["web"]["basemap_max_features"])
+    features, truncated = features_in(get_db(), (w, s, e, n), zoom, limit=limit)
+    if crs != "wgs84":
+        for feature in features:
+            feature["geometry"] = convert_geometry(
+                feature["geometry"], lambda lo, la: from_wgs84(lo, la, crs)
+            )
+    return jsonify(
+        type="FeatureCollection", features=features, zoom=zoom, truncated=truncated, crs=crs
+    )
 
 
 @bp.route("/zones")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, url_for
+from flask_babel import gettext as _
 
 from web.auth import require
 from web.params import settings
@@ -21,6 +22,10 @@ def map_config() -> dict:
         "center": [s.city["center_lat"], s.city["center_lon"]],
         "pollMs": int(web["live_poll_s"] * 1000),
         "darkAfterMs": int(s.thresholds["dark_after_s"] * 1000),
+        # Times are shown in the city zone, not the browser's (map_common.js fmtTime).
+        "timezone": s.city["timezone"],
+        "basemapUrl": url_for("api.basemap"),
+        "layerNames": {"tiles": _("Map tiles"), "streets": _("Streets (offline)")},
     }
 
 

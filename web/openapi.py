@@ -137,6 +137,23 @@ PATHS: dict[str, Any] = {
             "description": "GeoJSON FeatureCollection plus page, per_page, total, pages, next, crs",
         },
     ),
+    "/api/v1/basemap": _op(
+        "The offline base layer (streets, water, green areas) in a viewport, for a zoom",
+        [
+            _q("bbox", "west,south,east,north in degrees (in crs).", required=True),
+            _q(
+                "zoom",
+                "Map zoom 0-22 (default 12): the classes drawn and the simplification.",
+                {"type": "integer"},
+            ),
+            _CRS,
+        ],
+        {
+            "type": "object",
+            "description": "GeoJSON FeatureCollection (properties class, name) plus zoom, "
+            "truncated (more than web.basemap_max_features), crs",
+        },
+    ),
     "/api/v1/districts": _op(
         "Active districts (行政区) as GeoJSON: properties code (行政区划代码) and name",
         [_CRS],

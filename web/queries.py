@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from geofence.coords import from_wgs84, normalise_crs
+from web.times import local_iso
 
 TRACK_FIELDS = ("t_ms", "lon", "lat", "speed", "heading", "load", "lid", "lift", "alarms")
 
@@ -43,7 +44,7 @@ def truck_detail(conn, truck_id: int) -> dict[str, Any] | None:
         "alarms",
     )
     out = dict(zip(keys, row, strict=True))
-    out["fix_time"] = out["fix_time"].isoformat() if out["fix_time"] else None
+    out["fix_time"] = local_iso(out["fix_time"])
     return out
 
 
@@ -71,8 +72,8 @@ def track(
             columns["lon"], columns["lat"] = lon.round(7).tolist(), lat.round(7).tolist()
     return {
         "truck_id": truck_id,
-        "from": start.isoformat(),
-        "to": end.isoformat(),
+        "from": local_iso(start),
+        "to": local_iso(end),
         "count": len(rows),
         "truncated": truncated,
         "crs": normalise_crs(crs),
@@ -119,7 +120,7 @@ def overview(conn, *, dark_after_s: int, day_start: dt.datetime) -> dict[str, An
         "fixes_today": fixes_today,
         "unregistered_devices_today": unknown_devices,
         "quarantine_today": quarantine,
-        "day_start": day_start.isoformat(),
+        "day_start": local_iso(day_start),
         "dark_after_s": dark_after_s,
     }
 

@@ -46,6 +46,7 @@ from web.auth import require
 from web.db import get_db
 from web.livemap import map_config
 from web.params import city_tz, page_args, settings
+from web.times import local_time, zone_label
 
 bp = Blueprint("violations", __name__, url_prefix="/violations")
 
@@ -94,14 +95,6 @@ def apply_action(
     except BaseException:
         conn.rollback()
         raise
-
-
-def _localtime(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.astimezone(city_tz()).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # ---- list ---------------------------------------------------------------------------------
@@ -168,7 +161,7 @@ def _evidence_view(violation: dict) -> dict:
         lons, lats = lon.round(7).tolist(), lat.round(7).tolist()
     return {
         "rows": [
-            {**fx, "local": _localtime(t), "in_episode": i in inside}
+            {**fx, "local": local_time(t), "in_episode": i in inside}
             for i, (fx, t) in enumerate(zip(fixes, times, strict=True))
         ],
         "map": {
@@ -212,7 +205,6 @@ def _show(violation_id: int, form_errors: dict | None = None, status: int = 200)
             form=ActionForm(),
             form_errors=form_errors or {},
             labels=_labels(),
-            localtime=_localtime,
             config=map_config(),
         ),
         status,
@@ -297,7 +289,7 @@ def _export_table():
             for col in columns:
                 value = row[col]
                 if col in ("started_at", "ended_at"):
-                    value = _localtime(value)
+                    value = local_time(value, label=False)  # the header names the zone
                 elif col == "kind":
                     value = str(vq.KIND_LABELS.get(value, value))
                 elif col == "status":
@@ -309,7 +301,13 @@ def _export_table():
                 values.append("" if value is None else value)
             out.append(values)
     _audit_export(f, len(out))
-    return ([EXPORT_HEADERS[c] for c in columns], out), None
+    return ([_export_header(c) for c in columns], out), None
+
+
+def _export_header(column: str) -> str:
+    """The Chinese header; time columns name the city zone (`开始时间 (UTC+8)`)."""
+    head = EXPORT_HEADERS[column]
+    return f"{head} ({zone_label()})" if column in ("started_at", "ended_at") else head
 
 
 def _audit_export(f: vq.Filters, n: int) -> None:

@@ -466,12 +466,13 @@ def test_csv_export_has_bom_chinese_headers_and_filters(as_role, db, world):
     assert raw.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     header = rows[0]
-    assert header[:5] == ["编号", "开始时间", "结束时间", "车牌号码", "运输企业"]
+    # the time columns name the city zone; their cells are its local time
+    assert header[:5] == ["编号", "开始时间 (UTC+8)", "结束时间 (UTC+8)", "车牌号码", "运输企业"]
     assert "违规类型" in header and "行政处罚决定书文号" in header
     assert len(rows) == 3
     first = dict(zip(header, rows[1], strict=True))
     assert first["违规类型"] == "超速" and first["状态"] == "待审核"
-    assert first["开始时间"] == "2026-11-23 08:30:00" and first["车牌号码"] == "粤B10001"
+    assert first["开始时间 (UTC+8)"] == "2026-11-23 08:30:00" and first["车牌号码"] == "粤B10001"
     ((who, _, _, after),) = _audit(db, "violations.export")
     assert who == "enforcement" and after["rows"] == 2 and after["format"] == "csv"
 

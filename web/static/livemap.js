@@ -10,7 +10,7 @@
   let districts = [];                  // {code, name, bbox, geometry, bounds} from /api/v1/districts
   const filters = {company: '', district: '', plate: '', states: new Set(Object.keys(COLORS))};
   let cursor = null, clockOffset = 0, selected = null, trackLine = null, drawn = null;
-  const api = window.muckMap = {trucks, drawnCount: 0, updates: 0, positions: {}, trackPoints: 0, selected: null};
+  const api = window.muckMap = {trucks, drawnCount: 0, updates: 0, positions: {}, trackPoints: 0, selected: null, map};
 
   // ---- the canvas layer --------------------------------------------------------------
   const canvas = document.createElement('canvas');
@@ -147,10 +147,11 @@
     districts.forEach((d) => sel.add(new Option(d.name, d.code)));
     if (districts.length) {
       layer.addTo(map);
-      L.control.layers(null, {[T.districts]: layer}, {collapsed: false}).addTo(map);
+      map.muckLayers.addOverlay(layer, T.districts);
     }
     api.districtsLoaded = districts.length;
     schedule();
+    return layer;
   }
 
   // ---- data --------------------------------------------------------------------------
@@ -172,11 +173,39 @@
     }
     if (added) fillCompanies();
     clockOffset = payload.server_ms - Date.now();
+    api.serverMs = payload.server_ms;
     cursor = payload.cursor;
     api.updates++;
     document.getElementById('updated').textContent = T.updated + ' ' + C.fmtTime(payload.server_ms);
     if (selected !== null && trucks.has(selected)) showInfo(trucks.get(selected), false);
     schedule();
+  }
+
+  // ---- the view -----------------------------------------------------------------------
+  // On the first visit the map fits the city: the bounds of its zones, districts and trucks
+  // (not a fixed centre). After that the user's view is kept: data refreshes never move the
+  // map, and a reload of the page restores the last view (sessionStorage, per tab).
+  const VIEW_KEY = 'muck.livemap.view';
+  function savedView() {
+    try { return JSON.parse(window.sessionStorage.getItem(VIEW_KEY)); } catch (e) { return null; }
+  }
+  const saved = savedView();
+  if (saved && isFinite(saved.lat) && isFinite(saved.lng) && isFinite(saved.zoom)) {
+    map.setView([saved.lat, saved.lng], saved.zoom, {animate: false});
+    api.view = 'restored';
+  }
+  map.on('moveend', () => {
+    const c = map.getCenter();
+    try { window.sessionStorage.setItem(VIEW_KEY, JSON.stringify({lat: c.lat, lng: c.lng, zoom: map.getZoom()})); } catch (e) { /* private mode */ }
+  });
+  function fitCity(layers) {
+    if (api.view) return;               // restored, or already fitted
+    const bounds = L.latLngBounds([]);
+    for (const layer of layers) if (layer && layer.getLayers().length) bounds.extend(layer.getBounds());
+    for (const t of trucks.values()) if (t.lat !== null && t.lon !== null) bounds.extend([t.lat, t.lon]);
+    if (!bounds.isValid()) return;
+    map.fitBounds(bounds, {padding: [20, 20], maxZoom: 16, animate: false});
+    api.view = 'fitted';
   }
 
   async function poll() {
@@ -264,9 +293,12 @@
 
   resize();
   setInterval(schedule, 10000);   // trucks go dark as time passes, without any new data
-  C.loadZones(map, urls.zones).then((features) => {
+  const zonesLoaded = C.loadZones(map, urls.zones).then((features) => {
     api.zonesLoaded = features.length;
-  }).catch((err) => console.error(err));
-  loadDistricts().catch((err) => console.error(err));
-  poll();
+    return features.layers;
+  }).catch((err) => { console.error(err); return []; });
+  const districtsLoaded = loadDistricts().catch((err) => { console.error(err); return null; });
+  const firstPoll = poll();
+  Promise.all([zonesLoaded, districtsLoaded, firstPoll]).then(([zoneLayers, districtLayer]) =>
+    fitCity([...zoneLayers, districtLayer]));
 })();
