@@ -318,7 +318,7 @@ def test_page_says_collecting_until_final_then_shows_the_record(as_role, db, set
     client = as_role("enforcement")
     html = client.get(f"/violations/{speeding}").get_data(as_text=True)
     assert 'id="evidence-status"' in html and "evidence-pdf" not in html
-    assert "collecting" in html
+    assert "collecting" in html and "证据仍在采集中" in html
     # positions straight from the table, in city time
     assert html.count('class="in-episode"') > 0
     CaptureJob(settings)(db)
@@ -342,6 +342,7 @@ def test_page_names_the_time_the_evidence_will_be_fixed(as_role, db, settings, s
     db.commit()
     html = as_role("supervisor").get(f"/violations/{speeding}").get_data(as_text=True)
     assert "Asia/Shanghai" in html and "collecting" in html
+    assert "证据仍在采集中" in html and "将于" in html and "固化" in html
 
 
 @pytest.mark.parametrize("role", ["supervisor", "enforcement", "credit", "admin"])
