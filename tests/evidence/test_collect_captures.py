@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
 from pathlib import Path
 
 from tests.compliance.city import build_city
 from tests.evidence.test_evidence import backdate_catalogue, speeding_trace
 from tests.mqtt_helpers import count, publish, wait_until
+from tests.telemetry.test_ingest_resilience import CollectorProcess
 
 MUCK = str(Path(sys.executable).with_name("muck"))
 
@@ -34,34 +34,26 @@ def test_muck_collect_captures_final_evidence(settings, broker, db):
         "MUCK_MQTT_URL": broker.url,
         "MUCK_CONFIG": config.name,
     }
-    proc = subprocess.Popen(
-        [MUCK, "collect", "--client-id", "ev-" + uuid.uuid4().hex[:6], "--no-maintenance"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log: list[str] = []
-    connected = threading.Event()
-
-    def read() -> None:
-        for line in proc.stderr:
-            log.append(line)
-            if "connected to" in line:
-                connected.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    messages = [(m.topic, m.payload) for m in trace.messages()]
+    fast = next(i for i, f in enumerate(trace.fixes) if f["speed"] > 50)
+    collector = CollectorProcess("ev-" + uuid.uuid4().hex[:6], env)
     try:
-        assert connected.wait(60), "collector did not connect:\n" + "".join(log)
-        publish(broker.url, [(m.topic, m.payload) for m in trace.messages()])
+        # the episode is open: provisional evidence, captured again as it grows
+        publish(broker.url, messages[: fast + 12])
+        assert wait_until(
+            lambda: count(db, "SELECT count(*) FROM evidence_records WHERE NOT final") == 1,
+            timeout=60,
+            step=0.5,
+        ), "no provisional evidence:\n" + "".join(collector.log[-30:])
+        publish(broker.url, messages[fast + 12 :])
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM evidence_records WHERE final") == 1,
             timeout=90,
             step=0.5,
-        ), "no final evidence:\n" + "".join(log[-30:])
+        ), "no final evidence:\n" + "".join(collector.log[-30:])
     finally:
-        proc.terminate()
-        proc.wait(30)
+        collector.proc.terminate()
+        collector.proc.wait(30)
     with db.cursor() as cur:
         cur.execute(
             """SELECT v.kind, r.fixes, r.sha256, r.content LIKE '%%"plate":"粤B10001"%%'
@@ -72,7 +64,7 @@ def test_muck_collect_captures_final_evidence(settings, broker, db):
         actions = cur.fetchall()
     db.rollback()
     assert kind == "speeding" and fixes > 10 and len(digest) == 64 and has_plate
-    assert actions[-1] == ("system", "finalise")
+    assert actions[0] == ("system", "capture") and actions[-1] == ("system", "finalise")
     # and the record it left verifies
     verify = subprocess.run(
         [MUCK, "evidence", "verify", "--all"], env=env, capture_output=True, text=True
