@@ -63,16 +63,14 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION permits_history_record() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One trigger function for the three tables: `permits` has `id`, the other two `permit_id`.
+CREATE FUNCTION permit_history_record() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM permit_history_write(COALESCE(NEW.id, OLD.id));
-    RETURN NULL;
-END;
-$$;
-
-CREATE FUNCTION permit_parts_history_record() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM permit_history_write(COALESCE(NEW.permit_id, OLD.permit_id));
+    IF TG_TABLE_NAME = 'permits' THEN
+        PERFORM permit_history_write(COALESCE(NEW.id, OLD.id));
+    ELSE
+        PERFORM permit_history_write(COALESCE(NEW.permit_id, OLD.permit_id));
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -80,12 +78,12 @@ $$;
 CREATE CONSTRAINT TRIGGER permits_history
     AFTER INSERT OR UPDATE OR DELETE ON permits
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION permits_history_record();
+    FOR EACH ROW EXECUTE FUNCTION permit_history_record();
 CREATE CONSTRAINT TRIGGER permit_trucks_history
     AFTER INSERT OR UPDATE OR DELETE ON permit_trucks
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION permit_parts_history_record();
+    FOR EACH ROW EXECUTE FUNCTION permit_history_record();
 CREATE CONSTRAINT TRIGGER permit_zones_history
     AFTER INSERT OR UPDATE OR DELETE ON permit_zones
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION permit_parts_history_record();
+    FOR EACH ROW EXECUTE FUNCTION permit_history_record();

@@ -3,12 +3,10 @@ product: the real `muck collect` runs the place-fill job (compliance/places.py).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 
 from tests.compliance.city import EMPTY, Pipeline, Trace, build_city
-from tests.mqtt_helpers import count, wait_until
+from tests.mqtt_helpers import collector_env, count, wait_until
 from tests.telemetry.test_ingest_resilience import CollectorProcess
 
 
@@ -25,15 +23,7 @@ def test_muck_collect_fills_the_place_of_a_violation_without_one(settings, broke
         )
         vid = cur.fetchone()[0]
     db.commit()
-    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write("[compliance]\nplace_fill_s = 1\n")
-    config.close()
-    env = {
-        **os.environ,
-        "MUCK_DATABASE_URL": settings.database_url,
-        "MUCK_MQTT_URL": broker.url,
-        "MUCK_CONFIG": config.name,
-    }
+    env = collector_env(settings, broker.url, "[compliance]\nplace_fill_s = 1\n")
     collector = CollectorProcess("place-" + uuid.uuid4().hex[:6], env)
     try:
         assert wait_until(

@@ -5,16 +5,14 @@ rows appear — no function of the evidence package is called by the test."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
 from tests.compliance.city import build_city
 from tests.evidence.test_evidence import backdate_catalogue, speeding_trace
-from tests.mqtt_helpers import count, publish, wait_until
+from tests.mqtt_helpers import collector_env, count, publish, wait_until
 from tests.telemetry.test_ingest_resilience import CollectorProcess
 
 MUCK = str(Path(sys.executable).with_name("muck"))
@@ -25,15 +23,9 @@ def test_muck_collect_captures_final_evidence(settings, broker, db):
     backdate_catalogue(db, dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     trace = speeding_trace(city)
     # Captures quickly, and finalises an episode a few seconds after it ended.
-    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write("[evidence]\nevery_s = 1\nfinal_delay_s = 5\nrefresh_s = 2\n")
-    config.close()
-    env = {
-        **os.environ,
-        "MUCK_DATABASE_URL": settings.database_url,
-        "MUCK_MQTT_URL": broker.url,
-        "MUCK_CONFIG": config.name,
-    }
+    env = collector_env(
+        settings, broker.url, "[evidence]\nevery_s = 1\nfinal_delay_s = 5\nrefresh_s = 2\n"
+    )
     messages = [(m.topic, m.payload) for m in trace.messages()]
     fast = next(i for i, f in enumerate(trace.fixes) if f["speed"] > 50)
     collector = CollectorProcess("ev-" + uuid.uuid4().hex[:6], env)

@@ -385,7 +385,7 @@ def test_missing_evidence_and_zip_limit(as_role, db, settings, speeding, app):
     CaptureJob(settings)(db)
     app.config["MUCK_EVIDENCE_ZIP_MAX"] = 0
     refused = client.get("/api/v1/violations/evidence.zip")
-    assert refused.status_code == 400 and "at most 0" in refused.get_json()["error"]
+    assert refused.status_code == 400 and "最多包含 0 条" in refused.get_json()["error"]
     page = client.get("/violations/evidence.zip?kind=speeding", follow_redirects=True)
     assert page.status_code == 200 and "evidence-zip" in page.get_data(as_text=True)
     bad = client.get("/api/v1/violations/evidence.zip?kind=nonsense")
