@@ -44,21 +44,29 @@ from evidence.store import (
 
 log = logging.getLogger(__name__)
 
-# Violations changed in the last few seconds are read again on each run: a transaction that
-# committed late with an older updated_at is not missed (the queue is keyed, so twice is once).
+# Violations changed in the last few seconds before the cursor are read again on each run: a
+# transaction that committed late with an older updated_at is not missed (the queue is keyed,
+# so twice is once).
 OVERLAP_S = 10.0
+QUEUE_BATCH = 10_000
 
+# New changes beyond the cursor (at most `limit`, oldest first, so the cursor always moves
+# on), and the overlap before it again (small: seconds of changes; a row committed late with
+# an older updated_at is found there).
 _QUEUE = """
 WITH cur AS (SELECT COALESCE((SELECT updated_at FROM evidence_cursor), '-infinity') AS at),
-changed AS (
+fresh AS (
     SELECT v.id, v.updated_at FROM violations v, cur
-    WHERE v.updated_at > cur.at - make_interval(secs => %(overlap)s)
-    ORDER BY v.updated_at LIMIT %(limit)s
+    WHERE v.updated_at > cur.at ORDER BY v.updated_at LIMIT %(limit)s
+), again AS (
+    SELECT v.id FROM violations v, cur
+    WHERE v.updated_at > cur.at - make_interval(secs => %(overlap)s) AND v.updated_at <= cur.at
 ), queued AS (
-    INSERT INTO evidence_pending (violation_id) SELECT id FROM changed
+    INSERT INTO evidence_pending (violation_id)
+    SELECT id FROM fresh UNION SELECT id FROM again
     ON CONFLICT (violation_id) DO NOTHING
 )
-SELECT max(updated_at), count(*) FROM changed
+SELECT max(updated_at), count(*) FROM fresh
 """
 
 _FACTS = """
@@ -380,8 +388,9 @@ class CaptureJob:
         self.settings = settings
 
     def queue(self, conn) -> int:
+        """Queue the violations changed since the cursor; returns how many were new."""
         with transaction(conn) as cur:
-            cur.execute(_QUEUE, {"overlap": OVERLAP_S, "limit": 10_000})
+            cur.execute(_QUEUE, {"overlap": OVERLAP_S, "limit": QUEUE_BATCH})
             newest, n = cur.fetchone()
             if newest is not None:
                 cur.execute(
@@ -421,8 +430,8 @@ class CaptureJob:
 
     def __call__(self, conn) -> int:
         """One run; returns how many records it wrote."""
-        while self.queue(conn) == 10_000:
-            pass  # a backlog (first run on an old database): read it all into the queue
+        while self.queue(conn) == QUEUE_BATCH:
+            pass  # a backlog (first run on an old database): each pass moves the cursor on
         outcomes = [capture_one(conn, self.settings, vid) for vid in self.due(conn)]
         return sum(o in ("final", "provisional") for o in outcomes)
 

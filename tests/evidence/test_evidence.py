@@ -390,3 +390,28 @@ def test_missing_evidence_and_zip_limit(as_role, db, settings, speeding, app):
     assert page.status_code == 200 and "evidence-zip" in page.get_data(as_text=True)
     bad = client.get("/api/v1/violations/evidence.zip?kind=nonsense")
     assert bad.status_code == 400
+
+
+def test_a_backlog_with_one_timestamp_is_queued_whole(db, settings, monkeypatch):
+    """A mass update gives thousands of violations one updated_at: the queue still takes
+    them all, in steps that each move the cursor on (never the same page for ever)."""
+    import evidence.capture as capture
+
+    city = build_city(db, settings)
+    with db.cursor() as cur:
+        cur.execute(
+            """INSERT INTO violations (truck_id, kind, stream, started_at, ended_at, updated_at)
+               SELECT %s, 'speeding', 'over_limit', now() - g * interval '1 hour',
+                      now() - g * interval '1 hour' + interval '1 minute',
+                      now() - interval '1 day' + (g / 3) * interval '1 second'
+               FROM generate_series(1, 7) g""",
+            (city.trucks["T1"],),
+        )
+    db.commit()
+    monkeypatch.setattr(capture, "QUEUE_BATCH", 2)
+    job = CaptureJob(settings.with_overrides(evidence={"batch": 100}))
+    assert job(db) == 7
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM evidence_records WHERE final")
+        assert cur.fetchone()[0] == 7
+    db.rollback()
