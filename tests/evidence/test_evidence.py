@@ -339,9 +339,13 @@ def test_page_names_the_time_the_evidence_will_be_fixed(as_role, db, settings, s
                    started_at = now() - interval '3 minutes' WHERE id = %s""",
             (speeding,),
         )
+        cur.execute("SELECT ended_at FROM violations WHERE id = %s", (speeding,))
+        ended = cur.fetchone()[0]
     db.commit()
     html = as_role("supervisor").get(f"/violations/{speeding}").get_data(as_text=True)
     assert "Asia/Shanghai" in html and "collecting" in html
+    due = ended + dt.timedelta(seconds=settings["evidence"]["final_delay_s"])
+    assert due.astimezone(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S") in html
     assert "证据仍在采集中" in html and "将于" in html and "固化" in html
 
 
