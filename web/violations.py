@@ -175,6 +175,9 @@ def _evidence_view(violation: dict, page) -> dict:
         "rows": [{**fx, "local": _localtime(t)} for fx, t in zip(fixes, times, strict=True)],
         "final": page.final,
         "due": _localtime(page.final_due_at) if page.final_due_at else None,
+        # due and still not final: the capture job (muck collect) is behind or not running
+        "overdue": page.final_due_at is not None
+        and page.final_due_at < dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
         "record": record,
         "captured": _localtime(record.captured_at) if record else None,
         "map": {

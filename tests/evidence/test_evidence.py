@@ -319,6 +319,7 @@ def test_page_says_collecting_until_final_then_shows_the_record(as_role, db, set
     html = client.get(f"/violations/{speeding}").get_data(as_text=True)
     assert 'id="evidence-status"' in html and "evidence-pdf" not in html
     assert "collecting" in html and "证据仍在采集中" in html
+    assert 'id="evidence-overdue"' in html, "ended hours ago: the capture is late"
     # positions straight from the table, in city time
     assert html.count('class="in-episode"') > 0
     CaptureJob(settings)(db)
@@ -347,6 +348,7 @@ def test_page_names_the_time_the_evidence_will_be_fixed(as_role, db, settings, s
     due = ended + dt.timedelta(seconds=settings["evidence"]["final_delay_s"])
     assert due.astimezone(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S") in html
     assert "证据仍在采集中" in html and "将于" in html and "固化" in html
+    assert "evidence-overdue" not in html
 
 
 @pytest.mark.parametrize("role", ["supervisor", "enforcement", "credit", "admin"])
