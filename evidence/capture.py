@@ -403,8 +403,9 @@ class CaptureJob:
 
     def due(self, conn) -> list[int]:
         """Queued violations to capture now: never captured, changed since (ended, revised,
-        withdrawn), due to become final, or provisional and older than `refresh_s`; those
-        waiting longest first."""
+        withdrawn), due to become final, or provisional and older than `refresh_s`. New
+        violations and final evidence first, newest first: a backlog of old violations (the
+        first runs after an upgrade) never holds up today's."""
         cfg = self.settings["evidence"]
         with transaction(conn) as cur:
             cur.execute(
@@ -419,7 +420,15 @@ class CaptureJob:
                           v.ended_at + make_interval(secs => %(delay)s) <= now()
                           OR r.captured_at <= now() - make_interval(secs => %(refresh)s)))
                       OR r.final
-                   ORDER BY r.captured_at NULLS FIRST, p.violation_id LIMIT %(limit)s""",
+                   ORDER BY CASE WHEN r.id IS NULL AND v.started_at > now() - interval '1 day'
+                                 THEN 0  -- a new violation: its first evidence
+                                 WHEN r.id IS NOT NULL AND NOT r.final
+                                      AND v.ended_at + make_interval(secs => %(delay)s) <= now()
+                                 THEN 1  -- due to become final
+                                 WHEN r.id IS NULL THEN 3  -- a backlog after an upgrade
+                                 ELSE 2 END,
+                            p.violation_id DESC
+                   LIMIT %(limit)s""",
                 {
                     "delay": float(cfg["final_delay_s"]),
                     "refresh": float(cfg["refresh_s"]),

@@ -421,3 +421,17 @@ def test_a_backlog_with_one_timestamp_is_queued_whole(db, settings, monkeypatch)
         cur.execute("SELECT count(*) FROM evidence_records WHERE final")
         assert cur.fetchone()[0] == 7
     db.rollback()
+
+
+def test_a_backlog_of_old_violations_does_not_hold_up_new_ones(db, settings, speeding):
+    with db.cursor() as cur:  # an upgraded database: old violations, never captured
+        cur.execute(
+            """INSERT INTO violations (truck_id, kind, stream, started_at, ended_at)
+               SELECT truck_id, kind, stream, started_at - g * interval '30 days',
+                      ended_at - g * interval '30 days'
+               FROM violations, generate_series(1, 5) g"""
+        )
+    db.commit()
+    job = CaptureJob(settings.with_overrides(evidence={"batch": 1}))
+    assert job(db) == 1
+    assert record_of(db, speeding) is not None, "today's violation first"
