@@ -423,15 +423,19 @@ def test_a_backlog_with_one_timestamp_is_queued_whole(db, settings, monkeypatch)
     db.rollback()
 
 
-def test_a_backlog_of_old_violations_does_not_hold_up_new_ones(db, settings, speeding):
+def test_a_backlog_of_old_violations_does_not_hold_up_new_ones(db, settings):
+    city = build_city(db, settings)
     with db.cursor() as cur:  # an upgraded database: old violations, never captured
         cur.execute(
             """INSERT INTO violations (truck_id, kind, stream, started_at, ended_at)
-               SELECT truck_id, kind, stream, started_at - g * interval '30 days',
-                      ended_at - g * interval '30 days'
-               FROM violations, generate_series(1, 5) g"""
+               SELECT %s, 'speeding', 'over_limit', now() - g * interval '30 days',
+                      now() - g * interval '30 days' + interval '1 minute'
+               FROM generate_series(1, 5) g""",
+            (city.trucks["T1"],),
         )
     db.commit()
+    Pipeline(settings, db).feed(speeding_trace(city).messages())
+    new = max(row.id for row in list_violations(db))
     job = CaptureJob(settings.with_overrides(evidence={"batch": 1}))
     assert job(db) == 1
-    assert record_of(db, speeding) is not None, "today's violation first"
+    assert record_of(db, new) is not None, "today's violation first"
