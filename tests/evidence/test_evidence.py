@@ -439,3 +439,29 @@ def test_a_backlog_of_old_violations_does_not_hold_up_new_ones(db, settings):
     job = CaptureJob(settings.with_overrides(evidence={"batch": 1}))
     assert job(db) == 1
     assert record_of(db, new) is not None, "today's violation first"
+
+
+def test_a_revision_after_final_is_a_new_version_and_the_old_one_stays(db, settings, speeding):
+    CaptureJob(settings)(db)
+    first = record_of(db, speeding)
+    with db.cursor() as cur:  # late fixes made the episode longer (compliance's reconcile)
+        cur.execute(
+            """UPDATE violations SET ended_at = ended_at + interval '30 seconds',
+                   updated_at = now() WHERE id = %s""",
+            (speeding,),
+        )
+    db.commit()
+    assert CaptureJob(settings)(db) == 1
+    second = record_of(db, speeding)
+    assert second.version == 2 and second.final and second.id != first.id
+    assert second.evidence.facts.ended_at == first.evidence.facts.ended_at + dt.timedelta(
+        seconds=30
+    )
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT version, superseded_at IS NOT NULL, sha256 FROM evidence_records ORDER BY 1"
+        )
+        assert cur.fetchall() == [(1, True, first.sha256), (2, False, second.sha256)]
+    db.rollback()
+    verified = muck(settings, "evidence", "verify", str(speeding))
+    assert verified.returncode == 0 and "checked 2 evidence record(s)" in verified.stdout
