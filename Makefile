@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-browser lint format bench clean
+.PHONY: install system-deps demo test test-browser lint format bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,26 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# The evidence packs (evidence/pack.py, WeasyPrint) need Pango and a CJK font from the
+# system: Debian 12 packages libpango-1.0-0, libpangoft2-1.0-0, fontconfig, fonts-noto-cjk.
+# python:3.11-slim has none of them. Installed with apt-get when missing and run as root;
+# otherwise the command to run is printed (docs/evidence.md).
+system-deps:
+	@missing=""; \
+	ldconfig -p 2>/dev/null | grep -q 'libpango-1.0.so' || missing="$$missing libpango-1.0-0"; \
+	ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0.so' || missing="$$missing libpangoft2-1.0-0"; \
+	command -v fc-list >/dev/null 2>&1 || missing="$$missing fontconfig"; \
+	fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing for the evidence packs"; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "evidence packs (PDF) need:$$missing -- run: sudo apt-get install$$missing"; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/muck demo

@@ -209,7 +209,9 @@ def seed_violations(
     conn, violations: int, trucks: int, center: tuple[float, float], say=None
 ) -> int:
     """`violations` violations over the last 365 days, every kind, status, severity; the
-    recent ones new and the old ones reviewed; each with 20 evidence fixes.
+    recent ones new and the old ones reviewed. (No evidence records: the violation page then
+    reads the positions table, which the bench leaves empty; evidence packs are not
+    benchmarked here.)
 
     Raw SQL on compliance's table on purpose: violations are only ever written by the rule
     engine from fixes, which cannot make a million of them spread over a year in minutes."""
@@ -234,8 +236,8 @@ def seed_violations(
             sql.SQL(
                 """INSERT INTO violations (truck_id, company_id, kind, stream, started_at,
                        ended_at, worst_value, worst_unit, severity, permit_no, zone_code, lat, lon,
-                       points, legal_basis, rule_params, evidence, status, decision_no,
-                       detected_at, updated_at, evidence_at, evidence_final)
+                       points, legal_basis, rule_params, status, decision_no,
+                       detected_at, updated_at)
                    SELECT x.truck_id, t.company_id, x.kind, 'main', x.started_at,
                           CASE WHEN x.age < interval '20 minutes' THEN NULL
                                ELSE x.started_at + (3 + g %% 40) * interval '1 minute' END,
@@ -245,13 +247,6 @@ def seed_violations(
                           CASE WHEN g %% 5 < 2 THEN 'Z' || lpad((g %% 200)::text, 3, '0') END,
                           x.lat, x.lon, 1 + g %% 5, '《深圳市建筑废弃物管理办法》第四十条',
                           '{{"limit_kmh": 60, "min_duration_s": 30}}'::jsonb,
-                          (SELECT jsonb_agg(jsonb_build_object(
-                                     't', x.started_at + i * interval '30 seconds',
-                                     'lat', x.lat + i * 0.0001, 'lon', x.lon + i * 0.0001,
-                                     'speed', 40 + i, 'heading', 90, 'lid', 'closed',
-                                     'lift', 'down', 'load', 'full', 'acc', true,
-                                     'alarms', NULL, 'device', 'D' || lpad(x.truck_id::text, 7, '0')))
-                           FROM generate_series(-5, 14) i),
                           CASE WHEN x.age < interval '3 days' THEN 'new'
                                WHEN g %% 10 < 6 THEN 'closed'
                                WHEN g %% 10 < 8 THEN 'confirmed'
@@ -259,8 +254,7 @@ def seed_violations(
                                ELSE 'case_opened' END,
                           CASE WHEN x.age >= interval '3 days' AND g %% 10 IN (0,1,2,3,4,5,9)
                                THEN '深城管罚字〔2026〕' || g || '号' END,
-                          x.started_at + interval '1 minute', x.started_at + interval '1 hour',
-                          x.started_at + interval '2 minutes', true
+                          x.started_at + interval '1 minute', x.started_at + interval '1 hour'
                    FROM (SELECT g, 1 + (g * 7919) %% %(trucks)s AS truck_id,
                                 {kind} AS kind,
                                 now() - (g::float8 / %(n)s) * interval '365 days'

@@ -15,7 +15,7 @@ from core.clicontext import format_time, parse_time, pass_ctx
 
 @click.group()
 def violations() -> None:
-    """Violations found by the rules: list, show the evidence, review."""
+    """Violations found by the rules: list, show, review (evidence: muck evidence)."""
 
 
 @violations.command("list")
@@ -61,9 +61,7 @@ def v_list_cmd(mctx, kind, status, plate, since, until, limit) -> None:
 
 @violations.command("show")
 @click.argument("violation_id", type=int)
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print everything as JSON (evidence included)."
-)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @pass_ctx
 def v_show_cmd(mctx, violation_id, as_json) -> None:
     """One violation: what, where, the rule and thresholds used, legal basis, evidence, history."""
@@ -103,7 +101,7 @@ def v_show_cmd(mctx, violation_id, as_json) -> None:
         "decision_no",
     ):
         click.echo(f"{key:12} {v.get(key)}")
-    click.echo(f"evidence     {len(v.get('evidence') or [])} fixes (--json for all)")
+    click.echo(f"evidence     muck evidence show {violation_id}")
     for e in events:
         click.echo(f"  {e['at']}  {e['actor']:10} {e['action']:16} {e.get('note') or ''}")
 

@@ -1,5 +1,5 @@
 """Compliance inside a collector process: the rules on every stored batch, and the clock jobs
-that belong to them (catalogue reloads, the going-dark and jump sweeps, the district fill).
+that belong to them (catalogue reloads, the going-dark and jump sweeps, the district and place fills).
 
     rules = RulesService(settings); rules.start()
     collector = Collector(settings, after_store=rules.hooks)
@@ -20,6 +20,7 @@ import psycopg2
 
 from compliance.districts import fill_missing_districts
 from compliance.engine import ComplianceEngine
+from compliance.places import fill_missing_places
 from compliance.sweep import sweep_dark, sweep_jumps
 from core.db import connect_settings
 from core.scheduling import Job
@@ -62,11 +63,8 @@ class RulesService:
             Job("catalogue reload", self.engine.refresh, float(cfg["permits_reload_poll_s"])),
             Job("going-dark sweep", self.sweep, float(cfg["dark_sweep_s"])),
             Job("district fill", fill_missing_districts, float(cfg["district_fill_s"])),
+            Job("violation place fill", fill_missing_places, float(cfg["place_fill_s"])),
         ]
-
-    def capture_evidence(self, conn) -> None:
-        while self.engine.writer.capture_due(conn) == 200:
-            pass  # a burst: keep going until caught up
 
     def sweep(self, conn) -> list[int]:
         opened = sweep_dark(conn, self.settings, dt.datetime.now(dt.UTC))

@@ -2,9 +2,9 @@
 
 A violation is keyed by (truck, kind, stream, start): the same episode found again (a
 redelivered batch, a replay) is the same violation. It is inserted as soon as the rule is
-certain (ongoing, `ended_at` NULL) and closed when the episode ends; its evidence (the fixes
-around it) is copied from `positions` then, so it outlives position retention. Status
-changes by officers and revisions by replays are recorded in `violation_events`.
+certain (ongoing, `ended_at` NULL) and closed when the episode ends. Its evidence is captured
+by the evidence package (evidence/), off the ingestion path. Status changes by officers and
+revisions by replays are recorded in `violation_events`.
 """
 
 from __future__ import annotations
@@ -94,35 +94,6 @@ _TEMPLATE = (
     "to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
 )
 
-_EVIDENCE = """
-UPDATE violations v SET evidence = e.fixes,
-       lat = COALESCE(v.lat, e.lat0), lon = COALESCE(v.lon, e.lon0),
-       evidence_at = now(), evidence_final = v.ended_at IS NOT NULL
-FROM (
-    SELECT w.id,
-           jsonb_agg(jsonb_build_object(
-               't', p.fix_time, 'lat', p.lat, 'lon', p.lon, 'speed', p.speed_kmh,
-               'heading', p.heading, 'lid', p.lid, 'lift', p.lift, 'load', p.load,
-               'acc', p.acc, 'alarms', p.alarms, 'device', p.device_id) ORDER BY p.fix_time)
-               AS fixes,
-           (array_agg(p.lat ORDER BY p.fix_time) FILTER (WHERE p.fix_time >= w.started_at))[1]
-               AS lat0,
-           (array_agg(p.lon ORDER BY p.fix_time) FILTER (WHERE p.fix_time >= w.started_at))[1]
-               AS lon0
-    FROM violations w
-    CROSS JOIN LATERAL (
-        SELECT * FROM positions p
-        WHERE p.truck_id = w.truck_id
-          AND p.fix_time >= w.started_at - make_interval(secs => %(margin)s)
-          AND p.fix_time <= COALESCE(w.ended_at, now()) + make_interval(secs => %(margin)s)
-        ORDER BY p.fix_time LIMIT %(limit)s
-    ) p
-    WHERE w.id = ANY(%(ids)s)
-    GROUP BY w.id
-) e
-WHERE v.id = e.id
-"""
-
 
 def _values(row: EpisodeRow) -> tuple:
     return (
@@ -147,12 +118,10 @@ def _values(row: EpisodeRow) -> tuple:
 
 class ViolationWriter:
     def __init__(self, settings: Any) -> None:
-        cfg = settings["compliance"]
-        self.margin_s = float(cfg["evidence_margin_s"])
-        self.max_fixes = int(cfg["evidence_max_fixes"])
+        self.settings = settings
 
     def write(self, cur, episodes: list[EpisodeRow]) -> list[int]:
-        """Insert new episodes, close ended ones; events and evidence for both."""
+        """Insert new episodes, close ended ones; an event for each."""
         final = _final(episodes)
         if not final:
             return []
@@ -172,27 +141,6 @@ class ViolationWriter:
                 [(vid, "system", action) for vid, action in events],
             )
         return [vid for vid, _, _ in returned]
-
-    def attach_evidence(self, cur, ids: list[int]) -> None:
-        """Copy the fixes around each violation from positions into its evidence."""
-        if ids:
-            cur.execute(_EVIDENCE, {"margin": self.margin_s, "limit": self.max_fixes, "ids": ids})
-
-    def capture_due(self, conn, limit: int = 200) -> int:
-        """Evidence for violations that have none yet, or whose episode ended since the last
-        copy; commits. Run on the clock, so that a burst of violations never holds up
-        ingestion. Returns how many were copied."""
-        with conn.cursor() as cur:
-            cur.execute(
-                """SELECT id FROM violations
-                   WHERE NOT evidence_final AND (evidence_at IS NULL OR ended_at IS NOT NULL)
-                   ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
-                (limit,),
-            )
-            ids = [row[0] for row in cur.fetchall()]
-            self.attach_evidence(cur, ids)
-        conn.commit()
-        return len(ids)
 
     def reconcile(self, cur, truck_id: int, since: float, episodes: list[EpisodeRow]) -> None:
         """Make the truck's violations in the replayed window match a replay's episodes."""
@@ -232,7 +180,6 @@ class ViolationWriter:
                     after,
                     "re-evaluated after late fixes arrived",
                 )
-                cur.execute("UPDATE violations SET evidence_final = false WHERE id = %s", (vid,))
         if new_rows:
             self.write(cur, new_rows)
 
@@ -379,7 +326,7 @@ def list_violations(
 
 
 def get_violation(conn, violation_id: int) -> tuple[dict, list[dict]] | None:
-    """The violation with its evidence, and its events in order."""
+    """The violation (every column, plate, company) and its events in order."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT to_jsonb(v) || jsonb_build_object('plate', t.plate, 'company', c.name,

@@ -81,6 +81,7 @@ def _register_subcommands() -> None:
     from bench.cli import bench_geofence, bench_ingest, bench_rules, bench_web
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
+    from evidence.cli import evidence
     from geofence.cli import zones
     from muck.collect import collect
     from muck.demo import demo
@@ -98,6 +99,7 @@ def _register_subcommands() -> None:
     cli.add_command(permits)
     cli.add_command(black_trucks)
     cli.add_command(violations)
+    cli.add_command(evidence)
     cli.add_command(simulate)
     cli.add_command(accuracy)
     cli.add_command(loadtest)

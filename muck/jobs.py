@@ -1,7 +1,8 @@
 """Everything a collector process runs on the clock, in one list.
 
 Each package declares its jobs (`telemetry.partitions`, `compliance.service.RulesService`,
-`black_trucks.scan`); this is where they meet, for `muck collect` and `muck demo` alike.
+`black_trucks.scan`, `evidence.capture`); this is where they meet, for `muck collect` and
+`muck demo` alike.
 tests/muck/test_collect_jobs.py starts the real `muck collect` and sees each job's effect in
 the database.
 """
@@ -23,8 +24,9 @@ def collector_jobs(
 ) -> list[Job]:
     """The jobs of a collector process: partition maintenance (unless another process does
     it), and with the rules their own jobs plus the black-truck scan, which reuses the rules'
-    zone catalogue (building one takes seconds)."""
+    zone catalogue (building one takes seconds), and the evidence capture."""
     from black_trucks.scan import ScanJob
+    from evidence.capture import capture_job
     from telemetry.partitions import maintenance_job
 
     jobs = [maintenance_job(settings)] if maintenance else []
@@ -37,4 +39,5 @@ def collector_jobs(
                 float(settings["compliance"]["black_truck_scan_s"]),
             )
         )
+        jobs.append(capture_job(settings))
     return jobs

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -71,3 +73,14 @@ def count(conn, query: str, params: tuple = ()) -> int:
         value = cur.fetchone()[0]
     conn.commit()
     return value
+
+
+def collector_env(settings: Settings, broker_url: str, toml: str = "") -> dict[str, str]:
+    """The environment for a `muck collect` subprocess on the test's database and broker,
+    with `toml` as its city settings file (e.g. a clock job made to run every second)."""
+    env = {**os.environ, "MUCK_DATABASE_URL": settings.database_url, "MUCK_MQTT_URL": broker_url}
+    if toml:
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as config:
+            config.write(toml)
+        env["MUCK_CONFIG"] = config.name
+    return env

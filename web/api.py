@@ -316,12 +316,76 @@ def violations():
 def violation(violation_id: int):
     """One violation with its evidence fixes and its events (history), oldest first."""
     from compliance.violations import get_violation
+    from evidence.store import page_evidence
+    from web.violation_queries import iso as vq_iso
 
-    found = get_violation(get_db(), violation_id)
+    conn = get_db()
+    found = get_violation(conn, violation_id)
     if found is None:
         return jsonify(error=f"no violation {violation_id}"), 404
     detail, events = found
-    return jsonify({**detail, "events": events})
+    with conn.cursor() as cur:
+        page = page_evidence(cur, settings(), detail)
+    conn.rollback()
+    record = page.record if page.final else None
+    status = {
+        "final": page.final,
+        "final_due_at": vq_iso(page.final_due_at),
+        "captured_at": vq_iso(record.captured_at) if record else None,
+        "sha256": record.sha256 if record else None,
+        "version": record.version if record else None,
+        "pdf": url_for("api.violation_evidence_pdf", violation_id=violation_id) if record else None,
+        "json": url_for("api.violation_evidence", violation_id=violation_id) if record else None,
+    }
+    fixes = [msgspec.to_builtins(fx) for fx in page.fixes]
+    return jsonify({**detail, "evidence": fixes, "evidence_status": status, "events": events})
+
+
+@bp.route("/violations/<int:violation_id>/evidence")
+@require("evidence")
+def violation_evidence(violation_id: int):
+    """The evidence record in force (canonical content as JSON, its checksum), audited;
+    404 until the violation has one."""
+    from evidence.pack import NoEvidence, export_json
+    from web.violation_queries import iso as vq_iso
+
+    try:
+        record, content = export_json(get_db(), violation_id, current_user.username)
+    except NoEvidence as exc:
+        return jsonify(error=str(exc)), 404
+    return jsonify(
+        violation_id=violation_id,
+        record_id=record.id,
+        version=record.version,
+        final=record.final,
+        captured_at=vq_iso(record.captured_at),
+        sha256=record.sha256,
+        # the exact text the checksum is over: sha256(content_text) == sha256
+        content_text=record.content,
+        evidence=content,
+    )
+
+
+@bp.route("/violations/<int:violation_id>/evidence.pdf")
+@require("evidence")
+def violation_evidence_pdf(violation_id: int):
+    """The evidence pack (PDF), audited."""
+    from web.violations import pdf_response
+
+    return pdf_response(violation_id, "api")
+
+
+@bp.route("/violations/evidence.zip")
+@require("evidence")
+def violations_evidence_zip():
+    """A ZIP of evidence packs for the filtered list (the list's filters), at most
+    evidence.zip_max violations; 400 with the reason past that."""
+    from web.violations import zip_ids, zip_response
+
+    ids, refused = zip_ids(request.args)
+    if refused is not None:
+        bad(str(refused))
+    return zip_response(ids, "api")
 
 
 @bp.route("/violations/<int:violation_id>/actions", methods=["POST"])

@@ -35,6 +35,22 @@ _KINDS = KINDS
 _STATUSES = STATUSES
 _SORTS = tuple(SORTS)
 _VIOLATION = {"name": "violation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+# The violation list's filters (the list, its exports and the ZIP of evidence packs).
+_VIOLATION_FILTERS = [
+    _q("from", "Violations that started at or after: epoch ms, ISO-8601, or local time."),
+    _q("to", "Violations that started before (same formats)."),
+    _q("kind", "Violation kind.", {"type": "string", "enum": list(_KINDS)}),
+    _q("status", "Review status.", {"type": "string", "enum": list(_STATUSES)}),
+    _q("severity", "minor or serious.", {"type": "string", "enum": ["minor", "serious"]}),
+    _q("company", "Part of the company name, or its credit code."),
+    _q("company_id", "Only this company.", {"type": "integer"}),
+    _q("plate", "Part of the plate."),
+    _q(
+        "district",
+        "District (行政区) where the violation happened: its 6-digit code or its name.",
+    ),
+    _q("zone", "Zone code."),
+]
 _TRUCK = {"name": "truck_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _ERR = {
     "description": "Bad parameter; `error` says which",
@@ -166,19 +182,7 @@ PATHS: dict[str, Any] = {
         "Violations, filtered and paginated, with the counts by kind for the whole filter "
         "(what the city's 数字城管 platform pulls)",
         [
-            _q("from", "Violations that started at or after: epoch ms, ISO-8601, or local time."),
-            _q("to", "Violations that started before (same formats)."),
-            _q("kind", "Violation kind.", {"type": "string", "enum": list(_KINDS)}),
-            _q("status", "Review status.", {"type": "string", "enum": list(_STATUSES)}),
-            _q("severity", "minor or serious.", {"type": "string", "enum": ["minor", "serious"]}),
-            _q("company", "Part of the company name, or its credit code."),
-            _q("company_id", "Only this company.", {"type": "integer"}),
-            _q("plate", "Part of the plate."),
-            _q(
-                "district",
-                "District (行政区) where the violation happened: its 6-digit code or its name.",
-            ),
-            _q("zone", "Zone code."),
+            *_VIOLATION_FILTERS,
             _q("sort", "Sort column.", {"type": "string", "enum": list(_SORTS)}),
             _q("dir", "asc or desc (default desc).", {"type": "string", "enum": ["asc", "desc"]}),
             *_PAGE,
@@ -199,11 +203,45 @@ PATHS: dict[str, Any] = {
         },
     ),
     "/api/v1/violations/{violation_id}": _op(
-        "One violation with its evidence fixes, rule parameters and events",
+        "One violation with its evidence fixes (the frozen record once final, until then the "
+        "positions table), evidence_status, rule parameters and events",
         [_VIOLATION],
         {"$ref": "#/components/schemas/Violation"},
         not_found=True,
     ),
+    "/api/v1/violations/{violation_id}/evidence": _op(
+        "The violation's evidence record in force (enforcement, supervisors, credit officers, "
+        "administrators; audited): its canonical content as JSON, the exact text its SHA-256 "
+        "is over (content_text), version, final, captured_at. 404 until captured.",
+        [_VIOLATION],
+        {"$ref": "#/components/schemas/Evidence"},
+        not_found=True,
+    ),
+    "/api/v1/violations/{violation_id}/evidence.pdf": {
+        "get": {
+            "summary": "The evidence pack (PDF, Chinese; audited). 404 until captured.",
+            "parameters": [_VIOLATION],
+            "responses": {
+                "200": {"description": "PDF", "content": {"application/pdf": {}}},
+                "401": _AUTH,
+                "403": _FORBID,
+                "404": {"description": "No such violation, or no evidence yet"},
+            },
+        }
+    },
+    "/api/v1/violations/evidence.zip": {
+        "get": {
+            "summary": "A ZIP of evidence packs (one PDF per violation) for the filtered list, "
+            "at most evidence.zip_max violations (400 past it; audited)",
+            "parameters": _VIOLATION_FILTERS,
+            "responses": {
+                "200": {"description": "ZIP", "content": {"application/zip": {}}},
+                "400": _ERR,
+                "401": _AUTH,
+                "403": _FORBID,
+            },
+        }
+    },
     "/api/v1/violations/{violation_id}/actions": {
         "post": {
             "summary": "Review action (enforcement officers and administrators). With a "
@@ -341,13 +379,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "Every column of the violation, plus plate, company, credit_code and "
         "events. evidence: fixes {t, lat, lon, speed, heading, lid, lift, load, acc, alarms, "
-        "device} (WGS-84); rule_params: the rule and thresholds used.",
+        "device, in_episode} (WGS-84); evidence_status: {final, final_due_at, captured_at, "
+        "sha256, version, pdf, json}; rule_params: the rule and thresholds used.",
         "properties": {
             "id": {"type": "integer"},
             "kind": {"type": "string"},
             "stream": {"type": "string"},
             "status": {"type": "string"},
             "evidence": {"type": "array", "items": {"type": "object"}},
+            "evidence_status": {"type": "object"},
             "rule_params": {"type": "object"},
             "legal_basis": {"type": "string"},
             "events": {
@@ -359,6 +399,22 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+        },
+    },
+    "Evidence": {
+        "type": "object",
+        "description": "docs/evidence.md. evidence: facts, fixes, zones and permits (the "
+        "versions in force at the violation), sightings, terminals, rule (settings table and "
+        "thresholds), measured; times UTC ISO 8601. sha256 = SHA-256 of content_text (UTF-8).",
+        "properties": {
+            "violation_id": {"type": "integer"},
+            "record_id": {"type": "integer"},
+            "version": {"type": "integer"},
+            "final": {"type": "boolean"},
+            "captured_at": {"type": "string", "format": "date-time"},
+            "sha256": {"type": "string"},
+            "content_text": {"type": "string"},
+            "evidence": {"type": "object"},
         },
     },
     "Action": {

@@ -24,6 +24,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "map": frozenset({"supervisor", "enforcement", "admin"}),
     # violations and black trucks: view (list, evidence, history)
     "violations": frozenset({"supervisor", "enforcement", "admin"}),
+    # evidence packs (PDF, ZIP) and the evidence JSON: whoever relies on a violation
+    "evidence": frozenset(ROLES),
     # review actions (confirm, dismiss, open a case, close), black trucks handled, exports
     "enforce": frozenset({"enforcement", "admin"}),
     "registry": frozenset({"admin"}),

@@ -328,8 +328,8 @@ def check_offset(offset: int, errors: dict[str, str]) -> None:
 
 # The page's ids are found first over the narrow columns (index-only where an index covers
 # the filter and the order), and only those rows are read whole: a violation row is wide
-# (its evidence is inline), so sorting or skipping thousands of whole rows reads thousands
-# of heap pages.
+# (rule parameters, legal basis), so sorting or skipping thousands of whole rows reads
+# thousands of heap pages.
 _PAGE_IDS = (
     """SELECT v.id FROM violations v
 JOIN trucks t ON t.id = v.truck_id

@@ -1,5 +1,6 @@
 """Violations for supervisors and enforcement officers: the filtered list (counts by kind,
-sort, pages), one violation with its evidence, review actions, and CSV/XLSX exports.
+sort, pages), one violation with its evidence, review actions, and CSV/XLSX exports; the
+evidence packs (PDF, and a ZIP of packs for the filtered list; evidence/pack.py).
 
 Review actions go through `compliance.violations.change_status` (it checks transitions and
 writes violation_events); the audit_log row is written first in the same transaction, so
@@ -12,6 +13,7 @@ import csv
 import datetime as dt
 import io
 
+import msgspec
 import numpy as np
 from flask import (
     Blueprint,
@@ -39,6 +41,8 @@ from compliance.violations import (
     change_status,
     get_violation,
 )
+from evidence.pack import NoEvidence, export_pdf, export_zip
+from evidence.store import page_evidence
 from geofence.coords import from_wgs84
 from web import violation_queries as vq
 from web.audit import record
@@ -145,25 +149,30 @@ def _labels() -> dict:
 # ---- one violation ------------------------------------------------------------------------
 
 
-def _evidence_view(violation: dict) -> dict:
+def _evidence_view(violation: dict, page) -> dict:
     """The evidence fixes for the table (local time) and the map (tiles' CRS), with the
-    indices of the first and last fix inside the episode."""
-    fixes = violation.get("evidence") or []
-    start = dt.datetime.fromisoformat(violation["started_at"])
-    end = dt.datetime.fromisoformat(violation["ended_at"]) if violation.get("ended_at") else None
+    indices of the first and last fix inside the episode; `page`: evidence.store.PageEvidence
+    (the frozen record once final, else the fixes straight from positions)."""
+    fixes = [msgspec.to_builtins(fx) for fx in page.fixes]
+    end = violation.get("ended_at")
     times = [dt.datetime.fromisoformat(fx["t"]) for fx in fixes]
-    inside = [i for i, t in enumerate(times) if t >= start and (end is None or t <= end)]
+    inside = [i for i, fx in enumerate(fixes) if fx["in_episode"]]
     crs = settings()["web"]["tile_crs"]
     lons = [fx.get("lon") for fx in fixes]
     lats = [fx.get("lat") for fx in fixes]
     if fixes and crs != "wgs84":
         lon, lat = from_wgs84(np.asarray(lons, float), np.asarray(lats, float), crs)
         lons, lats = lon.round(7).tolist(), lat.round(7).tolist()
+    record = page.record if page.final else None
     return {
-        "rows": [
-            {**fx, "local": local_time(t), "in_episode": i in inside}
-            for i, (fx, t) in enumerate(zip(fixes, times, strict=True))
-        ],
+        "rows": [{**fx, "local": local_time(t)} for fx, t in zip(fixes, times, strict=True)],
+        "final": page.final,
+        "due": local_time(page.final_due_at) if page.final_due_at else None,
+        # due and still not final: the capture job (muck collect) is behind or not running
+        "overdue": page.final_due_at is not None
+        and page.final_due_at < dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+        "record": record,
+        "captured": local_time(record.captured_at) if record else None,
         "map": {
             "lat": lats,
             "lon": lons,
@@ -190,8 +199,9 @@ def _show(violation_id: int, form_errors: dict | None = None, status: int = 200)
         district = vq.district_name(cur, violation.get("district_code")) or vq.zone_district(
             cur, violation.get("zone_code")
         )
+        page = page_evidence(cur, settings(), violation)
     conn.rollback()
-    evidence = _evidence_view(violation)
+    evidence = _evidence_view(violation, page)
     available = [a for a, (src, _t) in TRANSITIONS.items() if violation["status"] in src]
     return (
         render_template(
@@ -369,3 +379,74 @@ def export_xlsx():
         mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         headers={"Content-Disposition": f"attachment; filename={_filename('xlsx')}"},
     )
+
+
+# ---- evidence packs -----------------------------------------------------------------------
+
+
+def zip_max() -> int:
+    return int(current_app.config.get("MUCK_EVIDENCE_ZIP_MAX", settings()["evidence"]["zip_max"]))
+
+
+def pdf_response(violation_id: int, via: str) -> Response:
+    """The evidence pack of one violation (audited); 404 when there is none yet."""
+    conn = get_db()
+    if get_violation(conn, violation_id) is None:
+        abort(404, description=f"no violation {violation_id}")
+    try:
+        pdf = export_pdf(conn, settings(), violation_id, current_user.username, via)
+    except NoEvidence as exc:
+        abort(404, description=str(exc))
+    return Response(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f"attachment; filename=evidence-{violation_id}.pdf"},
+    )
+
+
+def zip_ids(args) -> tuple[list[int] | None, str | None]:
+    """The ids of the filtered list for a ZIP of packs, or the message saying why not."""
+    limit = zip_max()
+    with get_db().cursor() as cur:
+        f, errors = vq.parse_filters(args, cur)
+        if errors:
+            get_db().rollback()
+            return None, "; ".join(errors.values())
+        rows = vq.export_rows(cur, f, limit=limit)
+    get_db().rollback()
+    if len(rows) > limit:
+        return None, _(
+            "More than %(n)s violations match: a ZIP of evidence packs holds at most %(n)s; "
+            "narrow the filter (e.g. a shorter time range) and download again.",
+            n=f"{limit:,}",
+        )
+    return [int(r["id"]) for r in rows], None
+
+
+def zip_response(ids: list[int], via: str) -> Response:
+    data, _missing = export_zip(get_db(), settings(), ids, current_user.username, via)
+    stamp = dt.datetime.now(city_tz()).strftime("%Y%m%d-%H%M")
+    return Response(
+        data,
+        mimetype="application/zip",
+        headers={"Content-Disposition": f"attachment; filename=evidence-{stamp}.zip"},
+    )
+
+
+@bp.route("/<int:violation_id>/evidence.pdf")
+@require("evidence")
+def evidence_pdf(violation_id: int):
+    return pdf_response(violation_id, "web")
+
+
+@bp.route("/evidence.zip")
+@require("evidence")
+def evidence_zip():
+    ids, refused = zip_ids(request.args)
+    if refused is not None:
+        if not current_user.can("violations"):  # a credit officer has no list to go back to
+            abort(400, description=refused)
+        flash(refused, "error")
+        args = {k: v for k, v in request.args.items() if v}
+        return redirect(url_for("violations.index", **args))
+    return zip_response(ids, "web")

@@ -50,14 +50,18 @@ def test_jobs_run_at_start_or_after_their_interval_and_failures_are_retried(sett
     assert backends[0] != backends[1], "a failed job's connection is replaced"
 
 
-def test_a_collector_runs_maintenance_the_rules_jobs_and_the_black_truck_scan(settings):
+def test_a_collector_runs_maintenance_the_rules_jobs_the_scan_and_the_evidence_capture(
+    settings,
+):
     names = [job.name for job in collector_jobs(settings, rules_service(settings))]
     assert names == [
         "partition maintenance",
         "catalogue reload",
         "going-dark sweep",
         "district fill",
+        "violation place fill",
         "black-truck scan",
+        "evidence capture",
     ]
     (maintenance,) = collector_jobs(settings, None)
     assert maintenance.at_start and maintenance.every_s == 3600

@@ -160,10 +160,15 @@ ROUTES = [
     ("/violations/{violation}", "violations"),
     ("/violations/export.csv", "enforce"),
     ("/violations/export.xlsx", "enforce"),
+    ("/violations/{violation}/evidence.pdf", "evidence"),
+    ("/violations/evidence.zip", "evidence"),
     ("/black-trucks/", "violations"),
     ("/black-trucks/{black_truck}", "violations"),
     ("/api/v1/violations", "violations"),
     ("/api/v1/violations/{violation}", "violations"),
+    ("/api/v1/violations/{violation}/evidence", "evidence"),
+    ("/api/v1/violations/{violation}/evidence.pdf", "evidence"),
+    ("/api/v1/violations/evidence.zip", "evidence"),
     ("/api/v1/black-trucks", "violations"),
     ("/registry/companies", "registry"),
     ("/registry/companies/new", "registry"),
@@ -183,6 +188,7 @@ ALLOWED = {
     "map": {"supervisor", "enforcement", "admin"},
     "violations": {"supervisor", "enforcement", "admin"},
     "enforce": {"enforcement", "admin"},
+    "evidence": {"supervisor", "enforcement", "credit", "admin"},
     "registry": {"admin"},
     "users": {"admin"},
 }
@@ -215,6 +221,10 @@ def ids(db):
         )
         black_truck = cur.fetchone()[0]
     db.commit()
+    # its (provisional) evidence, as the collector's capture job leaves it
+    from evidence.capture import CaptureJob
+
+    CaptureJob(load_settings())(db)
     return {
         "company": company,
         "truck": trucks[0],

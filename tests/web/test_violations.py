@@ -16,6 +16,7 @@ import pytest
 from geofence.io import parse_zones, read_geojson
 from geofence.store import upsert_zones
 from registry.service import upsert_company, upsert_truck
+from telemetry.partitions import ensure_days
 from tests.web.test_dashboard import ROLES, app, as_role, csrf_of, users  # noqa: F401
 from web.users import create_token
 
@@ -23,25 +24,9 @@ T0 = dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.UTC)  # 08:30 in Shenzhen
 
 
 def insert_violation(db, truck_id, company_id, kind="speeding", *, start=T0, **kw) -> int:
-    evidence = kw.pop(
-        "evidence",
-        [
-            {
-                "t": (start + dt.timedelta(seconds=30 * i - 60)).isoformat(),
-                "lat": 22.55 + 0.001 * i,
-                "lon": 114.06,
-                "speed": 70.0 + i,
-                "heading": 0,
-                "lid": "open",
-                "lift": "down",
-                "load": "full",
-                "acc": True,
-                "alarms": [],
-                "device": "DEV1",
-            }
-            for i in range(6)
-        ],
-    )
+    # The truck's fixes around the episode, in positions (where the violation page reads
+    # them until its evidence is final).
+    fixes = kw.pop("fixes", 6)
     row = {
         "stream": "over_limit",
         "ended_at": start + dt.timedelta(minutes=1),
@@ -63,9 +48,9 @@ def insert_violation(db, truck_id, company_id, kind="speeding", *, start=T0, **k
         cur.execute(
             """INSERT INTO violations (truck_id, company_id, kind, stream, started_at, ended_at,
                    worst_value, worst_unit, severity, permit_no, zone_code, lat, lon, points,
-                   legal_basis, rule_params, evidence, status, updated_at)
+                   legal_basis, rule_params, status, updated_at)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                       %s::jsonb, %s::jsonb, %s, COALESCE(%s, now() - interval '1 hour'))
+                       %s::jsonb, %s, COALESCE(%s, now() - interval '1 hour'))
                RETURNING id""",
             (
                 truck_id,
@@ -84,12 +69,20 @@ def insert_violation(db, truck_id, company_id, kind="speeding", *, start=T0, **k
                 row["points"],
                 row["legal_basis"],
                 json.dumps(row["rule_params"]),
-                json.dumps(evidence),
                 row["status"],
                 row["updated_at"],
             ),
         )
         vid = cur.fetchone()[0]
+        times = [start + dt.timedelta(seconds=30 * i - 60) for i in range(fixes)]
+        ensure_days(cur, {t.date() for t in times})
+        cur.executemany(
+            """INSERT INTO positions (device_id, fix_time, received_at, truck_id, lat, lon,
+                   speed_kmh, heading, lid, lift, load, acc, alarms)
+               VALUES ('DEV1', %s, %s, %s, %s, 114.06, %s, 0, 'open', 'down', 'full', true,
+                       '{}') ON CONFLICT DO NOTHING""",
+            [(t, t, truck_id, 22.55 + 0.001 * i, 70.0 + i) for i, t in enumerate(times)],
+        )
         cur.execute(
             "INSERT INTO violation_events (violation_id, actor, action) VALUES (%s, 'system', 'detected')",
             (vid,),
