@@ -7,7 +7,7 @@ import uuid
 
 from tests.compliance.city import EMPTY, Pipeline, Trace, build_city
 from tests.mqtt_helpers import collector_env, count, wait_until
-from tests.telemetry.test_ingest_resilience import CollectorProcess
+from tests.services import muck_collect
 
 
 def test_muck_collect_fills_the_place_of_a_violation_without_one(settings, broker, db):
@@ -24,16 +24,15 @@ def test_muck_collect_fills_the_place_of_a_violation_without_one(settings, broke
         vid = cur.fetchone()[0]
     db.commit()
     env = collector_env(settings, broker.url, "[compliance]\nplace_fill_s = 1\n")
-    collector = CollectorProcess("place-" + uuid.uuid4().hex[:6], env)
+    collector = muck_collect("place-" + uuid.uuid4().hex[:6], env)
     try:
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM violations WHERE lat IS NOT NULL") == 1,
             timeout=60,
             step=0.5,
-        ), "".join(collector.log[-30:])
+        ), collector.output()
     finally:
-        collector.proc.terminate()
-        collector.proc.wait(30)
+        collector.stop()
     with db.cursor() as cur:
         cur.execute("SELECT lat, lon FROM violations WHERE id = %s", (vid,))
         assert cur.fetchone() == (first_after["lat"], first_after["lon"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.compliance.city import build_city
 from tests.evidence.test_evidence import backdate_catalogue, speeding_trace
 from tests.mqtt_helpers import collector_env, count, publish, wait_until
-from tests.telemetry.test_ingest_resilience import CollectorProcess
+from tests.services import muck_collect
 
 MUCK = str(Path(sys.executable).with_name("muck"))
 
@@ -28,7 +28,7 @@ def test_muck_collect_captures_final_evidence(settings, broker, db):
     )
     messages = [(m.topic, m.payload) for m in trace.messages()]
     fast = next(i for i, f in enumerate(trace.fixes) if f["speed"] > 50)
-    collector = CollectorProcess("ev-" + uuid.uuid4().hex[:6], env)
+    collector = muck_collect("ev-" + uuid.uuid4().hex[:6], env)
     try:
         # the episode is open: provisional evidence, captured again as it grows
         publish(broker.url, messages[: fast + 12])
@@ -36,16 +36,15 @@ def test_muck_collect_captures_final_evidence(settings, broker, db):
             lambda: count(db, "SELECT count(*) FROM evidence_records WHERE NOT final") == 1,
             timeout=60,
             step=0.5,
-        ), "no provisional evidence:\n" + "".join(collector.log[-30:])
+        ), "no provisional evidence:\n" + collector.output()
         publish(broker.url, messages[fast + 12 :])
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM evidence_records WHERE final") == 1,
             timeout=90,
             step=0.5,
-        ), "no final evidence:\n" + "".join(collector.log[-30:])
+        ), "no final evidence:\n" + collector.output()
     finally:
-        collector.proc.terminate()
-        collector.proc.wait(30)
+        collector.stop()
     with db.cursor() as cur:
         cur.execute(
             """SELECT v.kind, r.fixes, r.sha256, r.content LIKE '%%"plate":"粤B10001"%%'

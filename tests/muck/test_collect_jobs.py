@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 
 import pytest
@@ -17,8 +16,8 @@ from geofence.model import Zone
 from geofence.store import upsert_zones
 from registry.service import bind_terminal, upsert_company, upsert_truck
 from telemetry.contract import Topics
-from tests.mqtt_helpers import count, fix, now_ms, publish, wait_until
-from tests.services import MuckProcess
+from tests.mqtt_helpers import collector_env, count, fix, now_ms, publish, wait_until
+from tests.services import MuckProcess, muck_collect
 
 T = Topics("muck/v1")
 FAST_JOBS = """
@@ -51,21 +50,13 @@ def furthest_partition(db) -> str:
 
 
 @pytest.fixture
-def collector(settings, broker, db, tmp_path):
-    config = tmp_path / "city.toml"
-    config.write_text(FAST_JOBS)
-    env = {
-        **os.environ,
-        "MUCK_DATABASE_URL": settings.database_url,
-        "MUCK_MQTT_URL": broker.url,
-        "MUCK_CONFIG": str(config),
-    }
+def collector(settings, broker):
     started = []
 
     def start() -> MuckProcess:
-        process = MuckProcess(["collect", "--client-id", "jobs-test"], env, ready="connected to")
-        started.append(process)
-        return process
+        env = collector_env(settings, broker.url, FAST_JOBS)
+        started.append(muck_collect("jobs-test", env, maintenance=True))
+        return started[-1]
 
     yield start
     for process in started:

@@ -18,7 +18,7 @@ from telemetry.contract import Topics
 from telemetry.partitions import maintain
 from tests.conftest import require_mosquitto
 from tests.mqtt_helpers import count, fix, now_ms, publish, running_collector, wait_until
-from tests.services import MuckProcess
+from tests.services import muck_collect
 
 T = Topics("muck/v1")
 
@@ -47,12 +47,6 @@ def stored(conn) -> int:
     return count(conn, "SELECT count(*) FROM positions")
 
 
-def collector_process(client_id: str, env: dict[str, str]) -> MuckProcess:
-    return MuckProcess(
-        ["collect", "--client-id", client_id, "--no-maintenance"], env, ready="connected to"
-    )
-
-
 def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, broker, db):
     # amqtt (the embedded demo broker) loses part of what is queued for a disconnected
     # persistent session; this guarantee needs a real broker.
@@ -60,7 +54,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, bro
     env = {**os.environ, "MUCK_DATABASE_URL": settings.database_url, "MUCK_MQTT_URL": broker.url}
     client_id = "kill-" + uuid.uuid4().hex[:6]
     messages = stream(devices=100, per_device=100, start_ms=now_ms() - 3_600_000)
-    first = collector_process(client_id, env)
+    first = muck_collect(client_id, env)
     publisher = threading.Thread(target=publish, args=(broker.url, messages))
     publisher.start()
     assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") > 1000, timeout=60)
@@ -68,7 +62,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(settings, bro
     first.proc.wait()
     killed_at = count(db, "SELECT count(*) FROM positions")
     publisher.join()
-    second = collector_process(client_id, env)
+    second = muck_collect(client_id, env)
     try:
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM positions") == len(messages), timeout=90
