@@ -19,7 +19,16 @@ from core.config import Settings
 from core.db import transaction
 
 # Data-path order: a package may reference tables of the packages before it, never after.
-PACKAGES = ("registry", "telemetry", "geofence", "permits", "compliance", "black_trucks", "web")
+PACKAGES = (
+    "registry",
+    "telemetry",
+    "geofence",
+    "permits",
+    "compliance",
+    "black_trucks",
+    "alerts",
+    "web",
+)
 
 # Migrations that moved to the package owning their tables (issue 15): old name → the new
 # names it became (one, several when it was split, none when it was folded into another). A
