@@ -176,6 +176,10 @@ ROUTES = [
     ("/registry/zones", "registry"),
     ("/admin/users", "users"),
     ("/admin/audit", "users"),
+    ("/alerts/", "alerts"),
+    ("/alerts/stream", "alerts"),
+    ("/alerts/subscriptions", "alerts"),
+    ("/admin/alerts/", "alerts_admin"),
 ]
 ALLOWED = {
     "overview": {"supervisor", "enforcement", "credit", "admin"},
@@ -184,6 +188,8 @@ ALLOWED = {
     "enforce": {"enforcement", "admin"},
     "registry": {"admin"},
     "users": {"admin"},
+    "alerts": {"supervisor", "enforcement", "admin"},
+    "alerts_admin": {"admin"},
 }
 
 
