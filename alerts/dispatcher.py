@@ -75,7 +75,9 @@ class Dispatcher:
         due = claim_due(conn, self.batch, self.lease_s)
         if due:
             errors = list(pool.map(self.deliver, due))
-            self.stats.dead += record_outcomes(conn, self.settings, list(zip(due, errors, strict=True)))
+            self.stats.dead += record_outcomes(
+                conn, self.settings, list(zip(due, errors, strict=True))
+            )
             failed = sum(1 for e in errors if e is not None)
             self.stats.failed += failed
             self.stats.delivered += len(due) - failed
