@@ -62,7 +62,14 @@ def record_outcomes(conn, settings: Any, outcomes: list[tuple[Delivery, str | No
     Returns how many were dead-lettered."""
     max_attempts = int(settings["alerts"]["max_attempts"])
     dead = 0
+    delivered = [d.id for d, error in outcomes if d.active and error is None]
     with conn.cursor() as cur:
+        if delivered:  # the usual case, in one statement
+            cur.execute(
+                """UPDATE alert_outbox SET status = 'delivered', delivered_at = now(),
+                       last_error = NULL WHERE id = ANY(%s)""",
+                (delivered,),
+            )
         for delivery, error in outcomes:
             if not delivery.active:
                 cur.execute(
@@ -71,11 +78,7 @@ def record_outcomes(conn, settings: Any, outcomes: list[tuple[Delivery, str | No
                     (delivery.id,),
                 )
             elif error is None:
-                cur.execute(
-                    """UPDATE alert_outbox SET status = 'delivered', delivered_at = now(),
-                           last_error = NULL WHERE id = %s""",
-                    (delivery.id,),
-                )
+                continue
             elif delivery.attempts >= max_attempts:
                 dead += 1
                 cur.execute(

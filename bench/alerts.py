@@ -31,6 +31,8 @@ class _Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps the dispatcher's connections, as servers do
+
             def do_POST(self):  # noqa: N802 - http.server's name
                 at = time.time()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -38,6 +40,7 @@ class _Receiver:
                     receiver.posts += 1
                     receiver.first.setdefault(body["violation"]["id"], at)
                 self.send_response(204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args):

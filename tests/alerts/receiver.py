@@ -3,7 +3,9 @@ gets, verifies signatures, and can be taken down and brought back on the same po
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,11 +14,14 @@ from tests.services import free_port
 
 
 class Receiver:
-    def __init__(self, port: int | None = None, status: int = 200) -> None:
+    def __init__(self, port: int | None = None, status: int = 200, keep_alive: bool = False):
         self.port = port or free_port()
         self.status = status
+        self.keep_alive = keep_alive
+        self.connections: set[tuple] = set()  # client addresses seen
         self.received: list[dict] = []  # {"headers", "body", "json", "at"}
         self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []  # open connections: closed by stop()
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -27,7 +32,14 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
+
+            def setup(self):
+                super().setup()
+                receiver._sockets.append(self.connection)
+
             def do_POST(self):  # noqa: N802 - http.server's name
+                receiver.connections.add(self.client_address)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
                     receiver.received.append(
@@ -56,6 +68,10 @@ class Receiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for sock in self._sockets:  # as a process that stops: kept connections die too
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._sockets.clear()
 
     def bodies(self) -> list[dict]:
         with self._lock:

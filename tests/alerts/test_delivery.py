@@ -109,6 +109,26 @@ def test_a_receiver_that_is_down_gets_every_alert_when_it_returns(db, settings, 
         assert r["headers"][KEY_HEADER] == r["json"]["idempotency_key"]
 
 
+def test_kept_connections_are_reused_and_renewed_when_the_receiver_restarts(db, settings, fleet):
+    settings = fast(settings)
+    receiver = Receiver(keep_alive=True).start()
+    subscribe(db, target=receiver.url)
+    truck = fleet["A"][1]
+    try:
+        with dispatching(settings) as dispatcher:
+            for n in range(1, 4):
+                violate(db, settings, truck)
+                assert wait_until(lambda n=n: len(receiver.received) == n, 10)
+            assert len(receiver.connections) == 1, "a new connection per alert"
+            receiver.stop()  # the kept connection dies with it
+            receiver = Receiver(port=receiver.port, keep_alive=True).start()
+            violate(db, settings, truck)
+            assert wait_until(lambda: len(receiver.received) == 1, 10)
+            assert dispatcher.stats.failed == 0, "the dead kept connection cost an attempt"
+    finally:
+        receiver.stop()
+
+
 def test_dead_lettered_after_max_attempts_then_retried(db, settings, fleet):
     settings = fast(settings, max_attempts=3)
     down = Receiver()
