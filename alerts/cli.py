@@ -29,6 +29,7 @@ def alerts() -> None:
     type=click.Choice(["feed", "webhook", "wecom", "dingtalk", "email", "apprise"]),
     default="feed",
     show_default=True,
+    help="feed (the user's dashboard), webhook (signed JSON POST), or a robot through apprise.",
 )
 @click.option("--url", "target", default="", help="Webhook URL, or the apprise URL of a robot.")
 @click.option("--secret", default="", help="Webhook HMAC secret (generated when left out).")

@@ -1,7 +1,7 @@
 """The dispatcher: fan-out, then delivery, in one background loop of the collector process.
 
-`muck collect` and `muck demo` start it beside the JobRunner (`--no-alerts` leaves it out);
-`muck alerts run` runs it alone. It sleeps on LISTEN: compliance NOTIFYs 'violation_events'
+`muck collect` and `muck demo` start it beside the JobRunner, in a child process of their own
+(`DispatcherProcess`; `--no-alerts` leaves it out); `muck alerts run` runs it alone. It sleeps on LISTEN: compliance NOTIFYs 'violation_events'
 when a transaction that recorded events commits (one NOTIFY per batch,
 compliance/sql/0015), fan-out NOTIFYs 'alert_outbox' when it queued deliveries and the admin
 page does so on retry. Without a notification it wakes every `alerts.poll_s` anyway, and when
@@ -14,8 +14,13 @@ cursor row and deliveries are claimed with SKIP LOCKED.
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
+import os
 import select
+import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,9 +66,15 @@ class Dispatcher:
             return None
         try:
             if delivery.channel == "webhook":
-                post(delivery.target, delivery.secret, delivery.payload, self.timeout_s)
+                post(
+                    delivery.target,
+                    delivery.secret,
+                    delivery.body.encode(),
+                    delivery.key,
+                    self.timeout_s,
+                )
             else:
-                send_apprise(delivery.target, delivery.payload, self.timeout_s)
+                send_apprise(delivery.target, json.loads(delivery.body), self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, never fatal
             return str(exc) or type(exc).__name__
         return None
@@ -151,8 +162,58 @@ class Dispatcher:
         )
 
 
-def start_dispatcher(settings: Any) -> Dispatcher | None:
-    """The dispatcher for a collector process, running; None when `alerts.enabled` is off."""
+def _process_main(settings: Any, stop: Any, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the collector decides when we stop
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    dispatcher = Dispatcher(settings)
+
+    def orphaned() -> None:  # the collector was killed: do not outlive it
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    dispatcher.run(stop)
+    print(dispatcher.describe(), file=sys.stderr, flush=True)
+
+
+class DispatcherProcess:
+    """The dispatcher in a child process: its Python work (payloads, HTTP) never competes with
+    the collector's reader and writer threads for the interpreter lock, so alerts neither slow
+    ingestion nor wait for it. Stops with the collector; exits by itself if the collector
+    is killed."""
+
+    def __init__(self, settings: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no inherited threads or sockets
+        self._stop = ctx.Event()
+        self._process = ctx.Process(
+            target=_process_main,
+            args=(settings, self._stop, os.getpid()),
+            name="muck-alerts",
+            daemon=True,
+        )
+
+    def start(self) -> DispatcherProcess:
+        self._process.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+
+    def describe(self) -> str:
+        return f"alerts dispatcher process exited with {self._process.exitcode}"
+
+
+def start_dispatcher(settings: Any) -> DispatcherProcess | None:
+    """The dispatcher of a collector process (`muck collect`, `muck demo`), running in a
+    child process; None when `alerts.enabled` is off."""
     if not settings["alerts"]["enabled"]:
         return None
-    return Dispatcher(settings).start()
+    return DispatcherProcess(settings).start()

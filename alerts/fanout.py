@@ -11,10 +11,12 @@ become visible when their transaction commits: a collector's batch may hold id 4
 42, from another collector, is already committed. Fan-out therefore fans out every event it
 sees, but moves the cursor only over ids without a hole below them. A hole is either a
 transaction still running (its events will appear) or one that rolled back (they never
-will): it is stepped over once every transaction that was running when the hole was first
-seen has ended (`pg_snapshot_xmin` of the current snapshot has passed the `xmax` of that
-one) and at least `alerts.gap_wait_s` has gone by. Events seen above a hole are read again
-on the next pass; their outbox rows already exist, so that costs an index probe each.
+will): it is stepped over once every transaction of this database that held a transaction
+id when the hole was first seen has ended (`pg_stat_activity.backend_xid`), and at least
+`alerts.gap_wait_s` has gone by — or, whatever runs, after `alerts.gap_max_wait_s` (event
+writers are batch transactions of well under a second; a transaction open that long is an
+idle session, not one about to write events). Events already fanned out above a hole are
+remembered and not read again.
 
 Several processes may run fan-out: the cursor row is taken `FOR UPDATE SKIP LOCKED`, so one
 pass runs at a time and the others go on delivering.
@@ -56,7 +58,7 @@ FROM violation_events e
 JOIN violations v ON v.id = e.violation_id
 JOIN trucks t ON t.id = v.truck_id
 LEFT JOIN companies c ON c.id = v.company_id
-WHERE e.id > %s
+WHERE e.id > %s AND NOT e.id = ANY(%s)
 ORDER BY e.id
 LIMIT %s
 """
@@ -124,8 +126,11 @@ class FanOut:
         self.gap_wait_s = float(cfg["gap_wait_s"])
         self.timezone = str(settings.city["timezone"])
         self._tz = ZoneInfo(self.timezone)
-        # (first missing id, xmax of the snapshot when first seen, monotonic time then)
-        self._gap: tuple[int, int, float] | None = None
+        self.gap_max_wait_s = float(cfg["gap_max_wait_s"])
+        # (first missing id, transactions running when it was first seen, monotonic time)
+        self._gap: tuple[int, list[str], float] | None = None
+        # events above the cursor already fanned out (while a hole holds the cursor)
+        self._seen: set[int] = set()
 
     def payload(self, row: dict, subscription: Subscription) -> dict:
         """The alert as every channel sends it (the webhook body)."""
@@ -187,13 +192,15 @@ class FanOut:
                 conn.commit()
                 return result
             last_id = row[0]
-            cur.execute(_EVENTS, (last_id, self.batch))
+            self._seen = {i for i in self._seen if i > last_id}
+            cur.execute(_EVENTS, (last_id, sorted(self._seen), self.batch))
             events = [dict(zip(_COLUMNS, r, strict=True)) for r in cur.fetchall()]
             result.events = len(events)
-            if not events:
+            ids = sorted(self._seen | {e["event_id"] for e in events})
+            if not ids:
                 conn.commit()
                 return result
-            subscriptions = list_subscriptions(cur)
+            subscriptions = list_subscriptions(cur) if events else []
             values = []
             for event in events:
                 for sub in subscriptions:
@@ -225,7 +232,7 @@ class FanOut:
                         result.feed_recipients.add(recipient)
                     else:
                         result.deliveries = True
-            new_last = self._advance(cur, last_id, [e["event_id"] for e in events])
+            new_last = self._advance(cur, last_id, ids)
             if new_last != last_id:
                 cur.execute(
                     "UPDATE alert_cursors SET last_id = %s, updated_at = now() WHERE name = 'fanout'",
@@ -237,6 +244,7 @@ class FanOut:
             if result.deliveries:
                 cur.execute("SELECT pg_notify('alert_outbox', '')")
         conn.commit()
+        self._seen.update(i for i in ids if i > new_last)
         return result
 
     def _advance(self, cur, last_id: int, ids: list[int]) -> int:
@@ -251,14 +259,23 @@ class FanOut:
     def _hole_closed(self, cur, missing: int) -> bool:
         """Whether the events from `missing` on that we have not seen will never appear."""
         if self._gap is None or self._gap[0] != missing:
-            cur.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            cur.execute(
+                """SELECT coalesce(array_agg(backend_xid::text), '{}') FROM pg_stat_activity
+                   WHERE datname = current_database() AND backend_xid IS NOT NULL
+                     AND pid <> pg_backend_pid()"""
+            )
             self._gap = (missing, cur.fetchone()[0], time.monotonic())
             return False
-        _, xmax, since = self._gap
-        if time.monotonic() - since < self.gap_wait_s:
+        _, running, since = self._gap
+        waited = time.monotonic() - since
+        if waited < self.gap_wait_s:
             return False
-        cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        if cur.fetchone()[0] < xmax:
-            return False
+        if waited < self.gap_max_wait_s and running:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_xid::text = ANY(%s)",
+                (running,),
+            )
+            if cur.fetchone()[0]:
+                return False
         self._gap = None
         return True

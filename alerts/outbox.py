@@ -20,10 +20,12 @@ from typing import Any
 @dataclass
 class Delivery:
     id: int
+    key: str
     channel: str
     target: str
     secret: str
-    payload: dict
+    #: the alert's JSON as stored: sent as it is (no decoding and encoding again)
+    body: str
     attempts: int
     active: bool
 
@@ -48,7 +50,8 @@ def claim_due(conn, limit: int, lease_s: float) -> list[Delivery]:
                SET next_attempt_at = now() + make_interval(secs => %s), attempts = o.attempts + 1
                FROM due, alert_subscriptions s
                WHERE o.id = due.id AND s.id = o.subscription_id
-               RETURNING o.id, o.channel, s.target, s.secret, o.payload, o.attempts, s.active""",
+               RETURNING o.id, o.idempotency_key, o.channel, s.target, s.secret, o.payload::text, o.attempts,
+                         s.active""",
             (limit, lease_s),
         )
         rows = [Delivery(*row) for row in cur.fetchall()]

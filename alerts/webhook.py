@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
-import json
 import threading
 import time
 from typing import Any
@@ -53,10 +52,6 @@ def verify(
     return fresh and hmac.compare_digest(signature(secret, timestamp, body), header)
 
 
-def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 _local = threading.local()
 
 
@@ -77,16 +72,16 @@ def _drop(scheme: str, netloc: str) -> None:
         conn.close()
 
 
-def post(url: str, secret: str, payload: dict[str, Any], timeout_s: float) -> int:
-    """POST the signed alert; the HTTP status on 2xx, WebhookError otherwise."""
-    body = encode(payload)
+def post(url: str, secret: str, body: bytes, key: str, timeout_s: float) -> int:
+    """POST the signed alert (its JSON `body`, its idempotency `key`); the HTTP status on 2xx,
+    WebhookError otherwise."""
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": "MuckWatch-Alerts/1",
         SIGNATURE_HEADER: signature(secret, timestamp, body),
         TIMESTAMP_HEADER: timestamp,
-        KEY_HEADER: payload["idempotency_key"],
+        KEY_HEADER: key,
     }
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

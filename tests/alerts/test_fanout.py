@@ -3,6 +3,8 @@ district and company, once per event however often it runs."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from alerts.fanout import FanOut
@@ -105,6 +107,13 @@ def test_a_hole_in_the_event_ids_holds_the_cursor_until_its_transaction_ends(
     _, truck = fleet["A"]
     sub = subscribe(db)
     slow = connect(database_url)
+    try:
+        hold_a_hole(db, settings, truck, sub, slow)
+    finally:
+        slow.close()  # its sequence lock would block the next test's TRUNCATE
+
+
+def hold_a_hole(db, settings, truck, sub, slow) -> None:
     # A transaction takes an event id and does not commit yet ...
     with slow.cursor() as cur:
         cur.execute("SELECT nextval('violation_events_id_seq')")
@@ -124,10 +133,40 @@ def test_a_hole_in_the_event_ids_holds_the_cursor_until_its_transaction_ends(
 
     fan.run(db)
     assert cursor() == held - 1, "stepped over a hole whose transaction is still running"
+    # Events after the hole keep going out while it holds the cursor.
+    another = violate(db, settings, truck)
+    fan.run(db)
+    assert outbox(db) == {(sub, later, "detected"), (sub, another, "detected")}
+    assert cursor() == held - 1
     slow.rollback()  # it never commits: the hole is stepped over
     fan.run(db)
     assert cursor() > held
-    slow.close()
+
+
+def test_a_hole_is_stepped_over_after_the_longest_wait_whatever_runs(
+    db, settings, fleet, database_url
+):
+    from core.db import connect
+
+    _, truck = fleet["A"]
+    subscribe(db)
+    idle = connect(database_url)
+    try:
+        with idle.cursor() as cur:
+            cur.execute("SELECT nextval('violation_events_id_seq')")
+            held = cur.fetchone()[0]
+            cur.execute("SELECT pg_current_xact_id()")
+        violate(db, settings, truck)
+        limits = {"gap_wait_s": 0.0, "gap_max_wait_s": 0.3}
+        fan = fan_out(settings.with_overrides(alerts=limits), db)
+        time.sleep(0.4)
+        fan.run(db)
+        with db.cursor() as cur:
+            cur.execute("SELECT last_id FROM alert_cursors")
+            assert cur.fetchone()[0] > held
+        db.commit()
+    finally:
+        idle.close()
 
 
 @pytest.mark.parametrize(
