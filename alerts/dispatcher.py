@@ -53,7 +53,7 @@ class Dispatcher:
         self.lease_s = float(cfg["lease_s"])
         self.timeout_s = float(cfg["timeout_s"])
         self.workers = int(cfg["workers"])
-        self.fanout = FanOut(settings)
+        self.fanout = FanOut(settings, claim_lease_s=self.lease_s)
         self.stats = DispatcherStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,7 +83,7 @@ class Dispatcher:
         """Fan out what is new, deliver what is due; True when there may be more to do."""
         fanned = self.fanout.run(conn)
         self.stats.fanned_out += fanned.alerts
-        due = claim_due(conn, self.batch, self.lease_s)
+        due = fanned.claimed or claim_due(conn, self.batch, self.lease_s)
         if due:
             errors = list(pool.map(self.deliver, due))
             self.stats.dead += record_outcomes(
@@ -92,7 +92,7 @@ class Dispatcher:
             failed = sum(1 for e in errors if e is not None)
             self.stats.failed += failed
             self.stats.delivered += len(due) - failed
-        return fanned.events >= self.fanout.batch or len(due) >= self.batch
+        return bool(fanned.claimed) or fanned.events >= self.fanout.batch or len(due) >= self.batch
 
     # -- the loop ----------------------------------------------------------------------
 

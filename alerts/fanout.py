@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg2.extras
 
+from alerts.outbox import Delivery
 from alerts.subscriptions import Subscription, list_subscriptions
 from compliance.pipeline import PIPELINE
 
@@ -84,14 +85,21 @@ _COLUMNS = (
     "permit_no",
     "points",
 )
+# What the alert carries of the violation as it is (the times follow, in UTC and local).
+_VIOLATION_FIELDS = tuple(
+    c for c in _COLUMNS if c not in ("event_id", "event", "at", "started_at", "ended_at")
+)
 _INSERT = """
 INSERT INTO alert_outbox (idempotency_key, subscription_id, violation_id, event_id, event,
-    channel, recipient, payload, status, delivered_at)
+    channel, recipient, payload, status, delivered_at, attempts, next_attempt_at)
 VALUES %s
 ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING channel, recipient
+RETURNING id, idempotency_key, subscription_id, channel, recipient, payload::text
 """
-_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, CASE WHEN %s THEN now() END)"
+_TEMPLATE = (
+    "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, CASE WHEN %s THEN now() END, %s, "
+    "now() + make_interval(secs => %s))"
+)
 
 
 def idempotency_key(violation_id: int, event_id: int, subscription_id: int) -> str:
@@ -110,6 +118,8 @@ class FanOutResult:
     feed_recipients: set[str] = field(default_factory=set)
     #: whether a delivery now waits for the dispatcher
     deliveries: bool = False
+    #: deliveries claimed as they were written (FanOut(claim_lease_s=…)): send them now
+    claimed: list[Delivery] = field(default_factory=list)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -117,10 +127,16 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 class FanOut:
-    """One per process: it remembers the hole it is waiting on between passes."""
+    """One per process: it remembers the hole it is waiting on between passes.
 
-    def __init__(self, settings: Any) -> None:
+    With `claim_lease_s` (the dispatcher's), the webhook and robot rows it writes are claimed
+    for this process at once, as `claim_due` would (attempt counted, leased), and returned
+    to be sent: a row is written twice (inserted, then its outcome) instead of three times,
+    and the first alerts of a burst go out without waiting for a claim round."""
+
+    def __init__(self, settings: Any, *, claim_lease_s: float | None = None) -> None:
         cfg = settings["alerts"]
+        self.claim_lease_s = claim_lease_s
         self.batch = int(cfg["batch"])
         self.base_url = str(cfg["public_base_url"])
         self.gap_wait_s = float(cfg["gap_wait_s"])
@@ -136,26 +152,7 @@ class FanOut:
         """The alert as every channel sends it (the webhook body)."""
         key = idempotency_key(row["id"], row["event_id"], subscription.id)
         labels = KIND_LABELS.get(row["kind"], {"zh": row["kind"], "en": row["kind"]})
-        violation = {
-            name: row[name]
-            for name in (
-                "id",
-                "kind",
-                "severity",
-                "status",
-                "plate",
-                "company",
-                "company_id",
-                "district_code",
-                "worst_value",
-                "worst_unit",
-                "lat",
-                "lon",
-                "zone_code",
-                "permit_no",
-                "points",
-            )
-        }
+        violation = {name: row[name] for name in _VIOLATION_FIELDS}
         violation.update(
             kind_label=labels["zh"],
             kind_label_en=labels["en"],
@@ -207,6 +204,7 @@ class FanOut:
                     if not sub.matches(event["event"], event, event["at"]):
                         continue
                     feed = sub.channel == "feed"
+                    claim = not feed and self.claim_lease_s is not None
                     payload = self.payload(event, sub)
                     values.append(
                         (
@@ -220,6 +218,8 @@ class FanOut:
                             json.dumps(payload, ensure_ascii=False),
                             "delivered" if feed else "pending",
                             feed,
+                            1 if claim else 0,
+                            self.claim_lease_s if claim else 0,
                         )
                     )
             if values:
@@ -227,9 +227,15 @@ class FanOut:
                     cur, _INSERT, values, template=_TEMPLATE, fetch=True
                 )
                 result.alerts = len(inserted)
-                for channel, recipient in inserted:
+                by_id = {sub.id: sub for sub in subscriptions}
+                for outbox_id, key, sub_id, channel, recipient, body in inserted:
                     if channel == "feed":
                         result.feed_recipients.add(recipient)
+                    elif self.claim_lease_s is not None:
+                        sub = by_id[sub_id]
+                        result.claimed.append(
+                            Delivery(outbox_id, key, channel, sub.target, sub.secret, body, 1, True)
+                        )
                     else:
                         result.deliveries = True
             new_last = self._advance(cur, last_id, ids)

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from alerts.subscriptions import create_subscription, remove_subscription
-from bench.ingest import BenchReport, run_ingest_bench
+from bench.ingest import COMPLETING_FIX, BenchReport, run_ingest_bench
 from core.config import Settings
 from core.db import connect_settings
 
@@ -54,20 +54,6 @@ class _Receiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
 
 
-_COMPLETING_FIX = """
-SELECT v.id, extract(epoch FROM q.fix_time)::float8
-FROM violations v JOIN trucks t ON t.id = v.truck_id
-JOIN companies c ON c.id = t.company_id AND c.name = %s
-CROSS JOIN LATERAL (
-    SELECT min(p.fix_time) AS fix_time FROM positions p
-    WHERE p.truck_id = v.truck_id
-      AND p.fix_time >= v.started_at
-          + make_interval(secs => (v.rule_params ->> 'min_duration_s')::float8)
-) q
-WHERE q.fix_time IS NOT NULL
-"""
-
-
 def run_alert_bench(
     settings: Settings, *, messages: int, devices: int, rate: float, publishers: int = 1
 ) -> tuple[BenchReport, dict[str, float]]:
@@ -88,8 +74,8 @@ def run_alert_bench(
     def measure(conn, run: str) -> None:
         company = f"bench {run}"
         with conn.cursor() as cur:
-            cur.execute(_COMPLETING_FIX, (company,))
-            completing = dict(cur.fetchall())
+            cur.execute(COMPLETING_FIX, (company,))
+            completing = {vid: fix_time.timestamp() for vid, _, fix_time in cur.fetchall()}
         conn.commit()
         # Every alert of the run reaches the receiver (the dispatchers keep going).
         deadline = time.monotonic() + 60

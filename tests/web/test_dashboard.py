@@ -25,6 +25,8 @@ def web_settings(database_url: str, **web) -> Settings:
 
 def make_app(database_url: str, **config):
     settings = config.pop("MUCK_SETTINGS", None) or web_settings(database_url)
+    # Short alert streams: the browser reconnects, and no stream outlives its test.
+    config.setdefault("MUCK_ALERT_STREAM_S", 5)
     app = create_app({"MUCK_SETTINGS": settings, "TESTING": True, "SECRET_KEY": "test", **config})
     return app
 

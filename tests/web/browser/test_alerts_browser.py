@@ -3,10 +3,6 @@ notice links to it) without reloading the page, and the supervisor opens it from
 
 from __future__ import annotations
 
-import threading
-
-import pytest
-
 from alerts.dispatcher import Dispatcher
 from alerts.subscriptions import create_subscription
 from tests.alerts.conftest import fleet, violate  # noqa: F401 (fixture)
@@ -15,26 +11,13 @@ from tests.web.browser.test_web_browser import (  # noqa: F401 (fixtures)
     _login,
     page,
     pytestmark,
+    server,
 )
-from tests.web.test_dashboard import add_user, close_app, make_app, web_settings
-
-
-@pytest.fixture
-def alert_server(db, database_url):
-    from werkzeug.serving import make_server
-
-    # Short streams: the browser reconnects (Last-Event-ID), and no stream outlives the test.
-    app = make_app(database_url, MUCK_SETTINGS=web_settings(database_url), MUCK_ALERT_STREAM_S=5)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
-    close_app(app)
+from tests.web.test_dashboard import add_user
 
 
 def test_supervisor_sees_a_new_alert_and_opens_the_violation(
-    alert_server,
+    server,  # noqa: F811
     page,  # noqa: F811
     db,
     settings,
@@ -44,7 +27,7 @@ def test_supervisor_sees_a_new_alert_and_opens_the_violation(
     with db.cursor() as cur:
         create_subscription(cur, owner_kind="user", owner="sup1", channel="feed")
     db.commit()
-    _login(page, alert_server, "sup1")
+    _login(page, server, "sup1")
     assert page.inner_text("#alert-badge") == "0"
     page.wait_for_timeout(500)  # the stream is open
     dispatcher = Dispatcher(settings.with_overrides(alerts={"poll_s": 0.2})).start()
@@ -58,10 +41,10 @@ def test_supervisor_sees_a_new_alert_and_opens_the_violation(
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "alert-feed.png"))
         toast.click()
-        page.wait_for_url(f"{alert_server}/violations/{vid}")
+        page.wait_for_url(f"{server}/violations/{vid}")
         assert "粤B20001" in page.inner_text("main")
         # The unread list has it too, linked to the same page.
-        page.goto(alert_server + "/alerts/")
+        page.goto(server + "/alerts/")
         assert page.locator(f"#alert-list a[href='/violations/{vid}']").count() == 1
         page.click("#mark-all-read")
         page.wait_for_selector("#alert-badge:has-text('0')")
