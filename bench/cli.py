@@ -1,4 +1,4 @@
-"""`muck bench ingest|geofence|rules|web`: the benchmarks behind docs/performance.md.
+"""`muck bench ingest|alerts|geofence|rules|web`: the benchmarks behind docs/performance.md.
 
 The `bench` group itself is defined in `muck/cli.py`, which registers these commands.
 """
@@ -66,6 +66,30 @@ def bench_ingest(
         rules=not no_rules,
     )
     click.echo(report)
+
+
+@click.command("alerts")
+@click.option(
+    "-n", "--messages", type=int, default=1_400_000, show_default=True, help="Messages to publish."
+)
+@click.option("--devices", type=int, default=2000, show_default=True, help="Distinct devices.")
+@click.option("--rate", type=float, default=10_000, show_default=True, help="Publish rate (msg/s).")
+@pass_ctx
+def bench_alerts(mctx: MuckContext, messages: int, devices: int, rate: float) -> None:
+    """Alert latency: publish of the fix that completes a violation → a local webhook
+    receiver's receipt, through a real `muck collect` (rules and dispatcher) at `--rate`.
+
+    The devices are registered without permits, so after the rules' minimum duration every
+    loaded truck raises a violation; each is alerted to the receiver. Rows are deleted after.
+    """
+    from bench.alerts import run_alert_bench
+
+    report, latency = run_alert_bench(mctx.settings, messages=messages, devices=devices, rate=rate)
+    click.echo(report)
+    click.echo(
+        "webhook alerts (publish of the completing fix → receiver): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in latency.items())
+    )
 
 
 @click.command("geofence")

@@ -112,7 +112,10 @@ def run_ingest_bench(
     measure_ceiling: bool = True,
     registered: bool = False,
     rules: bool = True,
+    measure=None,
 ) -> BenchReport:
+    """`measure(conn, run)`, when given, runs after the figures and before the run's rows
+    are deleted (bench/alerts.py reads its violations there)."""
     url = settings.mqtt_endpoint().url()
     report = BenchReport(messages, publishers, collectors, qos)
     if measure_ceiling:
@@ -181,6 +184,8 @@ def run_ingest_bench(
         report.latency_ms = {"p50": p50, "p95": p95, "p99": p99, "max": float(worst)}
         if registered and rules:
             report.alert_latency_ms = _alert_latency(conn, run)
+        if measure is not None:
+            measure(conn, run)
         collector_cpu = 0.0
         for proc in procs:
             try:
@@ -217,27 +222,34 @@ def run_ingest_bench(
     return report
 
 
+# Each violation of a run's trucks with the fix that first satisfied its rule's minimum
+# duration — the fix that made it certain (its `ts` is its publish time). bench/alerts.py
+# uses it too.
+COMPLETING_FIX = """
+SELECT v.id, v.detected_at, q.fix_time
+FROM violations v JOIN trucks t ON t.id = v.truck_id
+JOIN companies c ON c.id = t.company_id AND c.name = %s
+CROSS JOIN LATERAL (
+    SELECT min(p.fix_time) AS fix_time FROM positions p
+    WHERE p.truck_id = v.truck_id
+      AND p.fix_time >= v.started_at
+          + make_interval(secs => (v.rule_params ->> 'min_duration_s')::float8)
+) q
+WHERE q.fix_time IS NOT NULL
+"""
+
+
 def _alert_latency(conn, run: str) -> dict[str, float]:
     """For each violation of the bench's trucks: the fix that first satisfied the rule's
     minimum duration was published at its `ts`; the violation row was written at
     `detected_at` (its transaction's start, a few ms before commit)."""
     with conn.cursor() as cur:
         cur.execute(
-            """SELECT count(*),
-                      percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
-                      percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
-               FROM (
-                   SELECT extract(epoch FROM v.detected_at - q.fix_time) * 1000 AS ms
-                   FROM violations v JOIN trucks t ON t.id = v.truck_id
-                   JOIN companies c ON c.id = t.company_id AND c.name = %s
-                   CROSS JOIN LATERAL (
-                       SELECT min(p.fix_time) AS fix_time FROM positions p
-                       WHERE p.truck_id = v.truck_id
-                         AND p.fix_time >= v.started_at
-                             + make_interval(secs => (v.rule_params ->> 'min_duration_s')::float8)
-                   ) q
-                   WHERE q.fix_time IS NOT NULL
-               ) x""",
+            f"""SELECT count(*),
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+                       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+                FROM (SELECT extract(epoch FROM detected_at - fix_time) * 1000 AS ms
+                      FROM ({COMPLETING_FIX}) f) x""",  # noqa: S608 - a constant
             (f"bench {run}",),
         )
         n, p50, p99, worst = cur.fetchone()

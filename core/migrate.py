@@ -27,6 +27,7 @@ PACKAGES = (
     "compliance",
     "black_trucks",
     "evidence",
+    "alerts",
     "web",
 )
 

@@ -78,7 +78,8 @@ def bench() -> None:
 
 
 def _register_subcommands() -> None:
-    from bench.cli import bench_geofence, bench_ingest, bench_rules, bench_web
+    import alerts.cli
+    from bench.cli import bench_alerts, bench_geofence, bench_ingest, bench_rules, bench_web
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
     from evidence.cli import evidence
@@ -89,6 +90,10 @@ def _register_subcommands() -> None:
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import maintain_cmd
     from web.cli import user_cmd, web_cmd
+    from web.users import user_exists
+
+    # alerts stores subscribers by name; the users are web's (see alerts/cli.py).
+    alerts.cli.user_check = user_exists
 
     cli.add_command(collect)
     cli.add_command(maintain_cmd)
@@ -100,6 +105,7 @@ def _register_subcommands() -> None:
     cli.add_command(black_trucks)
     cli.add_command(violations)
     cli.add_command(evidence)
+    cli.add_command(alerts.cli.alerts)
     cli.add_command(simulate)
     cli.add_command(accuracy)
     cli.add_command(loadtest)
@@ -107,6 +113,7 @@ def _register_subcommands() -> None:
     bench.add_command(bench_geofence)
     bench.add_command(bench_rules)
     bench.add_command(bench_web)
+    bench.add_command(bench_alerts)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """`muck collect`: the collector process, where ingestion and the compliance rules meet.
 
 This is a composition root (like `muck demo`): telemetry knows nothing of compliance; the
-rules reach the collector as after-store hooks, and every package's clock jobs run on one
-JobRunner (muck/jobs.py).
+rules reach the collector as after-store hooks, every package's clock jobs run on one
+JobRunner (muck/jobs.py), and the alert dispatcher (alerts/dispatcher.py) runs beside them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ from core.clicontext import MuckContext, pass_ctx
     help="Only ingest: do not run the compliance rules and their clock jobs in this process.",
 )
 @click.option(
+    "--no-alerts",
+    is_flag=True,
+    help="Do not run the alert dispatcher in this process (alerts.enabled = false does the same).",
+)
+@click.option(
     "--no-maintenance",
     is_flag=True,
     help="Do not run the hourly partition maintenance job in this process.",
@@ -52,13 +57,16 @@ def collect(
     stats_every: float,
     metrics_port: int,
     no_rules: bool,
+    no_alerts: bool,
     no_maintenance: bool,
 ) -> None:
     """Ingest telemetry, status and camera sightings from MQTT, and run the compliance rules.
 
     Acknowledges each message only after it (and the violations it raised) is committed;
-    stops cleanly on Ctrl-C/SIGTERM.
+    sends the alerts of the violations (fan-out and delivery, docs/alerts.md) from a
+    background loop; stops cleanly on Ctrl-C/SIGTERM.
     """
+    from alerts.dispatcher import start_dispatcher
     from core.scheduling import JobRunner
     from muck.jobs import collector_jobs, rules_service
     from telemetry.collector import Collector
@@ -77,6 +85,7 @@ def collect(
         start_http_server(metrics_port, registry=collector.stats.registry)
     jobs = JobRunner(settings, collector_jobs(settings, rules, maintenance=not no_maintenance))
     jobs.start()
+    dispatcher = None if no_alerts else start_dispatcher(settings)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -92,4 +101,7 @@ def collect(
         )
     finally:
         jobs.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
+            click.echo(dispatcher.describe(), err=True)
         click.echo(collector.stats.describe(), err=True)

@@ -74,6 +74,7 @@ def demo(
     dumping, a black truck at a gate camera: docs/simulator.md), so violations show within
     the first minute. Prints live counts until Ctrl-C, then stops everything cleanly.
     """
+    from alerts.dispatcher import start_dispatcher
     from core.config import load_settings
     from core.db import connect
     from core.embedded import EmbeddedBroker, EmbeddedDatabase
@@ -124,6 +125,12 @@ def demo(
         jobs = JobRunner(settings, collector_jobs(settings, rules))
         jobs.start()
         started.append(jobs)
+        # Alerts link to the demo's own dashboard.
+        dispatcher = start_dispatcher(
+            settings.with_overrides(alerts={"public_base_url": f"http://127.0.0.1:{web_port}"})
+        )
+        if dispatcher is not None:
+            started.append(dispatcher)
         collector = Collector(settings, client_id="muck-demo-collector", after_store=rules.hooks)
         collector.start()
         started.append(collector)
@@ -214,13 +221,18 @@ class _LiveFleet:
 
 
 def _demo_admin(conn) -> str:
-    """An administrator for the demo (a first run only; production uses `muck user create`)."""
+    """An administrator for the demo (a first run only; production uses `muck user create`),
+    subscribed to every new violation in the dashboard's live feed."""
+    from alerts.subscriptions import create_subscription
     from web.users import create_user
 
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM web_users WHERE username = 'admin'")
         if cur.fetchone() is None:
             create_user(cur, "admin", DEMO_PASSWORD, "admin", display_name="演示管理员")
+            create_subscription(
+                cur, owner_kind="user", owner="admin", channel="feed", created_by="demo"
+            )
     conn.commit()
     return DEMO_PASSWORD
 

@@ -444,6 +444,12 @@ def unregister_company(conn, company: str) -> None:
             return
         company_id = row[0]
         trucks = "SELECT id FROM trucks WHERE company_id = %s"
+        # the alerts sent about them first: the outbox refers to the violations
+        cur.execute(
+            f"""DELETE FROM alert_outbox WHERE violation_id IN (
+                   SELECT id FROM violations WHERE truck_id IN ({trucks}))""",  # noqa: S608 - constant
+            (company_id,),
+        )
         cur.execute(
             f"""DELETE FROM violation_events WHERE violation_id IN (
                    SELECT id FROM violations WHERE truck_id IN ({trucks}))""",  # noqa: S608 - constant

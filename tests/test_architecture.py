@@ -22,6 +22,7 @@ PRODUCT_RANK = {
     "compliance": 5,
     "black_trucks": 6,
     "evidence": 6,
+    "alerts": 6,
     "credit": 7,
     "web": 8,
 }

@@ -2,7 +2,8 @@
 
 Run it with `muck web` (development server) or `gunicorn 'web:create_app()'` (production).
 One blueprint per page family: auth, overview, livemap, trucks (track replay), violations,
-black_trucks, registry, admin (users, audit log), api, health.
+black_trucks, registry, admin (users, audit log), alerts (live feed, subscriptions, dead
+letters), api, health.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from web import (
         admin,
+        alerts,
         api,
         auth,
         black_trucks,
@@ -78,6 +80,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
 
     auth.init_app(app)
+    alerts.init_app(app)
     for module in (
         auth,
         health,
@@ -88,9 +91,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         black_trucks,
         registry_views,
         admin,
+        alerts,
         api,
     ):
         app.register_blueprint(module.bp)
+    app.register_blueprint(alerts.admin_bp)
     # Token or session auth. The API's POST routes check the CSRF token themselves when the
     # user came from the session cookie (web.api.require_csrf_for_session).
     csrf.exempt(api.bp)

@@ -30,6 +30,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "enforce": frozenset({"enforcement", "admin"}),
     "registry": frozenset({"admin"}),
     "users": frozenset({"admin"}),
+    # the live feed of alerts, one's own subscriptions (alerts link to violation pages)
+    "alerts": frozenset({"supervisor", "enforcement", "admin"}),
+    # every subscription (teams, webhooks, group robots) and the dead letters
+    "alerts_admin": frozenset({"admin"}),
 }
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
@@ -83,6 +87,12 @@ def get_user(cur, user_id: int) -> User | None:
     cur.execute(f"SELECT {_COLUMNS} FROM web_users WHERE id = %s", (user_id,))  # noqa: S608
     row = cur.fetchone()
     return User(*row) if row else None
+
+
+def user_exists(cur, username: str) -> bool:
+    """Whether a dashboard user has this name (alerts stores subscribers by name)."""
+    cur.execute("SELECT 1 FROM web_users WHERE username = %s", (username,))
+    return cur.fetchone() is not None
 
 
 def create_user(

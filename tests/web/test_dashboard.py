@@ -25,6 +25,8 @@ def web_settings(database_url: str, **web) -> Settings:
 
 def make_app(database_url: str, **config):
     settings = config.pop("MUCK_SETTINGS", None) or web_settings(database_url)
+    # Short alert streams: the browser reconnects, and no stream outlives its test.
+    config.setdefault("MUCK_ALERT_STREAM_S", 5)
     app = create_app({"MUCK_SETTINGS": settings, "TESTING": True, "SECRET_KEY": "test", **config})
     return app
 
@@ -182,6 +184,10 @@ ROUTES = [
     ("/registry/zones", "registry"),
     ("/admin/users", "users"),
     ("/admin/audit", "users"),
+    ("/alerts/", "alerts"),
+    ("/alerts/stream", "alerts"),
+    ("/alerts/subscriptions", "alerts"),
+    ("/admin/alerts/", "alerts_admin"),
 ]
 ALLOWED = {
     "overview": {"supervisor", "enforcement", "credit", "admin"},
@@ -191,6 +197,8 @@ ALLOWED = {
     "evidence": {"supervisor", "enforcement", "credit", "admin"},
     "registry": {"admin"},
     "users": {"admin"},
+    "alerts": {"supervisor", "enforcement", "admin"},
+    "alerts_admin": {"admin"},
 }
 
 

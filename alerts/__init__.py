@@ -1,0 +1,1 @@
+"""Alerts: subscriptions, the outbox and the dispatcher that tells people of violations."""

@@ -1,0 +1,119 @@
+"""`muck bench alerts`: publish of the fix that completes a violation → webhook receipt.
+
+The ingestion benchmark (bench/ingest.py) with its devices registered and the rules on, the
+collectors being real `muck collect` processes that run the alert dispatcher as in
+production; a team webhook subscription points at a receiver on 127.0.0.1 that notes when
+each alert arrived. For each violation of the run, the latency is the receipt time minus the
+publish time (`ts`) of the first fix that satisfied the rule's minimum duration, as in
+`muck bench ingest`'s figure for the violation row.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from alerts.subscriptions import create_subscription, remove_subscription
+from bench.ingest import COMPLETING_FIX, BenchReport, run_ingest_bench
+from core.config import Settings
+from core.db import connect_settings
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.first: dict[int, float] = {}  # violation id → first receipt (epoch s)
+        self.posts = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps the dispatcher's connections, as servers do
+
+            def do_POST(self):  # noqa: N802 - http.server's name
+                at = time.time()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with receiver._lock:
+                    receiver.posts += 1
+                    receiver.first.setdefault(body["violation"]["id"], at)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+
+def run_alert_bench(
+    settings: Settings, *, messages: int, devices: int, rate: float, publishers: int = 1
+) -> tuple[BenchReport, dict[str, float]]:
+    receiver = _Receiver()
+    conn = connect_settings(settings, application_name="muck-bench-alerts")
+    with conn.cursor() as cur:
+        sub = create_subscription(
+            cur,
+            owner_kind="team",
+            owner="bench",
+            channel="webhook",
+            target=receiver.url,
+            created_by="bench",
+        )
+    conn.commit()
+    latency: dict[str, float] = {}
+
+    def measure(conn, run: str) -> None:
+        company = f"bench {run}"
+        with conn.cursor() as cur:
+            cur.execute(COMPLETING_FIX, (company,))
+            completing = {vid: fix_time.timestamp() for vid, _, fix_time in cur.fetchall()}
+        conn.commit()
+        # Every alert of the run reaches the receiver (the dispatchers keep going).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not set(completing) <= set(receiver.first):
+            time.sleep(0.2)
+        ms = np.array(
+            [(receiver.first[v] - t) * 1000 for v, t in completing.items() if v in receiver.first]
+        )
+        latency.update(violations=float(len(completing)), received=float(len(ms)))
+        if len(ms):
+            latency.update(
+                {
+                    "p50 ms": float(np.percentile(ms, 50)),
+                    "p99 ms": float(np.percentile(ms, 99)),
+                    "max ms": float(ms.max()),
+                }
+            )
+
+    try:
+        report = run_ingest_bench(
+            settings,
+            messages=messages,
+            devices=devices,
+            publishers=publishers,
+            collectors=1,
+            rate=rate,
+            qos=1,
+            measure_ceiling=False,
+            registered=True,
+            rules=True,
+            measure=measure,
+        )
+    finally:
+        with conn.cursor() as cur:
+            remove_subscription(cur, sub.id)
+            cur.execute("DELETE FROM alert_outbox WHERE subscription_id = %s", (sub.id,))
+            cur.execute("DELETE FROM alert_subscriptions WHERE id = %s", (sub.id,))
+        conn.commit()
+        conn.close()
+        receiver.server.shutdown()
+    return report, latency
