@@ -103,7 +103,9 @@ def demo(
             click.echo(f"starting embedded MQTT broker on port {mqtt_port} ...")
             os.environ["MUCK_MQTT_URL"] = broker.start()
             started.append(broker)
-        settings = load_settings(mctx.config_path)
+        # The demo fixes evidence 30 s after an episode ends (a city keeps 120 s, for late
+        # re-uploads), so that a new user sees final evidence packs within two minutes.
+        settings = load_settings(mctx.config_path).with_overrides(evidence={"final_delay_s": 30})
         conn = connect(settings.database_url)
         applied = migrate(conn, settings)
         click.echo(

@@ -3,15 +3,11 @@ MQTT, and the alert arriving at a webhook receiver — signed, linking to the vi
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 from alerts.subscriptions import create_subscription
 from alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.compliance.city import EMPTY, TOPICS, Trace, build_city
-from tests.mqtt_helpers import publish, wait_until
-from tests.telemetry.test_ingest_resilience import CollectorProcess
+from tests.mqtt_helpers import collector_env, publish, wait_until
+from tests.services import muck_collect
 
 
 def test_muck_collect_alerts_the_webhook_of_a_violation_published_over_mqtt(
@@ -28,18 +24,14 @@ def test_muck_collect_alerts_the_webhook_of_a_violation_published_over_mqtt(
             kinds=["speeding"],
         )
     db.commit()
-    config = Path(tempfile.mkdtemp(prefix="muck-alerts-")) / "city.toml"
-    config.write_text('[alerts]\npublic_base_url = "https://muck.test"\n')
-    env = {**os.environ, "MUCK_CONFIG": str(config)}
-    collector = CollectorProcess("alerts-e2e", env)
-    proc = collector.proc
+    env = collector_env(settings, broker.url, '[alerts]\npublic_base_url = "https://muck.test"\n')
+    collector = muck_collect("alerts-e2e", env)
     try:
         trace = Trace("T2", city.base_ms).drive(3000, 0, 70, **EMPTY)
         publish(broker.url, [(TOPICS.telemetry("T2"), m.payload) for m in trace.messages()])
-        assert wait_until(lambda: len(receiver.received) >= 1, 30), "".join(collector.log)
+        assert wait_until(lambda: len(receiver.received) >= 1, 30), collector.output()
     finally:
-        proc.terminate()
-        proc.wait(20)
+        collector.stop()
     got = receiver.received[0]
     assert verify(
         sub.secret, got["headers"][TIMESTAMP_HEADER], got["body"], got["headers"][SIGNATURE_HEADER]

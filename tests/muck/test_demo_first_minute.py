@@ -40,6 +40,14 @@ def _black_plates(conn) -> int:
     return n
 
 
+def _one(conn, query: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute(query)
+        n = cur.fetchone()[0]
+    conn.commit()
+    return n
+
+
 def test_demo_shows_violations_within_the_first_minute(settings, broker, db, tmp_path):
     web_port = free_port()
     env = {
@@ -81,7 +89,16 @@ def test_demo_shows_violations_within_the_first_minute(settings, broker, db, tmp
             assert resp.status == 200
         for kind in (*FIRST_MINUTE, "black_seen"):
             assert re.search(rf"first minute: \S+ {kind}", out), out
-        print(f"first violations after (s): {seen}; black truck after {black_at:.0f} s")
+        # An alert in the admin's live feed, and final evidence packs within two minutes.
+        feed = "SELECT count(*) FROM alert_outbox WHERE channel = 'feed'"
+        final = "SELECT count(*) FROM evidence_records WHERE final"
+        while time.monotonic() - began < 120 and not (_one(db, feed) and _one(db, final)):
+            time.sleep(1)
+        assert _one(db, feed) > 0, f"no alert in the live feed after 120 s:\n{out}"
+        assert _one(db, final) > 0, f"no final evidence after 120 s:\n{out}"
+        packed = time.monotonic() - began
+        print(f"first violations after (s): {seen}; black truck after {black_at:.0f} s;")
+        print(f"an alert in the feed and final evidence after {packed:.0f} s")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
