@@ -71,3 +71,14 @@ def test_a_database_from_before_the_move_upgrades_to_todays_schema(pg_server):
     finally:
         pg_server.drop_database(old_url)
         pg_server.drop_database(new_url)
+
+
+def test_every_migration_number_is_used_once_per_package():
+    """Two files with one number apply in name order by accident, and a later merge can
+    reorder them; each package numbers its steps 0001, 0002, … once."""
+    from collections import Counter
+
+    from core.migrate import discover
+
+    numbers = Counter((m.package, m.version[:4]) for m in discover())
+    assert [key for key, n in numbers.items() if n > 1] == []
