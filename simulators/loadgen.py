@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -39,6 +40,8 @@ from core.config import MqttEndpoint
 from registry.service import register_fleet, remove_company
 from simulators.fastpub import FastPublisher, paced
 from telemetry.mqtt.lean import LeanSubscriber
+
+log = logging.getLogger(__name__)
 
 # Where `lose_pct` sends messages: a prefix outside the contract, which no collector reads.
 VOID_PREFIX = "muck-loadtest-void/v1"
@@ -433,32 +436,53 @@ def register_devices(conn, company: str, plate_prefix: str, device_ids: Sequence
     return company_id
 
 
-def unregister_company(conn, company: str) -> None:
+def unregister_company(conn, company: str) -> int:
     """Remove the company registered by `register_devices`, its trucks and terminals, and
-    everything the rules wrote about them (violations, trips, rule state)."""
+    everything the platform wrote about them (violations with their events, alerts and
+    evidence, trips, rule state). Evidence that became final during the run is never deleted
+    (evidence/sql/0001 refuses it): its violations, their trucks and the company stay, and
+    their number is returned (0 when everything went)."""
     with conn.cursor() as cur:
         cur.execute("SELECT id FROM companies WHERE name = %s", (company,))
         row = cur.fetchone()
         if row is None:
             conn.commit()
-            return
+            return 0
         company_id = row[0]
         trucks = "SELECT id FROM trucks WHERE company_id = %s"
-        # the alerts sent about them first: the outbox refers to the violations
         cur.execute(
-            f"""DELETE FROM alert_outbox WHERE violation_id IN (
-                   SELECT id FROM violations WHERE truck_id IN ({trucks}))""",  # noqa: S608 - constant
+            f"""CREATE TEMP TABLE scratch_violations ON COMMIT DROP AS
+                SELECT id FROM violations v WHERE truck_id IN ({trucks})
+                  AND NOT EXISTS (SELECT 1 FROM evidence_records r
+                                  WHERE r.violation_id = v.id AND r.final)""",  # noqa: S608 - constant
             (company_id,),
         )
-        cur.execute(
-            f"""DELETE FROM violation_events WHERE violation_id IN (
-                   SELECT id FROM violations WHERE truck_id IN ({trucks}))""",  # noqa: S608 - constant
-            (company_id,),
-        )
-        for table in ("violations", "trips", "rule_snapshots", "truck_state"):
+        # What refers to the violations first (the foreign keys refuse otherwise).
+        for table in (
+            "alert_outbox",
+            "violation_events",
+            "evidence_audit",
+            "evidence_pending",
+            "evidence_records",
+        ):
+            cur.execute(
+                f"DELETE FROM {table} WHERE violation_id IN (SELECT id FROM scratch_violations)"  # noqa: S608 - fixed table name
+            )
+        cur.execute("DELETE FROM violations WHERE id IN (SELECT id FROM scratch_violations)")
+        for table in ("trips", "rule_snapshots", "truck_state"):
             cur.execute(
                 f"DELETE FROM {table} WHERE truck_id IN ({trucks})",  # noqa: S608 - fixed table name
                 (company_id,),
             )
-        remove_company(cur, company_id)
+        cur.execute(f"SELECT count(*) FROM violations WHERE truck_id IN ({trucks})", (company_id,))  # noqa: S608 - constant
+        kept = cur.fetchone()[0]
+        if not kept:
+            remove_company(cur, company_id)
     conn.commit()
+    if kept:
+        log.warning(
+            "%s: %d violations kept (their evidence became final); drop the scratch database",
+            company,
+            kept,
+        )
+    return kept
