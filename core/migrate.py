@@ -28,6 +28,7 @@ PACKAGES = (
     "black_trucks",
     "evidence",
     "alerts",
+    "credit",
     "web",
 )
 
