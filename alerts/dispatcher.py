@@ -22,7 +22,7 @@ import select
 import signal
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ class DispatcherStats:
 
 
 class Dispatcher:
+    SENDING_POLL_S = 0.02
+
     def __init__(self, settings: Any) -> None:
         cfg = settings["alerts"]
         self.settings = settings
@@ -53,6 +55,9 @@ class Dispatcher:
         self.lease_s = float(cfg["lease_s"])
         self.timeout_s = float(cfg["timeout_s"])
         self.workers = int(cfg["workers"])
+        # Deliveries handed to the senders and not yet finished, at most: enough to keep
+        # every sender busy, few enough that a dead receiver's timeouts hold up little.
+        self.max_sending = max(self.batch, 2 * self.workers)
         self.fanout = FanOut(settings, claim_lease_s=self.lease_s)
         self.stats = DispatcherStats()
         self._stop = threading.Event()
@@ -79,20 +84,26 @@ class Dispatcher:
             return str(exc) or type(exc).__name__
         return None
 
-    def step(self, conn, pool: ThreadPoolExecutor) -> bool:
-        """Fan out what is new, deliver what is due; True when there may be more to do."""
+    def step(self, conn, pool: ThreadPoolExecutor, sending: dict[Future, Delivery]) -> bool:
+        """Fan out what is new, hand what is due to the senders, record what they finished;
+        True when there may be more to do at once.
+
+        Deliveries are a pipeline, not rounds: what fan-out claims goes to the senders at
+        once, and the next fan-out pass runs while they send. Waiting for a whole batch
+        before fanning out the next (session 6) made the last alert of a 2,000-violation
+        burst wait for three batches before it; now it waits only for the senders."""
         fanned = self.fanout.run(conn)
         self.stats.fanned_out += fanned.alerts
-        due = fanned.claimed or claim_due(conn, self.batch, self.lease_s)
-        if due:
-            errors = list(pool.map(self.deliver, due))
-            self.stats.dead += record_outcomes(
-                conn, self.settings, list(zip(due, errors, strict=True))
-            )
-            failed = sum(1 for e in errors if e is not None)
-            self.stats.failed += failed
-            self.stats.delivered += len(due) - failed
-        return bool(fanned.claimed) or fanned.events >= self.fanout.batch or len(due) >= self.batch
+        due = fanned.claimed
+        room = self.max_sending - len(sending)
+        if not due and room > 0:
+            due = claim_due(conn, min(self.batch, room), self.lease_s)
+        for delivery in due:
+            sending[pool.submit(self.deliver, delivery)] = delivery
+        # Finished deliveries alone are no reason to go round at once: their outcomes are
+        # written together, every SENDING_POLL_S, instead of a commit per alert or two.
+        self._record_finished(conn, sending)
+        return bool(due) or fanned.events >= self.fanout.batch
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -104,11 +115,17 @@ class Dispatcher:
             cur.execute("LISTEN alert_outbox")
         return conn
 
-    def _wait(self, listen, work) -> None:
-        timeout = self.poll_s
-        nxt = seconds_to_next_due(work)
-        if nxt is not None:
-            timeout = min(timeout, nxt)
+    def _wait(self, listen, work, sending: dict[Future, Delivery]) -> None:
+        """Sleep until a notification, a due retry, or (while alerts are being sent) the
+        first of them finishing, whichever comes first."""
+        if sending:
+            # Outcomes are written in groups: a sender's result waits at most this long.
+            timeout = self.SENDING_POLL_S
+        else:
+            timeout = self.poll_s
+            nxt = seconds_to_next_due(work)
+            if nxt is not None:
+                timeout = min(timeout, nxt)
         if timeout > 0 and select.select([listen], [], [], timeout)[0]:
             listen.poll()
         listen.notifies.clear()
@@ -118,14 +135,19 @@ class Dispatcher:
         stop = stop or self._stop
         listen = work = None
         pause = 0.5
+        sending: dict[Future, Delivery] = {}
         with ThreadPoolExecutor(self.workers, thread_name_prefix="alert-send") as pool:
-            while not stop.is_set():
+            while not stop.is_set() or sending:
                 try:
                     if work is None:
                         work = connect_settings(self.settings, application_name="muck-alerts")
                         listen = self._listen()
-                    if not self.step(work, pool):
-                        self._wait(listen, work)
+                    if stop.is_set():  # finish what is being sent, record it, then go
+                        wait(sending, timeout=self.timeout_s + 1)
+                        self._record_finished(work, sending)
+                        break
+                    if not self.step(work, pool, sending):
+                        self._wait(listen, work, sending)
                     pause = 0.5
                 except Exception as exc:  # noqa: BLE001 - the loop outlives a database outage
                     self.stats.errors += 1
@@ -137,11 +159,24 @@ class Dispatcher:
                             except Exception:  # noqa: BLE001 - it is being thrown away
                                 pass
                     work = listen = None
+                    # What was being sent stays leased: claimed again when the lease ends.
+                    sending.clear()
                     stop.wait(pause)
                     pause = min(pause * 2, 10.0)
         for conn in (work, listen):
             if conn is not None:
                 conn.close()
+
+    def _record_finished(self, conn, sending: dict[Future, Delivery]) -> int:
+        """Write the outcome of every delivery the senders finished, in one go; how many."""
+        finished = [future for future in sending if future.done()]
+        outcomes = [(sending.pop(future), future.result()) for future in finished]
+        if outcomes:
+            self.stats.dead += record_outcomes(conn, self.settings, outcomes)
+            failed = sum(1 for _, error in outcomes if error is not None)
+            self.stats.failed += failed
+            self.stats.delivered += len(outcomes) - failed
+        return len(outcomes)
 
     def start(self) -> Dispatcher:
         self._thread = threading.Thread(target=self.run, name="alert-dispatcher", daemon=True)

@@ -74,17 +74,31 @@ def bench_ingest(
 )
 @click.option("--devices", type=int, default=2000, show_default=True, help="Distinct devices.")
 @click.option("--rate", type=float, default=10_000, show_default=True, help="Publish rate (msg/s).")
+@click.option(
+    "--spread",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds over which the trucks load one after another (0: one burst of violations).",
+)
 @pass_ctx
-def bench_alerts(mctx: MuckContext, messages: int, devices: int, rate: float) -> None:
+def bench_alerts(
+    mctx: MuckContext, messages: int, devices: int, rate: float, spread: float
+) -> None:
     """Alert latency: publish of the fix that completes a violation → a local webhook
     receiver's receipt, through a real `muck collect` (rules and dispatcher) at `--rate`.
 
     The devices are registered without permits, so after the rules' minimum duration every
     loaded truck raises a violation; each is alerted to the receiver. Rows are deleted after.
+    With `--spread S` the trucks load one after another over S seconds, so the violations come
+    at devices/S a second (a city's pace) instead of all at once; publish long enough for the
+    last truck: messages >= rate x (min_duration_s 120 + S + 10).
     """
     from bench.alerts import run_alert_bench
 
-    report, latency = run_alert_bench(mctx.settings, messages=messages, devices=devices, rate=rate)
+    report, latency = run_alert_bench(
+        mctx.settings, messages=messages, devices=devices, rate=rate, spread_s=spread
+    )
     click.echo(report)
     click.echo(
         "webhook alerts (publish of the completing fix → receiver): "

@@ -113,6 +113,7 @@ def run_ingest_bench(
     registered: bool = False,
     rules: bool = True,
     measure=None,
+    load_stagger_s: float = 0.0,
 ) -> BenchReport:
     """`measure(conn, run)`, when given, runs after the figures and before the run's rows
     are deleted (bench/alerts.py reads its violations there)."""
@@ -152,7 +153,14 @@ def run_ingest_bench(
         start_at = time.time() + 2.0
         pubs = PublisherGroup(
             plans_for(
-                url, prefix, device_ids, publishers, rate=rate, count=messages, start_at=start_at
+                url,
+                prefix,
+                device_ids,
+                publishers,
+                rate=rate,
+                count=messages,
+                start_at=start_at,
+                load_stagger_s=load_stagger_s,
             )
         ).start()
         stored, last_change, last_count = 0, time.monotonic(), -1

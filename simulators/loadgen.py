@@ -71,6 +71,12 @@ class PublisherPlan:
     first_index: int = 0  # index of devices[0] in the whole fleet (spreads the positions)
     # Device index step between this process's devices (devices are dealt round-robin).
     index_step: int = 1
+    # Trucks start empty and load one after another over this many seconds from start_at
+    # (device i of n at i/n of it); 0: all loaded from the start. Registered without
+    # permits, they then raise their violations one after another, as a city does, rather
+    # than all in the same second.
+    load_stagger_s: float = 0.0
+    fleet_size: int = 0  # devices of all processes (the stagger's n)
 
 
 @dataclass
@@ -114,6 +120,7 @@ def plans_for(
     duplicate_pct: float = 0.0,
     lose_pct: float = 0.0,
     seed: int = 0,
+    load_stagger_s: float = 0.0,
 ) -> list[PublisherPlan]:
     """One plan per process: devices dealt round-robin, count and rate split evenly."""
     shares = split(count, publishers) if count is not None else [None] * publishers
@@ -131,6 +138,8 @@ def plans_for(
             seed=seed * 1000 + i,
             first_index=i,
             index_step=publishers,
+            load_stagger_s=load_stagger_s,
+            fleet_size=len(devices),
         )
         for i in range(publishers)
     ]
@@ -160,8 +169,15 @@ class _Run:
         # Each truck drives east and back on its own street at 36 km/h: plausible for the
         # implied-speed filter, and moving, so the rules see trips when devices are trucks.
         origins = []
+        loaded_from = []  # epoch ms from which each device reports a full body
         for k in range(n):
             g = plan.first_index + k * plan.index_step
+            share = g / plan.fleet_size if plan.fleet_size else 0.0
+            loaded_from.append(
+                int((plan.start_at + share * plan.load_stagger_s) * 1000)
+                if plan.load_stagger_s
+                else 0
+            )
             lat0 = 22.45 + (g % 60) * 0.003
             lon0 = 113.90 + (g // 60 % 60) * 0.004
             origins.append((lat0, lon0, _M_PER_DEG_LAT * math.cos(math.radians(lat0))))
@@ -197,7 +213,7 @@ class _Run:
                     "speed": 36.0,
                     "heading": 90 if east else 270,
                     "lid": "closed",
-                    "load": "full",
+                    "load": "full" if ts >= loaded_from[d] else "empty",
                     "seq": seqs[d],
                 }
             )

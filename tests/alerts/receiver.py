@@ -14,8 +14,15 @@ from tests.services import free_port
 
 
 class Receiver:
-    def __init__(self, port: int | None = None, status: int = 200, keep_alive: bool = False):
+    def __init__(
+        self,
+        port: int | None = None,
+        status: int = 200,
+        keep_alive: bool = False,
+        delay_s: float = 0.0,
+    ):
         self.port = port or free_port()
+        self.delay_s = delay_s  # how long each answer takes (a slow receiver)
         self.status = status
         self.keep_alive = keep_alive
         self.connections: set[tuple] = set()  # client addresses seen
@@ -51,6 +58,7 @@ class Receiver:
                             "path": self.path,
                         }
                     )
+                time.sleep(receiver.delay_s)
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -174,3 +174,26 @@ def test_apprise_group_robot_channel_posts_to_a_local_server(db, settings, fleet
     assert f"/violations/{vid}" in message["message"]
     assert "乙渣土运输公司" in message["message"]
     assert json.dumps(message, ensure_ascii=False)
+
+
+def test_a_slow_receiver_does_not_hold_back_the_next_fan_out(db, settings, fleet):
+    """Deliveries are a pipeline: while one receiver takes 3 s per alert, the events after
+    the first fan-out pass reach a fast receiver at once (in rounds, the third violation
+    waited for the slow answers of the first two)."""
+    slow, quick = Receiver(delay_s=3.0).start(), Receiver().start()
+    try:
+        settings = fast(settings, batch=2, workers=4)
+        subscribe(db, target=slow.url, owner="slow")
+        subscribe(db, target=quick.url, owner="quick")
+        for _ in range(3):
+            violate(db, settings, fleet["A"][1])
+        with dispatching(settings):
+            assert wait_until(lambda: len(quick.received) == 3, 10), quick.received
+            assert wait_until(lambda: len(slow.received) >= 1, 5)
+            gap = quick.received[2]["at"] - slow.received[0]["at"]
+            assert gap < 2.0, f"the third alert waited {gap:.1f} s for the slow receiver"
+            assert wait_until(lambda: len(slow.received) == 3, 15)
+            assert wait_until(lambda: statuses(db).get("delivered") == 6, 10), statuses(db)
+    finally:
+        slow.stop()
+        quick.stop()
