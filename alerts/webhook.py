@@ -11,20 +11,23 @@ Headers sent with every delivery:
 
 Any 2xx answer is success; anything else, or no answer, is retried by the dispatcher.
 
-Each sending thread keeps one HTTP/1.1 connection per receiver open between alerts (a POST
-on a kept connection costs a quarter of one on a new connection: no handshake, no
-teardown), and opens a new one when the receiver closed it.
+Sent with libcurl (pycurl): each sending thread keeps one curl handle, whose connection to
+the receiver stays open between alerts and is opened again when the receiver closed it. Not
+`http.client`: it writes the headers and the body in two system calls and parses the answer
+with the e-mail parser, 220 µs of CPU per alert against libcurl's 110 µs (measured on this
+machine, docs/performance.md) — at a burst of 2,000 alerts beside 10,000 msg/s of ingestion,
+that CPU is what decides when the last one arrives.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import threading
 import time
-from typing import Any
-from urllib.parse import urlsplit
+
+import certifi
+import pycurl
 
 SIGNATURE_HEADER = "X-Muck-Signature"
 TIMESTAMP_HEADER = "X-Muck-Timestamp"
@@ -53,55 +56,53 @@ def verify(
 
 
 _local = threading.local()
+_ANSWER_LIMIT = 65536  # bytes of a receiver's answer read (and thrown away)
 
 
-def _connection(scheme: str, netloc: str, timeout_s: float) -> tuple[Any, bool]:
-    """This thread's connection to the receiver, and whether it was used before."""
-    pool = _local.__dict__.setdefault("connections", {})
-    conn = pool.get((scheme, netloc))
-    if conn is not None:
-        return conn, True
-    cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-    conn = pool[(scheme, netloc)] = cls(netloc, timeout=timeout_s)
-    return conn, False
-
-
-def _drop(scheme: str, netloc: str) -> None:
-    conn = _local.__dict__.get("connections", {}).pop((scheme, netloc), None)
-    if conn is not None:
-        conn.close()
+def _handle() -> pycurl.Curl:
+    """This thread's curl handle (its connection cache keeps receivers' connections)."""
+    curl = getattr(_local, "curl", None)
+    if curl is None:
+        curl = _local.curl = pycurl.Curl()
+        curl.setopt(pycurl.NOSIGNAL, 1)  # timeouts without SIGALRM: we run in threads
+        curl.setopt(pycurl.CAINFO, certifi.where())
+        curl.setopt(pycurl.FOLLOWLOCATION, 0)
+        curl.setopt(pycurl.USERAGENT, "MuckWatch-Alerts/1")
+        curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+    return curl
 
 
 def post(url: str, secret: str, body: bytes, key: str, timeout_s: float) -> int:
     """POST the signed alert (its JSON `body`, its idempotency `key`); the HTTP status on 2xx,
     WebhookError otherwise."""
     timestamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json; charset=utf-8",
-        "User-Agent": "MuckWatch-Alerts/1",
-        SIGNATURE_HEADER: signature(secret, timestamp, body),
-        TIMESTAMP_HEADER: timestamp,
-        KEY_HEADER: key,
-    }
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    for _ in range(2):
-        conn, reused = _connection(parts.scheme, parts.netloc, timeout_s)
-        try:
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
-            response.read(65536)
-        except (http.client.HTTPException, OSError) as exc:
-            _drop(parts.scheme, parts.netloc)
-            # A kept connection the receiver closed while idle: once more on a new one.
-            if reused and not isinstance(exc, TimeoutError):
-                continue
-            raise WebhookError(
-                f"no answer from the receiver: {exc or type(exc).__name__}"
-            ) from None
-        if response.will_close:
-            _drop(parts.scheme, parts.netloc)
-        if 200 <= response.status < 300:
-            return response.status
-        raise WebhookError(f"HTTP {response.status} from the receiver")
-    raise WebhookError("no answer from the receiver")
+    headers = [
+        "Content-Type: application/json; charset=utf-8",
+        f"{SIGNATURE_HEADER}: {signature(secret, timestamp, body)}",
+        f"{TIMESTAMP_HEADER}: {timestamp}",
+        f"{KEY_HEADER}: {key}",
+        "Expect:",  # no 100-continue round trip before the body
+    ]
+    answer = bytearray()
+
+    def keep(chunk: bytes) -> int | None:
+        if len(answer) < _ANSWER_LIMIT:
+            answer.extend(chunk[: _ANSWER_LIMIT - len(answer)])
+        return None
+
+    curl = _handle()
+    curl.setopt(pycurl.URL, url)
+    curl.setopt(pycurl.HTTPHEADER, headers)
+    curl.setopt(pycurl.POSTFIELDS, body)
+    curl.setopt(pycurl.TIMEOUT_MS, int(timeout_s * 1000))
+    curl.setopt(pycurl.CONNECTTIMEOUT_MS, int(timeout_s * 1000))
+    curl.setopt(pycurl.WRITEFUNCTION, keep)
+    try:
+        curl.perform()
+    except pycurl.error as exc:
+        code, message = exc.args if len(exc.args) == 2 else (0, str(exc))
+        raise WebhookError(f"no answer from the receiver: {message or code}") from None
+    status = curl.getinfo(pycurl.RESPONSE_CODE)
+    if 200 <= status < 300:
+        return status
+    raise WebhookError(f"HTTP {status} from the receiver")

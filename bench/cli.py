@@ -70,16 +70,17 @@ def bench_ingest(
 
 @click.command("alerts")
 @click.option(
-    "-n", "--messages", type=int, default=1_400_000, show_default=True, help="Messages to publish."
+    "-n", "--messages", type=int, default=1_950_000, show_default=True, help="Messages to publish."
 )
 @click.option("--devices", type=int, default=2000, show_default=True, help="Distinct devices.")
 @click.option("--rate", type=float, default=10_000, show_default=True, help="Publish rate (msg/s).")
 @click.option(
     "--spread",
     type=float,
-    default=0.0,
+    default=60.0,
     show_default=True,
-    help="Seconds over which the trucks load one after another (0: one burst of violations).",
+    help="Seconds over which the trucks load one after another (0: all 2,000 violations in "
+    "one burst, with -n 1400000).",
 )
 @pass_ctx
 def bench_alerts(
