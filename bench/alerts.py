@@ -95,6 +95,10 @@ class _Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/alerts"
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def receipts(self) -> dict[int, float]:
         self._pipe.send("receipts")
         return self._pipe.recv()

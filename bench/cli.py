@@ -1,4 +1,4 @@
-"""`muck bench ingest|alerts|geofence|rules|web`: the benchmarks behind docs/performance.md.
+"""`muck bench ingest|alerts|webhook|geofence|rules|web`: the benchmarks behind docs/performance.md.
 
 The `bench` group itself is defined in `muck/cli.py`, which registers these commands.
 """
@@ -105,6 +105,17 @@ def bench_alerts(
         "webhook alerts (publish of the completing fix → receiver): "
         + ", ".join(f"{k} {v:.0f}" for k, v in latency.items())
     )
+
+
+@click.command("webhook")
+@click.option("--posts", type=int, default=4000, show_default=True, help="Alerts to POST.")
+@click.option("--threads", type=int, default=4, show_default=True, help="Sender threads.")
+def bench_webhook(posts: int, threads: int) -> None:
+    """CPU per webhook POST, sender and receiver (no database, no broker)."""
+    from bench.webhook import run_webhook_bench
+
+    figures = run_webhook_bench(posts=posts, threads=threads)
+    click.echo(", ".join(f"{k} {v:,.0f}" for k, v in figures.items()))
 
 
 @click.command("geofence")
