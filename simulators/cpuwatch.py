@@ -186,6 +186,16 @@ class CpuWatch:
             label = " ".join(a for a in argv[argv.index("collect") :][:4])
             if self.add("collector", pid, label, note):
                 found += 1
+        # A collector's alert dispatcher runs in a child process (alerts/dispatcher.py),
+        # started after the collector: its CPU is the collector's too. Looked for on every
+        # call, as the collectors themselves are.
+        for watched in [w for w in self.procs.values() if w.role == "collector"]:
+            try:
+                children = watched.proc.children(recursive=True)
+            except psutil.Error:
+                continue
+            for child in children:
+                self.add("collector", child.pid, f"child of {watched.label}", watched.note)
         if skipped:
             self.notes.append(
                 f"collector: ignored {skipped} `muck collect` process(es) of other databases"
@@ -220,10 +230,11 @@ class CpuWatch:
             if mine:
                 role, label = "loadtest", "postgres backend of this load test (its counting)"
             elif backend_type == "client backend":
-                # The collector names its connections muck-collect[-lane], muck-rules-load and
-                # muck-job-<job> (core/scheduling.py).
+                # The collector names its connections muck-collect[-lane], muck-rules-load,
+                # muck-job-<job> (core/scheduling.py) and, in its dispatcher child process,
+                # muck-alerts[-listen] (alerts/dispatcher.py).
                 if not ours or not (app or "").startswith(
-                    ("muck-collect", "muck-rules", "muck-job")
+                    ("muck-collect", "muck-rules", "muck-job", "muck-alerts")
                 ):
                     continue
                 role, label = "postgres backend", f"backend of {app}"
