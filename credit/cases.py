@@ -204,7 +204,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _snapshot(case: dict, keys=TRACKED) -> dict:
+def snapshot(case: dict, keys=TRACKED) -> dict:
     return {k: _json_value(case.get(k)) for k in keys}
 
 
@@ -223,7 +223,7 @@ def _event(cur, case_id: int, actor: str, action: str, before, after, note=None)
     )
 
 
-def _local_today(settings: Any) -> dt.date:
+def local_today(settings: Any) -> dt.date:
     return dt.datetime.now(ZoneInfo(str(settings.city["timezone"]))).date()
 
 
@@ -381,7 +381,7 @@ def open_case(
         )
     given = dict(fields or {})
     party = _party(violations, given.get("party_name"))
-    year = _local_today(settings).year
+    year = local_today(settings).year
     case_no = take(cur, settings, "case", year)
     row = {
         **party,
@@ -408,7 +408,7 @@ def open_case(
         [(case_id, vid) for vid in ids],
     )
     case = get_case(cur, case_id)
-    _event(cur, case_id, actor, "opened", None, {**_snapshot(case), "violations": ids}, note)
+    _event(cur, case_id, actor, "opened", None, {**snapshot(case), "violations": ids}, note)
     return case_id
 
 
@@ -454,7 +454,7 @@ def decide(
         raise CaseError(f"case {case['case_no']} is {case['status']}: only an open case is decided")
     values = _clean(settings, fields or {})
     merged = {**case, **values}
-    today = _local_today(settings)
+    today = local_today(settings)
     decision_date = decision_date or today
     if decision_date > today:
         raise CaseError(
@@ -506,7 +506,7 @@ def decide(
     _move(cur, case_violation_ids(cur, case_id, active_only=True), "decision", actor,
           case["case_no"], decision_no=number)  # fmt: skip
     after = get_case(cur, case_id)
-    _event(cur, case_id, actor, "decided", _snapshot(case), _snapshot(after), note)
+    _event(cur, case_id, actor, "decided", snapshot(case), snapshot(after), note)
     return number
 
 

@@ -224,6 +224,7 @@ def _show(violation_id: int, form_errors: dict | None = None, status: int = 200)
             cur, violation.get("zone_code")
         )
         page = page_evidence(cur, settings(), violation)
+        in_case = case_of_violation(cur, violation_id)
     conn.rollback()
     evidence = _evidence_view(violation, page)
     available = [a for a, (src, _t) in TRANSITIONS.items() if violation["status"] in src]
@@ -238,6 +239,7 @@ def _show(violation_id: int, form_errors: dict | None = None, status: int = 200)
             all_actions=tuple(TRANSITIONS),
             form=ActionForm(),
             form_errors=form_errors or {},
+            in_case=in_case,
             labels=_labels(),
             config=map_config(),
         ),
