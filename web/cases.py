@@ -28,20 +28,21 @@ from web.params import choice_arg, page_args, settings
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
 
+# (own msgids: "open" and "closed" are a lid's states elsewhere)
 STATUS_LABELS = {
-    "open": _l("open"),
-    "decided": _l("decided"),
-    "published": _l("published"),
-    "closed": _l("closed"),
-    "withdrawn": _l("withdrawn"),
+    "open": _l("case open"),
+    "decided": _l("case decided"),
+    "published": _l("case published"),
+    "closed": _l("case closed"),
+    "withdrawn": _l("case withdrawn"),
 }
 ACTION_LABELS = {
     "opened": _l("opened"),
     "edited": _l("edited"),
-    "decided": _l("decided"),
-    "published": _l("published"),
-    "closed": _l("closed"),
-    "withdrawn": _l("withdrawn"),
+    "decided": _l("case decided"),
+    "published": _l("case published"),
+    "closed": _l("case closed"),
+    "withdrawn": _l("case withdrawn"),
     "notice": _l("notice made"),
     "migrated": _l("made from an older case"),
 }
