@@ -393,3 +393,40 @@ def test_migration_makes_cases_of_old_case_opened_violations(db, settings, fleet
     # and from now on they behave like any case's violations
     with pytest.raises(ViolationError, match="withdraw the case first"):
         change_status(db, v["speed"], "dismiss", "officer1", note="误报")
+
+
+def test_two_officers_at_once_get_one_case_each_or_a_refusal(db, database_url, settings, fleet):
+    """The second officer waits for the first one's transaction (row locks on the number
+    sequence and the violations), then gets the next number, or is refused if the first
+    took the violation."""
+    import threading
+
+    from core.db import connect
+
+    v = fleet["v"]
+    other = connect(database_url)
+    results: dict[str, object] = {}
+    try:
+        first = db.cursor()
+        first_id = K.open_case(first, settings, [v["speed"]], "officer1")  # not committed yet
+
+        def second(name, ids):
+            try:
+                with transaction(other) as cur:
+                    results[name] = K.get_case(cur, K.open_case(cur, settings, ids, "officer2"))
+            except K.CaseError as exc:
+                results[name] = exc
+
+        worker = threading.Thread(target=second, args=("same", [v["speed"]]))
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive(), "the second officer waits for the first one's transaction"
+        db.commit()
+        worker.join(10)
+        assert isinstance(results["same"], K.CaseError)
+        assert "case_opened" in str(results["same"])
+        second("next", [v["unsealed"]])
+        numbers = {read(db, K.get_case, first_id)["case_no"], results["next"]["case_no"]}
+        assert len(numbers) == 2 and all(n.endswith(("0001号", "0002号")) for n in numbers)
+    finally:
+        other.close()
