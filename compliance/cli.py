@@ -108,7 +108,7 @@ def v_show_cmd(mctx, violation_id, as_json) -> None:
 
 def _review(action: str):
     @pass_ctx
-    def command(mctx, violation_id, note, actor, decision_no=None) -> None:
+    def command(mctx, violation_id, note, actor) -> None:
         from compliance.violations import ViolationError, change_status
 
         conn = mctx.connect()
@@ -119,7 +119,6 @@ def _review(action: str):
                 action,
                 actor or getpass.getuser(),
                 note=note,
-                decision_no=decision_no,
             )
         except ViolationError as exc:
             raise click.ClickException(str(exc)) from None
@@ -130,11 +129,10 @@ def _review(action: str):
     return command
 
 
+# (open-case and close go through a case: credit/cli.py, added to this group by muck/cli.py)
 for _action, _help in (
     ("confirm", "Confirm a new violation after reviewing its evidence."),
     ("dismiss", "Dismiss a violation; --note gives the reason (required)."),
-    ("open-case", "Open a case for a confirmed violation; --decision-no is required."),
-    ("close", "Close the case of a violation."),
 ):
     _cmd = _review(_action.replace("-", "_"))
     _cmd.__doc__ = _help
@@ -142,9 +140,5 @@ for _action, _help in (
     _cmd = click.option(
         "--note", help="A note recorded with the change (the reason, for dismiss)."
     )(_cmd)
-    if _action == "open-case":
-        _cmd = click.option(
-            "--decision-no", help="Penalty decision document number (行政处罚决定书文号)."
-        )(_cmd)
     _cmd = click.argument("violation_id", type=int)(_cmd)
     violations.command(_action)(_cmd)

@@ -17,12 +17,24 @@ import psycopg2.extras
 
 from compliance.pipeline import PIPELINE
 
-# Who may move a violation where (the web issue adds roles on top).
+# Who may move a violation where (the web issue adds roles on top). The review actions an
+# officer takes on a violation; `open_case` and `close` are done by a case (credit/cases.py),
+# which moves its violations with `move_for_case` so that a violation is `case_opened`
+# exactly while it is in a case that is not withdrawn.
 TRANSITIONS = {
     "confirm": ({"new"}, "confirmed"),
     "dismiss": ({"new", "confirmed"}, "dismissed"),
     "open_case": ({"confirmed"}, "case_opened"),
     "close": ({"case_opened"}, "closed"),
+}
+REVIEW_ACTIONS = ("confirm", "dismiss")
+# How a case moves its violations: into the case, its decision number recorded, closed with
+# it, released when it is withdrawn (back to confirmed: the officer's confirmation stands).
+CASE_MOVES = {
+    "open_case": ({"confirmed"}, "case_opened"),
+    "decision": ({"case_opened"}, "case_opened"),
+    "close": ({"case_opened"}, "closed"),
+    "release_case": ({"case_opened", "closed"}, "confirmed"),
 }
 
 
@@ -230,16 +242,19 @@ def change_status(
     action: str,
     actor: str,
     note: str | None = None,
-    decision_no: str | None = None,
 ) -> str:
-    """confirm / dismiss (reason required) / open_case (decision number required) / close."""
+    """confirm / dismiss (reason required). Opening and closing a case is the case's
+    business (credit/cases.py: `muck case`, the case pages), which calls `move_for_case`."""
+    if action in CASE_MOVES:
+        raise ViolationError(
+            f"{action} is done through a case: `muck case open` / `muck case close` or the "
+            "case pages"
+        )
     if action not in TRANSITIONS:
         raise ViolationError(f"unknown action {action!r}")
     allowed_from, target = TRANSITIONS[action]
     if action == "dismiss" and not (note and note.strip()):
         raise ViolationError("a dismissal needs a reason")
-    if action == "open_case" and not (decision_no and decision_no.strip()):
-        raise ViolationError("opening a case needs the decision document number")
     with conn.cursor() as cur:
         cur.execute("SELECT status FROM violations WHERE id = %s FOR UPDATE", (violation_id,))
         row = cur.fetchone()
@@ -248,11 +263,10 @@ def change_status(
             raise ViolationError(f"violation {violation_id} does not exist")
         if row[0] not in allowed_from:
             conn.rollback()
-            raise ViolationError(f"cannot {action} a violation that is {row[0]}")
+            raise ViolationError(refusal(violation_id, action, row[0]))
         cur.execute(
-            """UPDATE violations SET status = %s, decision_no = COALESCE(%s, decision_no),
-                   updated_at = now() WHERE id = %s""",
-            (target, decision_no, violation_id),
+            "UPDATE violations SET status = %s, updated_at = now() WHERE id = %s",
+            (target, violation_id),
         )
         _event(
             cur,
@@ -260,11 +274,68 @@ def change_status(
             actor,
             action,
             {"status": row[0]},
-            {"status": target, **({"decision_no": decision_no} if decision_no else {})},
+            {"status": target},
             note,
         )
     conn.commit()
     return target
+
+
+def refusal(violation_id: int, action: str, status: str) -> str:
+    """Why `action` is refused on a violation in `status`: a violation in a case is only
+    dismissed once the case is withdrawn (the case names it; compliance does not know
+    cases)."""
+    if action == "dismiss" and status in ("case_opened", "closed"):
+        return (
+            f"cannot dismiss violation {violation_id}: it is in a case ({status}); withdraw "
+            "the case first"
+        )
+    return f"cannot {action} a violation that is {status}"
+
+
+def move_for_case(
+    cur,
+    violation_ids: list[int],
+    move: str,
+    actor: str,
+    *,
+    case_no: str,
+    decision_no: str | None = None,
+    note: str | None = None,
+) -> None:
+    """Move a case's violations (CASE_MOVES), in the caller's transaction: every row locked
+    and checked first, so a refusal changes none of them. One violation event each."""
+    allowed_from, target = CASE_MOVES[move]
+    ids = sorted(set(violation_ids))
+    cur.execute(
+        "SELECT id, status, decision_no FROM violations WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        (ids,),
+    )
+    rows = {vid: (status, number) for vid, status, number in cur.fetchall()}
+    missing = [vid for vid in ids if vid not in rows]
+    if missing:
+        raise ViolationError(f"violation {', '.join(map(str, missing))} does not exist")
+    wrong = [(vid, rows[vid][0]) for vid in ids if rows[vid][0] not in allowed_from]
+    if wrong:
+        listed = ", ".join(f"{vid} ({status})" for vid, status in wrong)
+        expected = " or ".join(sorted(allowed_from))
+        raise ViolationError(f"violation {listed} is not {expected}: cannot {move}")
+    number = decision_no if move in ("open_case", "decision") else None
+    cur.execute(
+        """UPDATE violations SET status = %s,
+               decision_no = CASE WHEN %s THEN NULL ELSE COALESCE(%s, decision_no) END,
+               updated_at = now()
+           WHERE id = ANY(%s)""",
+        (target, move == "release_case", number, ids),
+    )
+    for vid in ids:
+        before = {"status": rows[vid][0], "decision_no": rows[vid][1]}
+        after = {
+            "status": target,
+            "decision_no": None if move == "release_case" else number or rows[vid][1],
+            "case_no": case_no,
+        }
+        _event(cur, vid, actor, move, before, after, note)
 
 
 # One kind per rule, in pipeline order.

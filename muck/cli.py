@@ -89,6 +89,7 @@ def _register_subcommands() -> None:
     )
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
+    from credit.cli import case_group, violation_close, violation_open_case
     from evidence.cli import evidence
     from geofence.cli import zones
     from muck.collect import collect
@@ -111,6 +112,10 @@ def _register_subcommands() -> None:
     cli.add_command(permits)
     cli.add_command(black_trucks)
     cli.add_command(violations)
+    # a violation's case actions go through a case (credit is above compliance)
+    violations.add_command(violation_open_case)
+    violations.add_command(violation_close)
+    cli.add_command(case_group)
     cli.add_command(evidence)
     cli.add_command(alerts.cli.alerts)
     cli.add_command(simulate)

@@ -425,7 +425,11 @@ SCHEMAS: dict[str, Any] = {
             "note": {"type": "string", "description": "Required to dismiss (the reason)."},
             "decision_no": {
                 "type": "string",
-                "description": "行政处罚决定书文号; required to open a case.",
+                "description": (
+                    "行政处罚决定书文号; required to open a case: open_case makes a "
+                    "one-violation case decided with it (docs/cases.md); close closes the "
+                    "violation's case; dismiss is refused while the violation is in a case."
+                ),
             },
         },
     },

@@ -34,6 +34,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "alerts": frozenset({"supervisor", "enforcement", "admin"}),
     # every subscription (teams, webhooks, group robots) and the dead letters
     "alerts_admin": frozenset({"admin"}),
+    # cases and penalty decisions: read (the list, a case, its history); opening, editing,
+    # deciding, publishing, closing, withdrawing and the notices take "enforce"
+    "cases": frozenset(ROLES),
 }
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8

@@ -34,12 +34,19 @@ from wtforms import HiddenField, StringField
 from wtforms.validators import Length, Optional
 
 from compliance.violations import (
+    CASE_MOVES,
     KINDS,
     STATUSES,
     TRANSITIONS,
     ViolationError,
     change_status,
     get_violation,
+)
+from credit.cases import (
+    CaseError,
+    case_of_violation,
+    close_case_of_violation,
+    open_case_for_violation,
 )
 from evidence.pack import NoEvidence, export_pdf, export_zip
 from evidence.store import page_evidence
@@ -71,7 +78,9 @@ def apply_action(
     conn, violation_id: int, action: str, note: str | None, decision_no: str | None
 ) -> str:
     """Run one review action as the current user, audited. Raises ViolationError (refused:
-    the message says why) or LookupError (no such violation)."""
+    the message says why) or LookupError (no such violation). `open_case` and `close` go
+    through a case (credit/cases.py): `open_case` makes a one-violation case decided with the
+    number given, `close` closes the violation's case."""
     note = (note or "").strip() or None
     decision_no = (decision_no or "").strip() or None
     if action not in TRANSITIONS:
@@ -81,6 +90,12 @@ def apply_action(
             before = vq.violation_status(cur, violation_id, lock=True)
             if before is None:
                 raise LookupError(f"no violation {violation_id}")
+            in_case = case_of_violation(cur, violation_id)
+            if action == "dismiss" and in_case is not None:
+                raise ViolationError(
+                    f"cannot dismiss violation {violation_id}: it is in case {in_case.case_no} "
+                    f"({in_case.status}); withdraw the case first"
+                )
             target = TRANSITIONS[action][1]
             after = {"status": target, "decision_no": decision_no or before["decision_no"]}
             record(
@@ -91,11 +106,20 @@ def apply_action(
                 before,
                 {**after, "note": note},
             )
+            if action in CASE_MOVES:
+                user = current_user.username
+                if action == "open_case":
+                    open_case_for_violation(cur, settings(), violation_id, user, decision_no, note)
+                else:
+                    close_case_of_violation(cur, violation_id, user, note)
+                conn.commit()
+                return target
         # change_status re-reads the row (locked above, same transaction), checks the
         # transition, records the violation_event and commits the audit row with it.
-        return change_status(
-            conn, violation_id, action, current_user.username, note=note, decision_no=decision_no
-        )
+        return change_status(conn, violation_id, action, current_user.username, note=note)
+    except CaseError as exc:
+        conn.rollback()
+        raise ViolationError(str(exc)) from None
     except BaseException:
         conn.rollback()
         raise
@@ -200,6 +224,7 @@ def _show(violation_id: int, form_errors: dict | None = None, status: int = 200)
             cur, violation.get("zone_code")
         )
         page = page_evidence(cur, settings(), violation)
+        in_case = case_of_violation(cur, violation_id)
     conn.rollback()
     evidence = _evidence_view(violation, page)
     available = [a for a, (src, _t) in TRANSITIONS.items() if violation["status"] in src]
@@ -214,6 +239,7 @@ def _show(violation_id: int, form_errors: dict | None = None, status: int = 200)
             all_actions=tuple(TRANSITIONS),
             form=ActionForm(),
             form_errors=form_errors or {},
+            in_case=in_case,
             labels=_labels(),
             config=map_config(),
         ),

@@ -36,26 +36,24 @@ def test_thresholds_and_legal_basis_are_stored(db, settings, speeding_id):
 
 
 def test_review_transitions_are_checked_and_recorded(db, speeding_id):
-    with pytest.raises(ViolationError, match="needs the decision document number"):
+    # opening and closing a case is a case's business (credit/cases.py, tests/credit/)
+    with pytest.raises(ViolationError, match="open_case is done through a case"):
         change_status(db, speeding_id, "open_case", "officer1")
-    with pytest.raises(ViolationError, match="cannot open_case a violation that is new"):
-        change_status(db, speeding_id, "open_case", "officer1", decision_no="深城管罚〔2026〕1号")
+    with pytest.raises(ViolationError, match="close is done through a case"):
+        change_status(db, speeding_id, "close", "officer1")
     with pytest.raises(ViolationError, match="needs a reason"):
         change_status(db, speeding_id, "dismiss", "officer1", note="  ")
     assert (
         change_status(db, speeding_id, "confirm", "officer1", note="track checked") == "confirmed"
     )
-    assert (
-        change_status(db, speeding_id, "open_case", "officer2", decision_no="深城管罚〔2026〕1号")
-        == "case_opened"
-    )
-    assert change_status(db, speeding_id, "close", "officer2") == "closed"
+    with pytest.raises(ViolationError, match="cannot confirm a violation that is confirmed"):
+        change_status(db, speeding_id, "confirm", "officer1")
+    assert change_status(db, speeding_id, "dismiss", "officer2", note="GPS drift") == "dismissed"
     violation, events = get_violation(db, speeding_id)
-    assert violation["decision_no"] == "深城管罚〔2026〕1号"
+    assert violation["status"] == "dismissed"
     assert [(e["actor"], e["action"]) for e in events[2:]] == [
         ("officer1", "confirm"),
-        ("officer2", "open_case"),
-        ("officer2", "close"),
+        ("officer2", "dismiss"),
     ]
     assert events[2]["before"] == {"status": "new"} and events[2]["note"] == "track checked"
     with pytest.raises(ViolationError, match="does not exist"):

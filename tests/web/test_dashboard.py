@@ -188,6 +188,10 @@ ROUTES = [
     ("/alerts/stream", "alerts"),
     ("/alerts/subscriptions", "alerts"),
     ("/admin/alerts/", "alerts_admin"),
+    ("/cases/", "cases"),
+    ("/cases/{case}", "cases"),
+    ("/cases/new?v={confirmed}", "enforce"),
+    ("/cases/{case}/{notice}.pdf", "enforce"),
 ]
 ALLOWED = {
     "overview": {"supervisor", "enforcement", "credit", "admin"},
@@ -199,6 +203,7 @@ ALLOWED = {
     "users": {"admin"},
     "alerts": {"supervisor", "enforcement", "admin"},
     "alerts_admin": {"admin"},
+    "cases": {"supervisor", "enforcement", "credit", "admin"},
 }
 
 
@@ -233,11 +238,39 @@ def ids(db):
     from evidence.capture import CaptureJob
 
     CaptureJob(load_settings())(db)
+    # a case over a confirmed violation (credit/cases.py)
+    from core.db import transaction
+    from credit.cases import open_case
+
+    with transaction(db) as cur:
+        cur.execute(
+            """INSERT INTO violations (truck_id, company_id, kind, stream, started_at, status)
+               VALUES (%s, %s, 'speeding', 'over_limit', now() - interval '3 hours',
+                       'confirmed') RETURNING id""",
+            (trucks[0], company),
+        )
+        in_case = cur.fetchone()[0]
+        case = open_case(cur, load_settings(), [in_case], "test")
+        cur.execute(
+            """INSERT INTO violations (truck_id, company_id, kind, stream, started_at, status)
+               VALUES (%s, %s, 'speeding', 'over_limit', now() - interval '4 hours',
+                       'confirmed') RETURNING id""",
+            (trucks[0], company),
+        )
+        confirmed = cur.fetchone()[0]
+        # changed hours ago, like the other violation: the live map's cursor stays the trucks'
+        cur.execute(
+            "UPDATE violations SET updated_at = now() - interval '2 hours' WHERE id = ANY(%s)",
+            ([in_case, confirmed],),
+        )
     return {
         "company": company,
         "truck": trucks[0],
         "terminal": terminal,
         "violation": violation,
+        "case": case,
+        "confirmed": confirmed,
+        "notice": "advance",
         "black_truck": black_truck,
     }
 

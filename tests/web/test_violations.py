@@ -345,18 +345,34 @@ def test_review_actions_change_status_with_events_and_audit(as_role, db, world):
     assert resp.status_code == 400
     assert 'data-field="open_case"' in resp.get_data(as_text=True)
     assert _status(db, vid) == ("confirmed", None)
+    # open_case now makes a one-violation case (credit/cases.py), decided with the number
     resp = _act(client, vid, action="open_case", decision_no="深城管罚决字〔2026〕第0001号")
     assert resp.status_code == 302
     assert _status(db, vid) == ("case_opened", "深城管罚决字〔2026〕第0001号")
-    # a refused transition: dismissing an opened case
+    with db.cursor() as cur:
+        cur.execute(
+            """SELECT k.status, k.decision_no, k.created_by FROM credit_cases k
+               JOIN credit_case_violations cv ON cv.case_id = k.id WHERE cv.violation_id = %s""",
+            (vid,),
+        )
+        assert cur.fetchall() == [("decided", "深城管罚决字〔2026〕第0001号", "enforcement")]
+    db.rollback()
+    # a refused transition: dismissing a violation in a case names the case
     resp = _act(client, vid, action="dismiss", note="误报")
     assert resp.status_code == 400
     html = resp.get_data(as_text=True)
-    assert "cannot dismiss a violation that is case_opened" in html
+    assert f"cannot dismiss violation {vid}: it is in case 示城管立〔" in html
+    assert "withdraw the case first" in html
     assert 'data-field="dismiss"' in html
     assert _act(client, vid, action="close").status_code == 302
     assert _status(db, vid)[0] == "closed"
-    assert [a for _, a, _ in _events(db, vid)] == ["detected", "confirm", "open_case", "close"]
+    assert [a for _, a, _ in _events(db, vid)] == [
+        "detected",
+        "confirm",
+        "open_case",
+        "decision",
+        "close",
+    ]
     assert _events(db, vid)[1] == ("enforcement", "confirm", "轨迹清楚")
     audit = _audit(db, "violation.confirm")
     assert audit == [
