@@ -89,6 +89,7 @@ def _register_subcommands() -> None:
     from permits.cli import permits
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import maintain_cmd
+    from telemetry.jt808.cli import gateway
     from web.cli import user_cmd, web_cmd
     from web.users import user_exists
 
@@ -109,6 +110,7 @@ def _register_subcommands() -> None:
     cli.add_command(simulate)
     cli.add_command(accuracy)
     cli.add_command(loadtest)
+    cli.add_command(gateway)
     bench.add_command(bench_ingest)
     bench.add_command(bench_geofence)
     bench.add_command(bench_rules)
