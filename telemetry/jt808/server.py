@@ -29,6 +29,7 @@ import logging
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -393,7 +394,9 @@ class TerminalConnection(asyncio.Protocol):
             gateway.counts["refused_before_auth"] += 1
             if self.unregistered_device and gateway.config.publish_unregistered:
                 # Evidence of an unregistered terminal: stored with no truck, never acked.
-                gateway.uplink.publish(gateway.telemetry_topic(self.unregistered_device), payload)
+                gateway.uplink.publish_nowait(
+                    gateway.telemetry_topic(self.unregistered_device), payload
+                )
             else:
                 gateway.quarantine(
                     Problem(
@@ -436,7 +439,7 @@ class TerminalConnection(asyncio.Protocol):
     def _publish_status(self, status: str) -> None:
         gateway = self.gateway
         payload = _ENCODE({"status": status, "ts": int(time.time() * 1000)})
-        gateway.uplink.publish(gateway.topics.status(self.device_id), payload, retain=True)
+        gateway.uplink.publish_nowait(gateway.topics.status(self.device_id), payload, retain=True)
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -458,10 +461,10 @@ async def serve(
     settings: Settings,
     listen: tuple[str, int],
     *,
-    ready: asyncio.Event | None = None,
+    ready: Callable[[Gateway, int], None] | None = None,
     stats_every: float = 0.0,
 ) -> None:
-    """Run the gateway until cancelled."""
+    """Run the gateway until cancelled; `ready(gateway, port)` once it listens."""
     section = settings["jt808"]
     endpoint = settings.mqtt_endpoint()
     uplink = MqttUplink(
@@ -484,7 +487,7 @@ async def serve(
     port = server.sockets[0].getsockname()[1]
     log.info("jt808 gateway listening on %s:%s", listen[0], port)
     if ready is not None:
-        ready.set()
+        ready(gateway, port)
     try:
         await asyncio.Event().wait()
     finally:
@@ -510,3 +513,55 @@ async def _print_stats(gateway: Gateway, every: float) -> None:
 
 def _describe(gateway: Gateway) -> str:
     return ", ".join(f"{k}={v}" for k, v in gateway.snapshot().items())
+
+
+class GatewayThread:
+    """The gateway on an event loop of its own in this process (the accuracy run and the
+    demo, beside an in-process collector); `muck gateway jt808` is the production form."""
+
+    def __init__(self, settings: Settings, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        import threading
+
+        self.settings = settings
+        self.listen = listen
+        self.port = 0
+        self.gateway: Gateway | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Future | None = None
+        self._thread = threading.Thread(target=self._main, name="jt808-gateway", daemon=True)
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+
+        def ready(gateway: Gateway, port: int) -> None:
+            self.gateway, self.port = gateway, port
+            self._ready.set()
+
+        try:
+            self._task = loop.create_task(serve(self.settings, self.listen, ready=ready))
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # reported by start()
+            self.error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    def start(self, timeout: float = 10.0) -> int:
+        """Start and wait until listening and connected to the broker; the port."""
+        self._thread.start()
+        if not self._ready.wait(timeout) or self.error is not None:
+            raise OSError(f"the jt808 gateway did not start: {self.error}")
+        connected = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(self.gateway.uplink.connected.wait(), timeout), self._loop
+        )
+        connected.result(timeout + 1)
+        return self.port
+
+    def stop(self) -> None:
+        if self._loop is not None and self._task is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(30)

@@ -119,6 +119,10 @@ class MqttUplink:
             loop.call_soon(self._flush)
         return future
 
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish where nothing waits for the PUBACK (statuses, unregistered evidence)."""
+        self.publish(topic, payload, retain=retain).add_done_callback(_consume)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._out and self._transport is not None:
@@ -198,3 +202,8 @@ class MqttUplink:
             self._flush()
             self._transport.write(b"\xe0\x00")  # DISCONNECT
             self._transport.close()
+
+
+def _consume(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a lost status or evidence is not an error to log
