@@ -79,7 +79,14 @@ def bench() -> None:
 
 def _register_subcommands() -> None:
     import alerts.cli
-    from bench.cli import bench_alerts, bench_geofence, bench_ingest, bench_rules, bench_web
+    from bench.cli import (
+        bench_alerts,
+        bench_geofence,
+        bench_ingest,
+        bench_jt808,
+        bench_rules,
+        bench_web,
+    )
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
     from evidence.cli import evidence
@@ -116,6 +123,7 @@ def _register_subcommands() -> None:
     bench.add_command(bench_rules)
     bench.add_command(bench_web)
     bench.add_command(bench_alerts)
+    bench.add_command(bench_jt808)
 
 
 def main() -> None:
