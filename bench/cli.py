@@ -313,3 +313,55 @@ def bench_web(
     from bench.web_live import run_bench
 
     click.echo(run_bench(mctx.settings, trucks=trucks, changed=changed, repeat=repeat))
+
+
+@click.command("jt808")
+@click.option(
+    "--idle",
+    type=int,
+    default=19_900,
+    show_default=True,
+    help="Idle terminals to hold in one gateway (the open-files hard limit bounds it).",
+)
+@click.option(
+    "--clients", type=int, default=4, show_default=True, help="Client processes for the sockets."
+)
+@click.option(
+    "--reporters",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Terminals sending location reports in the throughput part (0: skip it).",
+)
+@click.option(
+    "--seconds", type=float, default=30.0, show_default=True, help="Length of the report part."
+)
+@click.option(
+    "--window",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Unacknowledged reports per terminal at a time.",
+)
+@click.option("--rules", is_flag=True, help="Run the collector with the compliance rules.")
+@pass_ctx
+def bench_jt808(mctx: MuckContext, idle, clients, reporters, seconds, window, rules) -> None:
+    """The JT/T 808 gateway: idle connections held by one process and memory per connection,
+    then location reports per second end to end into the database (real gateway, broker and
+    collector). Needs MUCK_DATABASE_URL and MUCK_MQTT_URL; run it through
+    /work/tools/cpu-exclusive on a shared machine."""
+    from bench.jt808 import run_jt808_bench
+
+    click.echo(
+        str(
+            run_jt808_bench(
+                mctx.settings,
+                idle=idle,
+                clients=clients,
+                report_terminals=reporters,
+                report_s=seconds,
+                window=window,
+                rules=rules,
+            )
+        )
+    )

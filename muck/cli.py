@@ -83,6 +83,7 @@ def _register_subcommands() -> None:
         bench_alerts,
         bench_geofence,
         bench_ingest,
+        bench_jt808,
         bench_rules,
         bench_web,
         bench_webhook,
@@ -97,6 +98,7 @@ def _register_subcommands() -> None:
     from permits.cli import permits
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import maintain_cmd
+    from telemetry.jt808.cli import gateway
     from web.cli import user_cmd, web_cmd
     from web.users import user_exists
 
@@ -121,12 +123,14 @@ def _register_subcommands() -> None:
     cli.add_command(simulate)
     cli.add_command(accuracy)
     cli.add_command(loadtest)
+    cli.add_command(gateway)
     bench.add_command(bench_ingest)
     bench.add_command(bench_geofence)
     bench.add_command(bench_rules)
     bench.add_command(bench_web)
     bench.add_command(bench_alerts)
     bench.add_command(bench_webhook)
+    bench.add_command(bench_jt808)
 
 
 def main() -> None:

@@ -54,6 +54,22 @@ from core.clicontext import MuckContext, pass_ctx
     "arrive at once, then it runs in real time (so the scripted first-minute violations "
     "are already there).",
 )
+@click.option(
+    "--jt808-port",
+    type=int,
+    default=7611,
+    show_default=True,
+    help="Port of the demo's JT/T 808 gateway (a free one when taken); real terminals can "
+    "connect to it too.",
+)
+@click.option(
+    "--jt808-share",
+    type=click.FloatRange(min=0, max=1),
+    default=0.25,
+    show_default=True,
+    help="Share of the fleet's terminals that speak JT/T 808 through the gateway (the rest "
+    "publish JSON over MQTT).",
+)
 @pass_ctx
 def demo(
     mctx: MuckContext,
@@ -65,6 +81,8 @@ def demo(
     web_port: int,
     seed: int,
     warm_up: float,
+    jt808_port: int,
+    jt808_share: float,
 ) -> None:
     """Run everything: services (embedded if unset), schema, a simulated city (zones,
     companies, trucks, permits) and its fleet in real time, the collector with the rules, and
@@ -138,6 +156,17 @@ def demo(
         started.append(collector)
         if not collector.wait_connected(15):
             raise click.ClickException(f"cannot connect to MQTT at {settings.mqtt_url}")
+        gateway, jt808_devices = None, set()
+        if jt808_share > 0:
+            from telemetry.jt808.server import GatewayThread
+
+            gateway = GatewayThread(settings, ("0.0.0.0", jt808_port))
+            try:
+                gateway.start()
+            except OSError:
+                gateway = GatewayThread(settings, ("0.0.0.0", 0))
+                gateway.start()
+            started.append(gateway)
         fleet = _LiveFleet(
             Fleet(
                 city,
@@ -151,6 +180,13 @@ def demo(
             ),
             settings,
         )
+        if gateway is not None:
+            fleet.jt808_port = gateway.port
+            fleet.jt808_devices = jt808_devices = _jt808_devices(fleet.fleet, jt808_share)
+            click.echo(
+                f"JT/T 808 gateway on port {gateway.port}: {len(jt808_devices)} of the fleet's "
+                "terminals speak JT/T 808 through it (docs/jt808.md)"
+            )
         fleet.start()
         started.append(fleet)
         for agent in fleet.fleet.agents:
@@ -200,6 +236,8 @@ class _LiveFleet:
     def __init__(self, fleet, settings) -> None:
         self.fleet = fleet
         self.settings = settings
+        self.jt808_port = 0
+        self.jt808_devices: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-fleet", daemon=True)
 
@@ -207,11 +245,34 @@ class _LiveFleet:
         from simulators.fleet import fast_publisher, run_live
 
         publisher, publish = fast_publisher(self.settings)
+        terminals = None
+        if self.jt808_devices:
+            from simulators.jt808 import GatewayFleetPublisher
+            from telemetry.contract import Topics
+
+            topics = Topics(self.settings.mqtt["topic_prefix"])
+            terminals = GatewayFleetPublisher("127.0.0.1", self.jt808_port, topics, publish)
+            over_mqtt = publish
+            chosen = self.jt808_devices
+
+            def publish(messages: list[tuple[str, bytes]]) -> None:
+                jt808, mqtt = [], []
+                for message in messages:
+                    parsed = topics.parse(message[0])
+                    kind, ident = parsed if parsed is not None else ("", "")
+                    (jt808 if kind != "sightings" and ident in chosen else mqtt).append(message)
+                if mqtt:
+                    over_mqtt(mqtt)
+                if jt808:
+                    terminals(jt808)
+
         try:
             # As fast as possible up to the present (the warm-up), then in real time: run_live
             # never goes past now.
             run_live(self.fleet, publish, speedup=0, stop=self._stop)
         finally:
+            if terminals is not None:
+                terminals.close()
             publisher.close()
 
     def start(self) -> None:
@@ -220,6 +281,16 @@ class _LiveFleet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def _jt808_devices(fleet, share: float) -> set[str]:
+    """Every n-th terminal of the fleet (the first-minute trucks stay on MQTT JSON, whose
+    timing the first-minute promise was measured with)."""
+    candidates = [a.device for a in fleet.agents if a.device and a.index not in fleet.openings]
+    if not candidates or share <= 0:
+        return set()
+    step = max(1, round(1 / share))
+    return set(candidates[::step])
 
 
 def _demo_admin(conn) -> str:

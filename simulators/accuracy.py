@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_S = 60  # simulated seconds per feeding step (and between going-dark sweeps)
 DEVICE_SCAN_S = 900  # simulated seconds between scans for unregistered terminals
-TRANSPORTS = ("broker", "inprocess")
+TRANSPORTS = ("broker", "inprocess", "jt808")
 BROKER_WAIT_S = 120.0  # longest wait for the collector to store one simulated minute
 # The black-truck list is scored per plate (or device), whatever the times: a match needs
 # the same plate and reason only.
@@ -581,6 +581,12 @@ def _run(settings, conn, city, config, hours, speedup, stop, status, transport, 
         prefix = f"muck-accuracy-{uuid.uuid4().hex[:8]}/v1"  # nothing else publishes there
         config = dataclasses.replace(config, topic_prefix=prefix)
         path = _ThroughBroker(settings, database_url, engine, prefix)
+    elif transport == "jt808":
+        if not database_url:
+            raise ValueError("the jt808 transport needs the database URL for its collector")
+        prefix = f"muck-accuracy-{uuid.uuid4().hex[:8]}/v1"
+        config = dataclasses.replace(config, topic_prefix=prefix)
+        path = _ThroughGateway(settings, database_url, engine, prefix)
     else:
         path = _InProcess(settings, conn, engine)
     fleet = Fleet(city, config, start_ms=start_ms, settings=settings)
@@ -658,6 +664,70 @@ def _run(settings, conn, city, config, hours, speedup, stop, status, transport, 
         start_ms=fleet.start_ms,
         black=sum(not a.judged for a in fleet.agents),
     )
+
+
+class _ThroughGateway(_ThroughBroker):
+    """The terminals speak JT/T 808 to a gateway (simulators.jt808 → telemetry.jt808 in a
+    thread of this process), which publishes on the contract for the same collector; the
+    cameras still publish over MQTT. `feed` returns once every report was acknowledged by the
+    gateway (so PUBACKed by the broker) and the collector has committed every message,
+    counting the online status the gateway publishes for each authenticated terminal."""
+
+    def __init__(self, settings, database_url: str, engine, prefix: str) -> None:
+        from simulators.jt808 import GatewayFleetPublisher
+        from telemetry.contract import Topics
+        from telemetry.jt808.server import GatewayThread
+
+        super().__init__(settings, database_url, engine, prefix)
+        # The fleet runs faster than real time: a terminal sends a simulated minute of
+        # reports at once, which a real one never does.
+        gateway_settings = self.settings.with_overrides(
+            jt808={
+                "client_id": self.client_id + "-gw",
+                "max_frames_per_s": 1e6,
+                "heartbeat_s": 3600.0,
+            }
+        )
+        self.gateway = GatewayThread(gateway_settings)
+        try:
+            port = self.gateway.start()
+        except OSError:
+            self.close()
+            raise
+        self.terminals = GatewayFleetPublisher(
+            "127.0.0.1",
+            port,
+            Topics(prefix),
+            lambda messages: self.publisher.publish_many((t.encode(), p) for t, p in messages),
+        )
+
+    def feed(self, messages: list[tuple[str, bytes]]) -> None:
+        if not messages:
+            return
+        terminals = self.terminals
+        parse = terminals.topics.parse
+        before = terminals.authentications + terminals.disconnects
+        terminals(messages)
+        forwarded = sum(1 for t, _ in messages if (parse(t) or ("", ""))[0] != "status")
+        statuses = terminals.authentications + terminals.disconnects - before
+        self.expected += forwarded + statuses
+        deadline = time.monotonic() + BROKER_WAIT_S
+        while self._received() < self.expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the collector stored {self._received()} of {self.expected} messages "
+                    f"in {BROKER_WAIT_S:.0f} s"
+                )
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        terminals = getattr(self, "terminals", None)
+        if terminals is not None:
+            terminals.close()
+        gateway = getattr(self, "gateway", None)
+        if gateway is not None:
+            gateway.stop()
+        super().close()
 
 
 # -- a scratch database next to MUCK_DATABASE_URL ------------------------------------------

@@ -122,6 +122,21 @@ def _parse_rates(rates: tuple[str, ...]) -> dict[str, float]:
     is_flag=True,
     help="Do not write the city (zones, registry, permits) into MUCK_DATABASE_URL first.",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(["mqtt", "jt808"]),
+    default="mqtt",
+    show_default=True,
+    help="How the terminals talk: JSON over MQTT, or JT/T 808 (2019) over TCP to a "
+    "`muck gateway jt808` (cameras publish over MQTT either way).",
+)
+@click.option(
+    "--gateway",
+    "gateway_address",
+    default="127.0.0.1:7611",
+    show_default=True,
+    help="HOST:PORT of the JT/T 808 gateway (with --protocol jt808).",
+)
 @pass_ctx
 def simulate(
     mctx: MuckContext,
@@ -137,6 +152,8 @@ def simulate(
     rates: tuple[str, ...],
     truth: str | None,
     no_install: bool,
+    protocol: str,
+    gateway_address: str,
 ) -> None:
     """Generate the city of SEED, install it, and drive a live fleet against MUCK_MQTT_URL.
 
@@ -185,6 +202,16 @@ def simulate(
         raise click.ClickException(
             f"cannot connect to MQTT at {settings.mqtt_url}: {exc}"
         ) from None
+    if protocol == "jt808":
+        from simulators.jt808 import GatewayFleetPublisher
+        from telemetry.contract import Topics
+        from telemetry.jt808.server import parse_listen
+
+        try:
+            host, port = parse_listen(gateway_address)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--gateway") from None
+        publish = GatewayFleetPublisher(host, port, Topics(settings.mqtt["topic_prefix"]), publish)
 
     def status(f: Fleet) -> None:
         sim = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.ms(f.t) / 1000))
@@ -208,6 +235,8 @@ def simulate(
             status=status,
         )
     finally:
+        if protocol == "jt808":
+            publish.close()  # type: ignore[attr-defined]
         publisher.close()
         click.echo("")
         if truth:

@@ -56,7 +56,10 @@ def test_demo_shows_violations_within_the_first_minute(settings, broker, db, tmp
         "MUCK_MQTT_URL": broker.url,
     }
     proc = subprocess.Popen(
-        [MUCK, "demo", "--trucks", "20", "--web-port", str(web_port), "--data-dir", str(tmp_path)],
+        [
+            *(MUCK, "demo", "--trucks", "20", "--web-port", str(web_port)),
+            *("--data-dir", str(tmp_path), "--jt808-port", str(free_port())),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -97,6 +100,12 @@ def test_demo_shows_violations_within_the_first_minute(settings, broker, db, tmp
         assert _one(db, feed) > 0, f"no alert in the live feed after 120 s:\n{out}"
         assert _one(db, final) > 0, f"no final evidence after 120 s:\n{out}"
         packed = time.monotonic() - began
+        # Part of the fleet speaks JT/T 808 through the demo's gateway, stored like the rest.
+        assert re.search(r"JT/T 808 gateway on port \d+: [1-9]\d* of the fleet", out), out
+        through_gateway = """SELECT count(*) FROM positions p
+                             JOIN jt808_terminals j ON j.device_id = p.device_id
+                             WHERE p.truck_id IS NOT NULL"""
+        assert _one(db, through_gateway) > 0, out
         print(f"first violations after (s): {seen}; black truck after {black_at:.0f} s;")
         print(f"an alert in the feed and final evidence after {packed:.0f} s")
     finally:

@@ -1,0 +1,365 @@
+"""`muck bench jt808`: the JT/T 808 gateway under load, end to end.
+
+Two measurements, each with the real `muck gateway jt808` and `muck collect` as processes
+of their own, simulated terminals spread over several client processes (one process
+cannot hold 20,000 sockets under this machine's open-files limit, and its Python would be
+measured instead of the gateway's):
+
+* idle connections: how many registered, authenticated terminals one gateway process holds,
+  and its resident memory per idle connection (RSS after minus before, over the count);
+* location reports: terminals sending 0x0200 reports as fast as the gateway acknowledges
+  them (a few unacknowledged per terminal, as terminals do), each acknowledged after the
+  broker's PUBACK; the rate is the rows stored per second in `positions`, measured from the
+  database (first to last `received_at`), so it is the end-to-end figure.
+
+The run registers its own terminals (phones unique to the run) and deletes its rows after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from core.config import Settings
+from core.db import connect_settings
+from simulators.loadgen import register_devices, unregister_company
+from telemetry.jt808 import messages as m
+from telemetry.jt808.frames import Frame, FrameSplitter, decode_frame, encode_frame
+
+
+@dataclass
+class Jt808BenchReport:
+    idle_target: int
+    idle_connected: int = 0
+    idle_seconds: float = 0.0
+    rss_before_mb: float = 0.0
+    rss_after_mb: float = 0.0
+    open_files_limit: int = 0
+    report_terminals: int = 0
+    acked: int = 0
+    stored: int = 0
+    store_seconds: float = 0.0
+    client_processes: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kb_per_connection(self) -> float:
+        if not self.idle_connected:
+            return 0.0
+        return (self.rss_after_mb - self.rss_before_mb) * 1024 / self.idle_connected
+
+    def __str__(self) -> str:
+        lines = [
+            f"open files limit (soft = hard): {self.open_files_limit}",
+            f"idle connections: {self.idle_connected:,} of {self.idle_target:,} registered and "
+            f"authenticated in {self.idle_seconds:.1f} s ({self.client_processes} client "
+            "processes)",
+            f"gateway RSS: {self.rss_before_mb:.1f} MB before, {self.rss_after_mb:.1f} MB with "
+            f"them: {self.kb_per_connection:.1f} KB per idle connection",
+        ]
+        if self.report_terminals:
+            rate = self.stored / self.store_seconds if self.store_seconds else 0.0
+            lines.append(
+                f"location reports: {self.report_terminals} terminals, {self.acked:,} "
+                f"acknowledged, {self.stored:,} stored in {self.store_seconds:.1f} s: "
+                f"{rate:,.0f} reports/s end to end into the database"
+            )
+        if self.cpu:
+            lines.append(
+                "CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.cpu.items()))
+            )
+        lines += self.notes
+        return "\n".join(lines)
+
+
+# --- the simulated terminals (in client processes) ------------------------------------------
+
+
+class _Terminal:
+    def __init__(self, phone: str, reader, writer) -> None:
+        self.phone, self.reader, self.writer = phone, reader, writer
+        self.splitter = FrameSplitter(1 << 16)
+        self.serial = 0
+        self.frames: list[Frame] = []
+
+    def send(self, msg_id: int, body: bytes) -> int:
+        self.serial = (self.serial + 1) & 0xFFFF
+        self.writer.write(encode_frame(msg_id, self.phone, self.serial, body))
+        return self.serial
+
+    async def next_frame(self) -> Frame | None:
+        while not self.frames:
+            data = await self.reader.read(65536)
+            if not data:
+                return None
+            raws, _ = self.splitter.feed(data)
+            self.frames += [f for f in map(decode_frame, raws) if isinstance(f, Frame)]
+        return self.frames.pop(0)
+
+
+async def _open(host: str, port: int, phone: str) -> _Terminal | None:
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return None
+    term = _Terminal(phone, reader, writer)
+    reg = m.Registration(44, 300, "BENCH", "B-808", "", 2, "")
+    term.send(m.REGISTER, m.encode_register(reg, 2013))
+    reply = await term.next_frame()
+    if reply is None or reply.msg_id != m.REGISTER_REPLY:
+        return None
+    answer = m.decode_register_reply(reply.body)
+    if answer.result != m.REGISTERED:
+        return None
+    term.send(m.AUTHENTICATE, m.encode_authenticate(m.Authentication(answer.auth_code), 2013))
+    reply = await term.next_frame()
+    if reply is None or m.decode_general_reply(reply.body).result != m.OK:
+        return None
+    return term
+
+
+async def _report_loop(term: _Terminal, deadline: float, window: int, base_ms: int) -> int:
+    """Reports with unique fix times, `window` unacknowledged at most; the acks counted."""
+    acked, sent, k = 0, 0, 0
+    lat = 22.5 + (int(term.phone[-4:]) % 1000) / 1e4
+
+    def next_body() -> bytes:
+        nonlocal k
+        k += 1
+        loc = m.Location(0, 0x0303, lat, 114.05, 10, 30.0, 90, base_ms + k * 1000)
+        return m.encode_location(loc)
+
+    while sent < window:
+        term.send(m.LOCATION, next_body())
+        sent += 1
+    while True:
+        frame = await term.next_frame()
+        if frame is None:
+            return acked
+        if frame.msg_id == m.PLATFORM_REPLY and m.decode_general_reply(frame.body).result == 0:
+            acked += 1
+            if time.time() < deadline:
+                term.send(m.LOCATION, next_body())
+            elif acked >= sent:
+                return acked
+            else:
+                continue
+            sent += 1
+
+
+async def _client(host, port, phones, hold_s, report_phones, report_s, window, base_ms, queue):
+    began = time.monotonic()
+    gate = asyncio.Semaphore(200)
+
+    async def one(phone: str) -> _Terminal | None:
+        async with gate:
+            return await _open(host, port, phone)
+
+    terms = [t for t in await asyncio.gather(*(one(p) for p in phones)) if t is not None]
+    queue.put(("connected", len(terms), time.monotonic() - began))
+    await asyncio.sleep(hold_s)
+    for t in terms:
+        t.writer.close()
+    acked = 0
+    if report_phones:
+        reporters = [t for t in await asyncio.gather(*(one(p) for p in report_phones)) if t]
+        start_at = time.time()
+        counts = await asyncio.gather(
+            *(_report_loop(t, start_at + report_s, window, base_ms) for t in reporters)
+        )
+        acked = sum(counts)
+        for t in reporters:
+            t.writer.close()
+    queue.put(("acked", acked, resource.getrusage(resource.RUSAGE_SELF).ru_utime))
+
+
+def _client_process(*args) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asyncio.run(_client(*args))
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def _wait_for_port(proc, port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("muck gateway jt808 exited: " + proc.stderr.read())
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the gateway does not listen on {port}")
+
+
+def run_jt808_bench(
+    settings: Settings,
+    *,
+    idle: int,
+    clients: int,
+    report_terminals: int,
+    report_s: float,
+    window: int,
+    rules: bool = False,
+    hold_s: float = 5.0,
+) -> Jt808BenchReport:
+    report = Jt808BenchReport(idle)
+    report.client_processes = clients
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    report.open_files_limit = hard
+    run = uuid.uuid4().hex[:6]
+    digits = f"{int(run, 16) % 10_000:04d}"
+    idle_phones = [f"{digits}{i:08d}" for i in range(idle)]
+    report_phones = [f"{digits}{90_000_000 + i:08d}" for i in range(report_terminals)]
+    phones = idle_phones + report_phones
+    prefix = f"bench-{run}/v1"
+    port = _free_port()
+    config = Path(tempfile.mkdtemp(prefix="muck-bench-")) / "bench.toml"
+    config.write_text(
+        f'[mqtt]\ntopic_prefix = "{prefix}"\n'
+        f'[jt808]\nclient_id = "bench-{run}-gw"\nheartbeat_s = 3600.0\n'
+        "auth_timeout_s = 600.0\nmax_frames_per_s = 100000.0\n"
+    )
+    env = {**os.environ, "MUCK_CONFIG": str(config)}
+    muck = str(Path(sys.executable).with_name("muck"))
+    conn = connect_settings(settings, application_name="muck-bench")
+    company = f"bench jt808 {run}"
+    register_devices(conn, company, f"BJT{run}", phones)
+    flags = ["--no-maintenance"] + ([] if rules else ["--no-rules"])
+    collector_log = config.with_name("collector.log").open("w")
+    if os.environ.get("MUCK_BENCH_DEBUG"):
+        print("collector log:", collector_log.name, flush=True)
+    collector = subprocess.Popen(
+        [muck, "collect", "--client-id", f"bench-{run}-c", "--stats", "5", *flags],
+        env=env,
+        stdout=collector_log,
+        stderr=subprocess.STDOUT,
+    )
+    gateway = subprocess.Popen(
+        [muck, "gateway", "jt808", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs: list = []
+    try:
+        _wait_for_port(gateway, port)
+        time.sleep(2.0)  # the collector subscribes
+        gw = psutil.Process(gateway.pid)
+        report.rss_before_mb = gw.memory_info().rss / 2**20
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        base_ms = int(time.time() * 1000) - 2 * 3600_000
+        share = [idle_phones[k::clients] for k in range(clients)]
+        reporters = [report_phones[k::clients] for k in range(clients)]
+        for k in range(clients):
+            proc = context.Process(
+                target=_client_process,
+                args=(
+                    "127.0.0.1",
+                    port,
+                    share[k],
+                    hold_s,
+                    reporters[k],
+                    report_s,
+                    window,
+                    base_ms,
+                    queue,
+                ),  # fmt: skip
+                daemon=True,
+            )
+            proc.start()
+            procs.append(proc)
+        connected = [queue.get(timeout=600) for _ in range(clients)]
+        report.idle_connected = sum(c[1] for c in connected)
+        report.idle_seconds = max(c[2] for c in connected)
+        time.sleep(1.0)  # everyone connected now; the gateway's memory with them
+        report.rss_after_mb = gw.memory_info().rss / 2**20
+        done = [queue.get(timeout=report_s + hold_s + 600) for _ in range(clients)]
+        report.acked = sum(d[1] for d in done)
+        report.cpu["clients"] = sum(d[2] for d in done)
+        report.report_terminals = report_terminals
+        if report_terminals:
+            report.stored, report.store_seconds = _stored(conn, report_phones, report.acked)
+        for name, proc in (("gateway", gateway), ("collector", collector)):
+            times = psutil.Process(proc.pid).cpu_times()
+            report.cpu[name] = times.user + times.system
+        if report.idle_connected < idle:
+            report.notes.append(
+                f"{idle - report.idle_connected} terminals could not connect or authenticate: "
+                "the gateway's sockets are bounded by the open-files limit above, less the "
+                "files it holds itself (broker, database, listening socket, libraries)"
+            )
+    finally:
+        for proc in procs:
+            proc.join(30)
+        for proc in (gateway, collector):
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM positions WHERE device_id = ANY(%s)", (phones,))
+            cur.execute("DELETE FROM truck_state WHERE device_id = ANY(%s)", (phones,))
+            cur.execute("DELETE FROM jt808_terminals WHERE phone = ANY(%s)", (phones,))
+            cur.execute("DELETE FROM device_status WHERE device_id = ANY(%s)", (phones,))
+            if not os.environ.get("MUCK_BENCH_DEBUG"):
+                cur.execute("DELETE FROM quarantine WHERE device_id = ANY(%s)", (phones,))
+        conn.commit()
+        unregister_company(conn, company)
+        conn.close()
+    return report
+
+
+def _stored(conn, phones: list[str], expected: int) -> tuple[int, float]:
+    """Rows stored for the reporting terminals (waiting until the count settles), and the
+    seconds from the first to the last one's `received_at`."""
+    last, settled = -1, time.monotonic()
+    while time.monotonic() - settled < 5.0:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM positions WHERE device_id = ANY(%s)", (phones,))
+            stored = cur.fetchone()[0]
+        conn.commit()
+        if stored != last:
+            last, settled = stored, time.monotonic()
+        if os.environ.get("MUCK_BENCH_DEBUG"):
+            print("stored", stored, "of", expected, flush=True)
+        if stored >= expected:
+            break
+        time.sleep(0.5)
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT count(*), extract(epoch FROM max(received_at) - min(received_at))
+               FROM positions WHERE device_id = ANY(%s)""",
+            (phones,),
+        )
+        count, seconds = cur.fetchone()
+    conn.commit()
+    return count, float(seconds or 0.0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

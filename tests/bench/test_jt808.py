@@ -1,0 +1,23 @@
+"""`muck bench jt808`: the figures docs/performance.md quotes come from a working benchmark
+(a tiny run here: a few idle terminals, a few reporting ones, every acknowledged report
+stored, and the run's rows removed afterwards)."""
+
+from __future__ import annotations
+
+from bench.jt808 import run_jt808_bench
+from tests.conftest import require_mosquitto
+from tests.mqtt_helpers import count
+
+
+def test_tiny_run_holds_the_terminals_and_stores_every_acknowledged_report(settings, broker, db):
+    require_mosquitto(broker)
+    report = run_jt808_bench(
+        settings, idle=30, clients=2, report_terminals=10, report_s=1.0, window=4, hold_s=0.5
+    )
+    assert report.idle_connected == 30
+    assert report.rss_after_mb >= report.rss_before_mb > 0
+    assert report.acked > 10
+    assert report.stored == report.acked  # acknowledged only after the broker had it
+    assert "reports/s end to end into the database" in str(report)
+    assert count(db, "SELECT count(*) FROM jt808_terminals") == 0
+    assert count(db, "SELECT count(*) FROM terminals") == 0

@@ -1,0 +1,237 @@
+"""The real `muck gateway jt808` against the real broker and database: registration against
+the registry, authentication, nothing accepted before it, location reports published on the
+contract and acknowledged after the broker's PUBACK, unknown terminals, bad frames in the
+quarantine, and the per-connection limits."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from simulators.jt808 import TerminalClient, TerminalIdentity
+from telemetry.jt808 import messages as m
+from telemetry.jt808.frames import encode_frame, split_message
+from tests.mqtt_helpers import count, now_ms, wait_until
+from tests.telemetry.jt808.gateway_helpers import (
+    PHONE,
+    Watcher,
+    register_truck,
+    running_gateway,
+)
+
+
+def fix(ts: int, **extra) -> dict:
+    body = {"ts": ts, "lat": 22.543101, "lon": 114.057868, "speed": 38.5, "heading": 92}
+    body.update(extra)
+    return body
+
+
+@pytest.fixture
+def watcher(broker):
+    w = Watcher(broker.url)
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("edition", [2013, 2019])
+def test_register_authenticate_report(settings, broker, db, watcher, edition):
+    register_truck(db)
+    with running_gateway(settings, broker.url) as (gateway, port):
+        terminal = TerminalClient(
+            TerminalIdentity(PHONE, "T000042", "粤B12345", edition), "127.0.0.1", port
+        )
+        terminal.connect()
+        ts = now_ms() // 1000 * 1000
+        # before authentication nothing is accepted, not even a heartbeat
+        assert terminal.report(fix(ts - 60_000)) == m.FAILURE
+        assert terminal.heartbeat() == m.FAILURE
+        assert terminal.register() == m.REGISTERED
+        assert len(terminal.identity.auth_code) == 16
+        assert terminal.authenticate("wrong-code") == m.FAILURE
+        assert terminal.authenticate() == m.OK
+        assert terminal.heartbeat() == m.OK
+        sensors = {"lid": "open", "lift": "down", "load": "full", "weight_kg": 31200, "sats": 11}
+        assert terminal.report(fix(ts, alarms=["antenna_cut"], **sensors)) == m.OK
+        assert wait_until(lambda: len(watcher.telemetry(PHONE)) == 1, 5)
+        published = watcher.telemetry(PHONE)[0]
+        assert published["ts"] == ts and published["alarms"] == ["antenna_cut"]
+        assert {k: published[k] for k in sensors} == sensors
+        assert (published["lat"], published["lon"], published["speed"]) == (
+            22.543101,
+            114.057868,
+            38.5,
+        )
+        # a blind-area batch is one message with every device time, in order
+        old = [fix(ts - 600_000 + k * 10_000) for k in range(5)]
+        assert terminal.batch(old) == m.OK
+        assert wait_until(lambda: len(watcher.telemetry(PHONE)) == 2, 5)
+        assert [f["ts"] for f in watcher.telemetry(PHONE)[1]] == [f["ts"] for f in old]
+        # the report sent before authentication was never published
+        assert all(
+            (b["ts"] if isinstance(b, dict) else 0) != ts - 60_000 for b in watcher.telemetry(PHONE)
+        )
+        # a new connection authenticates with the code kept from the registration
+        terminal.close()
+        terminal.connect()
+        assert terminal.authenticate() == m.OK
+        # logout is acknowledged, then the connection closes
+        assert terminal.result_of(terminal.send(m.LOGOUT, b"")) == m.OK
+        assert terminal.receive(2) is None
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT device_id, terminal_id, plate, authenticated_at IS NOT NULL FROM jt808_terminals"
+        )
+        assert cur.fetchall() == [(PHONE, "T000042", "粤B12345", True)]
+    db.commit()
+    # online on authentication, offline when the connection ends (the first may be the
+    # retained status an earlier test left)
+    statuses = [b["status"] for t, b in watcher.messages if t == f"muck/v1/trucks/{PHONE}/status"]
+    assert statuses[-4:] == ["online", "offline", "online", "offline"]
+
+
+def test_unknown_terminal_is_refused_and_recorded_unregistered(settings, broker, db, watcher):
+    register_truck(db)
+    with running_gateway(settings, broker.url) as (gateway, port):
+        rogue = TerminalClient(
+            TerminalIdentity("013900000001", "ROGUE01", "粤B99999"), "127.0.0.1", port
+        )
+        rogue.connect()
+        assert rogue.register() == m.NO_SUCH_TERMINAL
+        assert rogue.authenticate("guess") == m.FAILURE
+        ts = now_ms() // 1000 * 1000
+        # refused, but published under the id it claimed: stored with no truck, the
+        # unregistered-terminal evidence of the black-truck list
+        assert rogue.report(fix(ts)) == m.FAILURE
+        assert wait_until(lambda: len(watcher.telemetry("ROGUE01")) == 1, 5)
+    assert count(db, "SELECT count(*) FROM jt808_terminals") == 0
+
+
+def test_bad_frames_are_quarantined_and_the_connection_survives(settings, broker, db, watcher):
+    register_truck(db)
+    with running_gateway(settings, broker.url) as (gateway, port):
+        terminal = TerminalClient(TerminalIdentity(PHONE, "T000042"), "127.0.0.1", port).connect()
+        assert terminal.register() == m.REGISTERED and terminal.authenticate() == m.OK
+        good = encode_frame(
+            m.LOCATION,
+            PHONE,
+            77,
+            m.encode_location(m.Location(0, 3, 22.5, 114.0, 0, 0, 0, now_ms())),
+        )
+        bad_check = good[:-2] + bytes([good[-2] ^ 0x01]) + b"\x7e"
+        terminal.send_raw(bad_check)
+        reply = terminal.reply_to(77)
+        assert m.decode_general_reply(reply.body).result == m.MESSAGE_ERROR
+        # an impossible date: the header is fine, the body is not
+        feb30 = struct.pack("!IIIIHHH", 0, 3, 22500000, 114000000, 0, 0, 0) + bytes.fromhex(
+            "260230120000"
+        )
+        assert terminal.result_of(terminal.send(m.LOCATION, feb30)) == m.MESSAGE_ERROR
+        terminal.send_raw(b"\x7e\x01\x02\x7d\x09\x7e")  # a bad escape
+        assert terminal.heartbeat() == m.OK  # still connected
+        assert wait_until(
+            lambda: (
+                count(db, "SELECT count(*) FROM quarantine WHERE topic = %s", (f"jt808/{PHONE}",))
+                >= 2
+            ),
+            5,
+        )
+        time.sleep(1.2)
+    with db.cursor() as cur:
+        cur.execute("SELECT reason, length(payload) > 0 FROM quarantine ORDER BY id")
+        reasons = cur.fetchall()
+    db.commit()
+    assert ("jt808_bad_checksum", True) in reasons
+    assert ("jt808_bad_time", True) in reasons
+    assert ("jt808_bad_escape", True) in reasons
+    assert watcher.telemetry(PHONE) == []
+
+
+def test_subpackaged_batch_out_of_order(settings, broker, db, watcher):
+    register_truck(db)
+    with running_gateway(settings, broker.url) as (gateway, port):
+        terminal = TerminalClient(
+            TerminalIdentity(PHONE, "T000042", edition=2019), "127.0.0.1", port
+        ).connect()
+        assert terminal.register() == m.REGISTERED and terminal.authenticate() == m.OK
+        ts = now_ms() // 1000 * 1000
+        locations = [
+            m.Location(0, 3, 22.5 + k / 1e4, 114.0, 0, 20.0, 0, ts - 300_000 + k * 1000)
+            for k in range(50)
+        ]
+        body = m.encode_batch(locations)
+        frames = split_message(
+            m.BATCH, terminal.identity.header_phone, 500, body, version=1, package_size=600
+        )
+        assert len(frames) == 3
+        terminal.send_raw(frames[2] + frames[0])
+        time.sleep(0.3)
+        assert watcher.telemetry(PHONE) == []
+        terminal.send_raw(frames[1])
+        assert terminal.result_of(500) == m.OK
+        assert wait_until(lambda: len(watcher.telemetry(PHONE)) == 1, 5)
+        assert len(watcher.telemetry(PHONE)[0]) == 50
+        # a package that never comes: asked for once (0x8003), then quarantined
+        terminal.send_raw(
+            split_message(
+                m.BATCH, terminal.identity.header_phone, 900, body, version=1, package_size=600
+            )[0]
+        )
+        request = None
+        deadline = time.monotonic() + 5
+        while request is None and time.monotonic() < deadline:
+            frame = terminal.receive(1)
+            if frame is not None and frame.msg_id == m.RETRANSMIT:
+                request = m.decode_retransmit(frame.body, 2019)
+        assert request is not None and (request.original_serial, request.indices) == (900, [2, 3])
+        assert wait_until(
+            lambda: (
+                count(
+                    db, "SELECT count(*) FROM quarantine WHERE reason = 'jt808_subpackage_timeout'"
+                )
+                == 1
+            ),
+            6,
+        )
+
+
+def test_limits_idle_rate_auth_timeout_and_garbage(settings, broker, db):
+    register_truck(db)
+    with running_gateway(
+        settings, broker.url, heartbeat_s=1.0, auth_timeout_s=2.0, max_frames_per_s=5
+    ) as (gateway, port):
+        # never authenticates: closed after auth_timeout_s... or idle first (2 s)
+        idle = TerminalClient(TerminalIdentity(PHONE), "127.0.0.1", port).connect()
+        started = time.monotonic()
+        assert idle.receive(6) is None
+        assert time.monotonic() - started < 5.5
+        # more than 5 frames a second: the extra ones are dropped, not answered
+        busy = TerminalClient(TerminalIdentity(PHONE, "T000042"), "127.0.0.1", port).connect()
+        assert busy.register() == m.REGISTERED
+        serials = [busy.send(m.HEARTBEAT, b"") for _ in range(20)]
+        answered = [busy.result_of(s, 0.5) for s in serials[-5:]]
+        assert answered.count(None) >= 4
+        # garbage without flags: the connection is closed
+        junk = socket.create_connection(("127.0.0.1", port))
+        junk.settimeout(5)
+        try:
+            for _ in range(10):
+                junk.sendall(b"\x01" * 4096)
+        except OSError:
+            pass
+        try:
+            closed = junk.recv(10) == b""
+        except ConnectionResetError:  # closed with our bytes unread
+            closed = True
+        assert closed
+        junk.close()
+    assert count(db, "SELECT count(*) FROM quarantine WHERE reason = 'jt808_rate_limited'") >= 1
+    assert (
+        count(
+            db,
+            "SELECT count(*) FROM quarantine WHERE reason IN ('jt808_garbage', 'jt808_oversized')",
+        )
+        >= 1
+    )
