@@ -202,7 +202,13 @@ def withdraw_cmd(mctx, case, reason, by) -> None:
 
 @case_group.command("list")
 @click.option("--status", type=click.Choice(STATUSES), help="Only cases in this status.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=50,
+    show_default=True,
+    help="Cases listed at most.",
+)
 @pass_ctx
 def list_cmd(mctx, status, limit) -> None:
     """Newest cases first."""
