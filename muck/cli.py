@@ -35,6 +35,19 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     for noisy in ("transitions", "amqtt", "pgserver", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = MuckContext(config_path)
+    _add_hooks(ctx.obj)
+
+
+def _add_hooks(mctx: MuckContext) -> None:
+    """Packages lower on the data path never import the ones above: the root connects them.
+    A permit imported for a blacklisted company is stored with a warning from credit."""
+
+    def blacklist_warnings(conn, permit_numbers, source=""):
+        from credit.lists import permit_import_warnings
+
+        return permit_import_warnings(conn, permit_numbers, source=source)
+
+    mctx.add_hook("permits.imported", blacklist_warnings)
 
 
 @cli.command()
@@ -82,6 +95,7 @@ def _register_subcommands() -> None:
     from bench.cli import bench_alerts, bench_geofence, bench_ingest, bench_rules, bench_web
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
+    from credit.commands import credit
     from evidence.cli import evidence
     from geofence.cli import zones
     from muck.collect import collect
@@ -105,6 +119,7 @@ def _register_subcommands() -> None:
     cli.add_command(black_trucks)
     cli.add_command(violations)
     cli.add_command(evidence)
+    cli.add_command(credit)
     cli.add_command(alerts.cli.alerts)
     cli.add_command(simulate)
     cli.add_command(accuracy)
