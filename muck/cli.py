@@ -95,7 +95,7 @@ def _register_subcommands() -> None:
     from bench.cli import bench_alerts, bench_geofence, bench_ingest, bench_rules, bench_web
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
-    from credit.commands import credit
+    from credit.commands import credit, export_group
     from evidence.cli import evidence
     from geofence.cli import zones
     from muck.collect import collect
@@ -120,6 +120,7 @@ def _register_subcommands() -> None:
     cli.add_command(violations)
     cli.add_command(evidence)
     cli.add_command(credit)
+    cli.add_command(export_group)
     cli.add_command(alerts.cli.alerts)
     cli.add_command(simulate)
     cli.add_command(accuracy)

@@ -47,6 +47,10 @@ def collector_jobs(
 def credit_jobs(settings: Settings) -> list[Job]:
     """Credit's jobs: the listing evaluation and expiry, and the nightly export when a folder
     is configured (credit/lists.py, credit/exports.py)."""
+    from credit.exports import nightly_job
     from credit.lists import listing_job
 
-    return [listing_job(settings)]
+    jobs = [listing_job(settings)]
+    if settings["credit"]["nightly_export_dir"]:
+        jobs.append(nightly_job(settings))
+    return jobs
