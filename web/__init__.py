@@ -2,7 +2,7 @@
 
 Run it with `muck web` (development server) or `gunicorn 'web:create_app()'` (production).
 One blueprint per page family: auth, overview, livemap, trucks (track replay), violations,
-black_trucks, registry, admin (users, audit log), alerts (live feed, subscriptions, dead
+black_trucks, credit (scores, lists, exports), registry, admin (users, audit log), alerts (live feed, subscriptions, dead
 letters), api, health.
 """
 
@@ -71,6 +71,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         api,
         auth,
         black_trucks,
+        credit,
         health,
         livemap,
         overview,
@@ -89,6 +90,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         trucks,
         violations,
         black_trucks,
+        credit,
         registry_views,
         admin,
         alerts,
