@@ -110,7 +110,9 @@ def evaluate_cmd(mctx) -> None:
 @click.option(
     "--status", type=click.Choice(["pending", "active", "rejected", "removed"]), help="Only these."
 )
-@click.option("--list", "list_type", type=click.Choice(["watch", "red", "black"]))
+@click.option(
+    "--list", "list_type", type=click.Choice(["watch", "red", "black"]), help="Only this list."
+)
 @pass_ctx
 def lists_cmd(mctx, status, list_type) -> None:
     """List entries, newest first."""
@@ -162,7 +164,10 @@ for _name, _help in (
     _cmd = click.option("--by", "actor", required=True, help="The credit officer.")(_cmd)
     if _name == "remove":
         _cmd = click.option(
-            "--reason", type=click.Choice(["credit_repair", "appeal_upheld"]), required=True
+            "--reason",
+            type=click.Choice(["credit_repair", "appeal_upheld"]),
+            required=True,
+            help="Credit repair (信用修复) or an upheld appeal (申诉成立).",
         )(_cmd)
     _cmd = click.argument("entry_id", type=int)(_cmd)
     credit.command(_name, help=_help)(_cmd)
@@ -186,7 +191,14 @@ def _export_command(kind: str, help_text: str):
     @export_group.command(kind, help=help_text)
     @click.option("--from", "start", required=True, help="First day (YYYY-MM-DD, city time).")
     @click.option("--to", "end", required=True, help="Last day, included (YYYY-MM-DD).")
-    @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "json"]), default="csv")
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["csv", "xlsx", "json"]),
+        default="csv",
+        show_default=True,
+        help="File format: CSV (UTF-8 with BOM), XLSX or JSON.",
+    )
     @click.option(
         "--out", type=click.Path(dir_okay=False), help="File to write (default: its name)."
     )
