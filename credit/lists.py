@@ -19,11 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from compliance.pipeline import PIPELINE
 from credit.scoring import CaseRecord, Scheme, cases_by_subject, load_cases, score_subject
 
 LIST_TYPES = ("watch", "red", "black")
 SEVERITY = {name: i for i, name in enumerate(LIST_TYPES)}
 REMOVAL_REASONS = ("expiry", "credit_repair", "appeal_upheld")
+KIND_LABELS = {rule.kind: rule.label["zh"] for rule in PIPELINE}
+LINE_NAMES = {"watch": "重点关注", "red": "警示", "black": "失信"}
 _LOCK = 0x63726564  # "cred": one evaluation at a time across collectors
 
 
@@ -93,7 +96,7 @@ def proposals(settings: Any, cases: Sequence[CaseRecord], now: dt.datetime) -> l
                     key,
                     list_type,
                     f"score_{list_type}",
-                    f"信用分 {score.score} ≤ {limit}",
+                    f"信用分 {score.score}，不高于{LINE_NAMES[list_type]}线 {limit}",
                     [c.id for c in in_force],
                 )
                 break
@@ -104,14 +107,16 @@ def proposals(settings: Any, cases: Sequence[CaseRecord], now: dt.datetime) -> l
             hits = {cid: n for cid, n in hits.items() if n}
             counted = len(hits) if rule["count"] == "cases" else sum(hits.values())
             if counted >= int(rule["at_least"]):
-                unit = "件案件" if rule["count"] == "cases" else "次违法"
-                what = rule["kind"] or "全部类型"
+                unit = "件已决定案件" if rule["count"] == "cases" else "次违法"
+                what = KIND_LABELS.get(rule["kind"], rule["kind"]) if rule["kind"] else "各类违法"
+                flag = f"（{rule['flag']}）" if rule["flag"] else ""
                 add(
                     subject,
                     key,
                     rule["list"],
                     rule["name"],
-                    f"{rule['name']}: 本周期 {counted} {unit} ({what}) ≥ {rule['at_least']}",
+                    f"本周期{what}{flag} {counted} {unit}，达到 {rule['at_least']}"
+                    f"（规则 {rule['name']}）",
                     hits,
                 )
     return list(out.values())

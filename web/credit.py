@@ -14,6 +14,7 @@ import datetime as dt
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from markupsafe import Markup, escape
 
@@ -35,6 +36,12 @@ from web.params import settings
 from web.violation_queries import KIND_LABELS
 
 bp = Blueprint("credit", __name__, url_prefix="/credit")
+ENTRY_STATUS = {
+    "pending": _l("awaiting sign-off"),
+    "active": _l("in force"),
+    "rejected": _l("not listed"),
+    "removed": _l("removed"),
+}
 
 
 def sparkline(points: list[int], base: int, width: int = 120, height: int = 24) -> Markup:
@@ -217,6 +224,7 @@ def company(company_id: int):
         permits=permits,
         permit_warnings=permit_warnings,
         entries=entries,
+        entry_status=ENTRY_STATUS,
         kind_labels=KIND_LABELS,
         can_signoff=current_user.can("credit_signoff"),
         demo=any(c.demo for c in cases),
