@@ -79,8 +79,18 @@ def score_cmd(mctx, company_id, truck_id, driver, at_day) -> None:
         raise click.UsageError("give exactly one of --company, --truck, --driver")
     settings = mctx.settings
     conn = mctx.connect()
+    subject, key = chosen[0]
+    if subject != "driver":
+        with conn.cursor() as cur:
+            table = "companies" if subject == "company" else "trucks"
+            cur.execute(f"SELECT 1 FROM {table} WHERE id = %s", (key,))  # noqa: S608 (fixed names)
+            found = cur.fetchone() is not None
+        conn.rollback()
+        if not found:
+            conn.close()
+            raise click.ClickException(f"no {subject} {key}")
     try:
-        score = subject_score(conn, settings, *chosen[0], _as_of(at_day, settings))
+        score = subject_score(conn, settings, subject, key, _as_of(at_day, settings))
     except SchemeError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -233,6 +233,8 @@ def test_cli_scores_lists_and_signs_off(db, settings):
     assert "100 points" in past.stdout
     bad = muck("credit", "score", "--company", str(cid), "--at", "3 May")
     assert bad.returncode != 0 and "is not a date" in bad.stderr and "Traceback" not in bad.stderr
+    missing = muck("credit", "score", "--company", "999999")
+    assert missing.returncode != 0 and "no company 999999" in missing.stderr
     assert "proposed 1" in muck("credit", "evaluate").stdout
     (entry,) = list_entries(db)
     assert "pending" in muck("credit", "lists").stdout
