@@ -262,6 +262,13 @@ def bench_rules(mctx, trucks, rounds, polygons, routes, workload, minutes, seed,
     help="Positions generated for the violations benchmark (e.g. 100000000: 15-20 GB).",
 )
 @click.option(
+    "--listed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Live map: this many companies on credit lists in force (their flags in every answer).",
+)
+@click.option(
     "--fleet",
     default=5000,
     show_default=True,
@@ -284,6 +291,7 @@ def bench_web(
     positions: int,
     fleet: int,
     db_name: str | None,
+    listed: int,
 ) -> None:
     """Time the live map (or with --violations the violations list) in a scratch database.
 
@@ -312,7 +320,9 @@ def bench_web(
         return
     from bench.web_live import run_bench
 
-    click.echo(run_bench(mctx.settings, trucks=trucks, changed=changed, repeat=repeat))
+    click.echo(
+        run_bench(mctx.settings, trucks=trucks, changed=changed, repeat=repeat, listed=listed)
+    )
 
 
 @click.command("jt808")

@@ -70,7 +70,9 @@ def _fmt(name: str, times: list[float], size: int, count: int) -> str:
     return f"{name:<32} trucks={count:>6}  p50={p50:6.1f} ms  p95={p95:6.1f} ms  body={size / 1024:7.0f} KiB"
 
 
-def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> str:
+def run_bench(
+    settings: Settings, *, trucks: int, changed: int, repeat: int, listed: int = 0
+) -> str:
     from web import create_app
     from web.users import create_token, create_user
 
@@ -87,6 +89,21 @@ def run_bench(settings: Settings, *, trucks: int, changed: int, repeat: int) -> 
         t0 = time.perf_counter()
         seed(conn, trucks, (settings.city["center_lon"], settings.city["center_lat"]))
         lines.append(f"seeded {trucks} trucks in {time.perf_counter() - t0:.1f} s")
+        if listed:
+            # Companies on credit lists in force: each answer carries their flags.
+            with conn.cursor() as cur:
+                cur.execute(
+                    """INSERT INTO credit_list_entries (subject_kind, subject_key, company_id,
+                           subject_name, list_type, reason, legal_basis, authority_name,
+                           proposed_by, status, listed_on, planned_removal_on)
+                       SELECT 'company', id::text, id, name,
+                              (ARRAY['watch', 'red', 'black'])[1 + id %% 3], 'bench', 'bench',
+                              'bench', 'bench', 'active', current_date, current_date + 30
+                       FROM companies ORDER BY companies.id LIMIT %s""",
+                    (listed,),
+                )
+                lines.append(f"{cur.rowcount} companies on credit lists")
+            conn.commit()
         with conn.cursor() as cur:
             create_user(cur, "bench", "bench-password", "supervisor", actor="bench")
             token = create_token(cur, "bench", "bench", actor="bench")

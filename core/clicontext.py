@@ -9,6 +9,7 @@ never import the composition root.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import click
@@ -20,6 +21,20 @@ class MuckContext:
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self._settings: Settings | None = None
+        # Hooks the composition root hangs on a package's command, so that a package lower
+        # on the data path can let a higher one speak without importing it (the permit
+        # import asks credit for blacklist warnings: "permits.imported").
+        self.hooks: dict[str, list[Callable[..., list[str]]]] = {}
+
+    def add_hook(self, name: str, hook: Callable[..., list[str]]) -> None:
+        self.hooks.setdefault(name, []).append(hook)
+
+    def run_hooks(self, name: str, *args, **kwargs) -> list[str]:
+        """Every hook of `name` in order; their messages, concatenated."""
+        out: list[str] = []
+        for hook in self.hooks.get(name, ()):
+            out.extend(hook(*args, **kwargs))
+        return out
 
     @property
     def settings(self) -> Settings:

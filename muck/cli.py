@@ -35,6 +35,19 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     for noisy in ("transitions", "amqtt", "pgserver", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = MuckContext(config_path)
+    _add_hooks(ctx.obj)
+
+
+def _add_hooks(mctx: MuckContext) -> None:
+    """Packages lower on the data path never import the ones above: the root connects them.
+    A permit imported for a blacklisted company is stored with a warning from credit."""
+
+    def blacklist_warnings(conn, permit_numbers, source=""):
+        from credit.lists import permit_import_warnings
+
+        return permit_import_warnings(conn, permit_numbers, source=source)
+
+    mctx.add_hook("permits.imported", blacklist_warnings)
 
 
 @cli.command()
@@ -91,6 +104,7 @@ def _register_subcommands() -> None:
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
     from credit.cli import case_group, violation_close, violation_open_case
+    from credit.commands import credit, export_group
     from evidence.cli import evidence
     from geofence.cli import zones
     from muck.collect import collect
@@ -119,6 +133,8 @@ def _register_subcommands() -> None:
     violations.add_command(violation_close)
     cli.add_command(case_group)
     cli.add_command(evidence)
+    cli.add_command(credit)
+    cli.add_command(export_group)
     cli.add_command(alerts.cli.alerts)
     cli.add_command(simulate)
     cli.add_command(accuracy)

@@ -98,6 +98,7 @@ def demo(
     from core.embedded import EmbeddedBroker, EmbeddedDatabase
     from core.migrate import migrate
     from core.scheduling import JobRunner
+    from credit.demo import demo_cases_job
     from muck.jobs import collector_jobs, rules_service
     from registry.service import RegistryError
     from simulators.city import city_from_settings, install_city
@@ -123,7 +124,11 @@ def demo(
             started.append(broker)
         # The demo fixes evidence 30 s after an episode ends (a city keeps 120 s, for late
         # re-uploads), so that a new user sees final evidence packs within two minutes.
-        settings = load_settings(mctx.config_path).with_overrides(evidence={"final_delay_s": 30})
+        # Credit: automatic listings evaluated every 30 s, so the demo's cases (credit/demo.py)
+        # show as proposed listings within a minute or two.
+        settings = load_settings(mctx.config_path).with_overrides(
+            evidence={"final_delay_s": 30}, credit={"listing_every_s": 30}
+        )
         conn = connect(settings.database_url)
         applied = migrate(conn, settings)
         click.echo(
@@ -142,7 +147,9 @@ def demo(
 
         rules = rules_service(settings)
         rules.start()
-        jobs = JobRunner(settings, collector_jobs(settings, rules))
+        # The demo also confirms a sample of violations and decides cases for them (marked as
+        # demo data), so the credit pages have scored companies.
+        jobs = JobRunner(settings, [*collector_jobs(settings, rules), demo_cases_job(settings)])
         jobs.start()
         started.append(jobs)
         # Alerts link to the demo's own dashboard.

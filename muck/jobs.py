@@ -1,7 +1,7 @@
 """Everything a collector process runs on the clock, in one list.
 
 Each package declares its jobs (`telemetry.partitions`, `compliance.service.RulesService`,
-`black_trucks.scan`, `evidence.capture`); this is where they meet, for `muck collect` and
+`black_trucks.scan`, `evidence.capture`, `credit.lists`); this is where they meet, for `muck collect` and
 `muck demo` alike.
 tests/muck/test_collect_jobs.py starts the real `muck collect` and sees each job's effect in
 the database.
@@ -40,4 +40,17 @@ def collector_jobs(
             )
         )
         jobs.append(capture_job(settings))
+        jobs += credit_jobs(settings)
+    return jobs
+
+
+def credit_jobs(settings: Settings) -> list[Job]:
+    """Credit's jobs: the listing evaluation and expiry, and the nightly export when a folder
+    is configured (credit/lists.py, credit/exports.py)."""
+    from credit.exports import nightly_job
+    from credit.lists import listing_job
+
+    jobs = [listing_job(settings)]
+    if settings["credit"]["nightly_export_dir"]:
+        jobs.append(nightly_job(settings))
     return jobs

@@ -65,6 +65,16 @@ def import_cmd(mctx, file, fmt, dry_run) -> None:
             click.echo(f"{file}: {len(records)} valid permits; nothing stored (--dry-run)")
             return
         counts = import_permits(conn, records, source=file)
+        # The permits are stored: what the hooks say (credit: a blacklisted company) is a
+        # warning next to them, never a reason to refuse the file.
+        try:
+            for warning in mctx.run_hooks(
+                "permits.imported", conn, [r.number for r in records], source=file
+            ):
+                click.echo(warning, err=True)
+        except Exception as exc:  # noqa: BLE001 - the permits are stored; say the check failed
+            conn.rollback()
+            click.echo(f"warning: {file}: the checks after the import failed: {exc}", err=True)
     except PermitImportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

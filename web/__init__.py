@@ -2,8 +2,8 @@
 
 Run it with `muck web` (development server) or `gunicorn 'web:create_app()'` (production).
 One blueprint per page family: auth, overview, livemap, trucks (track replay), violations,
-black_trucks, cases, registry, admin (users, audit log), alerts (live feed, subscriptions, dead
-letters), api, health.
+black_trucks, cases, credit (scores, lists, exports), registry, admin (users, audit log), alerts
+(live feed, subscriptions, dead letters), api, health.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         auth,
         black_trucks,
         cases,
+        credit,
         health,
         livemap,
         overview,
@@ -91,6 +92,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         violations,
         black_trucks,
         cases,
+        credit,
         registry_views,
         admin,
         alerts,

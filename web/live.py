@@ -95,6 +95,7 @@ def live_trucks_json(conn, since: int | None, *, overlap_s: float) -> bytes:
             cur.execute(_AGG_DELTA, {"since": start})
         count, top, columns, company_ids = cur.fetchone()
         top = _with_violations(cur, top)
+        listed = _listed(cur)
         companies = {}
         if company_ids:
             cur.execute("SELECT id, name FROM companies WHERE id = ANY(%s)", (company_ids,))
@@ -113,9 +114,19 @@ def live_trucks_json(conn, since: int | None, *, overlap_s: float) -> bytes:
         "crs": "wgs84",
         "fields": list(FIELDS),
         "companies": companies,
+        "listed": listed,
     }
     text = json.dumps(head, ensure_ascii=False)
     return (text[:-1] + ', "trucks": ' + columns + "}").encode()
+
+
+def _listed(cur) -> dict[str, dict[str, str]]:
+    """Credit's lists in force over companies and trucks (credit/lists.py): a few rows,
+    sent whole with every answer so the map drops a flag the moment an entry ends."""
+    from credit.lists import flagged
+
+    flags = flagged(cur)
+    return {kind: {str(k): v for k, v in ids.items()} for kind, ids in flags.items()}
 
 
 def _with_violations(cur, top: dt.datetime | None) -> dt.datetime | None:
@@ -149,6 +160,7 @@ def live_trucks(conn, since: int | None, *, overlap_s: float, crs: str = "wgs84"
             cur.execute(_DELTA, {"since": start})
         rows = cur.fetchall()
         violations_top = _with_violations(cur, None)
+        listed = _listed(cur)
         company_ids = sorted({r[2] for r in rows if r[2] is not None})
         companies = {}
         if company_ids:
@@ -179,6 +191,7 @@ def live_trucks(conn, since: int | None, *, overlap_s: float, crs: str = "wgs84"
         "fields": list(FIELDS),
         "trucks": columns,
         "companies": companies,
+        "listed": listed,
     }
 
 
@@ -391,6 +404,7 @@ class LiveCache:
                     server_now = cur.fetchone()[0]
                     self._refresh(cur, overlap_s)
                     top = _with_violations(cur, self._active_top)
+                    listed = _listed(cur)
                     columns = (
                         b"{"
                         + b",".join(
@@ -417,6 +431,7 @@ class LiveCache:
             "crs": crs,
             "fields": list(FIELDS),
             "companies": companies,
+            "listed": listed,
         }
         text = _ENCODER.encode(head)
         return text[:-1] + b', "trucks": ' + columns + b"}"

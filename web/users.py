@@ -18,7 +18,7 @@ ROLE_ALIASES = {
     "credit_officer": "credit",
 }
 
-# What each role may do. Credit pages arrive with the credit issue.
+# What each role may do.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "overview": frozenset(ROLES),
     "map": frozenset({"supervisor", "enforcement", "admin"}),
@@ -37,6 +37,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # cases and penalty decisions: read (the list, a case, its history); opening, editing,
     # deciding, publishing, closing, withdrawing and the notices take "enforce"
     "cases": frozenset(ROLES),
+    # credit (web/credit.py): scores, explanations and lists are read by all who supervise;
+    # only credit officers (and admins) sign listings off, remove entries, issue the listing
+    # notice, and export or re-download files for the credit platform
+    "credit": frozenset(ROLES),
+    "credit_signoff": frozenset({"credit", "admin"}),
+    "credit_export": frozenset({"credit", "admin"}),
 }
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8

@@ -62,6 +62,7 @@ def test_a_collector_runs_maintenance_the_rules_jobs_the_scan_and_the_evidence_c
         "violation place fill",
         "black-truck scan",
         "evidence capture",
+        "credit listing",
     ]
     (maintenance,) = collector_jobs(settings, None)
     assert maintenance.at_start and maintenance.every_s == 3600

@@ -106,6 +106,12 @@ def test_demo_shows_violations_within_the_first_minute(settings, broker, db, tmp
                              JOIN jt808_terminals j ON j.device_id = p.device_id
                              WHERE p.truck_id IS NOT NULL"""
         assert _one(db, through_gateway) > 0, out
+        # Credit: the demo confirms a sample and decides cases for it (marked demo data); a
+        # company's score drops on the credit overview.
+        demo_cases = "SELECT count(*) FROM credit_cases WHERE demo AND status = 'decided'"
+        while time.monotonic() - began < 150 and not _one(db, demo_cases):
+            time.sleep(1)
+        assert _one(db, demo_cases) > 0, f"no demo case after 150 s:\n{out}"
         print(f"first violations after (s): {seen}; black truck after {black_at:.0f} s;")
         print(f"an alert in the feed and final evidence after {packed:.0f} s")
     finally:

@@ -192,6 +192,11 @@ ROUTES = [
     ("/cases/{case}", "cases"),
     ("/cases/new?v={confirmed}", "enforce"),
     ("/cases/{case}/{notice}.pdf", "enforce"),
+    ("/credit/", "credit"),
+    ("/credit/companies/{company}", "credit"),
+    ("/credit/lists/{list_entry}/notice.pdf", "credit_signoff"),
+    ("/credit/exports", "credit_export"),
+    ("/credit/exports/{credit_export}/download", "credit_export"),
 ]
 ALLOWED = {
     "overview": {"supervisor", "enforcement", "credit", "admin"},
@@ -204,6 +209,9 @@ ALLOWED = {
     "alerts": {"supervisor", "enforcement", "admin"},
     "alerts_admin": {"admin"},
     "cases": {"supervisor", "enforcement", "credit", "admin"},
+    "credit": {"supervisor", "enforcement", "credit", "admin"},
+    "credit_signoff": {"credit", "admin"},
+    "credit_export": {"credit", "admin"},
 }
 
 
@@ -233,6 +241,22 @@ def ids(db):
                VALUES ('plate', '粤B66666', now(), now(), 1, 1, now()) RETURNING id"""
         )
         black_truck = cur.fetchone()[0]
+        # a credit list entry and an export, for the credit pages (web/credit.py)
+        cur.execute(
+            """INSERT INTO credit_list_entries (subject_kind, subject_key, company_id,
+                   subject_name, list_type, reason, legal_basis, authority_name, proposed_by)
+               VALUES ('company', %s, %s, '测试公司', 'watch', 'r', 'b', 'a', 'system')
+               RETURNING id""",
+            (str(company), company),
+        )
+        list_entry = cur.fetchone()[0]
+        cur.execute(
+            """INSERT INTO credit_exports (kind, format, filter, row_count, warning_count,
+                   sha256, filename, content, created_by, via)
+               VALUES ('lists', 'json', '{}', 0, 0, encode(sha256('{}'::bytea), 'hex'),
+                       'x.json', '{}'::bytea, 'test', 'cli') RETURNING id"""
+        )
+        credit_export = cur.fetchone()[0]
     db.commit()
     # its (provisional) evidence, as the collector's capture job leaves it
     from evidence.capture import CaptureJob
@@ -272,6 +296,8 @@ def ids(db):
         "confirmed": confirmed,
         "notice": "advance",
         "black_truck": black_truck,
+        "list_entry": list_entry,
+        "credit_export": credit_export,
     }
 
 

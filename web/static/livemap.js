@@ -7,6 +7,14 @@
   const map = C.createMap('map');
   const trucks = new Map();            // id -> truck state
   const companies = {};                // id -> name
+  let listed = {companies: {}, trucks: {}};  // credit lists in force: id -> watch/red/black
+  const LIST_COLORS = {watch: '#f9a825', red: '#c62828', black: '#000'};
+  function listOf(t) {
+    const a = listed.trucks[t.id], b = listed.companies[t.company_id];
+    const rank = {watch: 0, red: 1, black: 2};
+    if (a && b) return rank[a] >= rank[b] ? a : b;
+    return a || b || null;
+  }
   let districts = [];                  // {code, name, bbox, geometry, bounds} from /api/v1/districts
   const filters = {company: '', district: '', plate: '', states: new Set(Object.keys(COLORS))};
   let cursor = null, clockOffset = 0, selected = null, trackLine = null, drawn = null;
@@ -79,6 +87,11 @@
         ctx.arc(p.x, p.y, r, 0, 2 * Math.PI);
       }
       ctx.fill();
+      const list = listOf(t);
+      if (list) {  // the company (or truck) is on a credit list: a ring in the list's colour
+        ctx.strokeStyle = LIST_COLORS[list]; ctx.lineWidth = 2;
+        ctx.beginPath(); ctx.arc(p.x, p.y, r + 2.5, 0, 2 * Math.PI); ctx.stroke();
+      }
       if (selected === t.id) {
         ctx.strokeStyle = '#000'; ctx.lineWidth = 2;
         ctx.beginPath(); ctx.arc(p.x, p.y, r + 5, 0, 2 * Math.PI); ctx.stroke();
@@ -172,6 +185,7 @@
       if (!(cid in companies)) { companies[cid] = name; added = true; }
     }
     if (added) fillCompanies();
+    if (payload.listed) { listed = payload.listed; api.listed = listed; }
     clockOffset = payload.server_ms - Date.now();
     api.serverMs = payload.server_ms;
     cursor = payload.cursor;
@@ -235,6 +249,8 @@
       [T.speed, t.speed === null ? T.none : t.speed.toFixed(0) + ' km/h'], [T.heading, t.heading === null ? T.none : t.heading + '°'],
       [T.lid, label(t.lid)], [T.lift, label(t.lift)], [T.load, label(t.load)], [T.lastReport, C.fmtTime(t.fix_ms)]];
     if (t.alarms && t.alarms.length) rows.push([T.alarms, t.alarms.join(', ')]);
+    const list = listOf(t);
+    if (list) rows.push([T.creditList, T.lists[list]]);
     const el = document.getElementById('truck-info');
     el.innerHTML = '';
     const table = document.createElement('table');
