@@ -152,7 +152,7 @@ def test_list_records_and_redownload(db, settings, records):
     bad = by_name['\'=HYPERLINK("http://x")运输公司']
     assert bad[col["名单类型"]] == "失信黑名单"
     assert bad[col["统一社会信用代码"]] == BAD_CODE and "GB 32100" in bad[col["数据校验"]]
-    assert bad[col["认定部门"]] == settings["credit"]["authority_name"]
+    assert bad[col["认定部门"]] == settings["cases"]["authority_name"]  # [credit] names none
     assert bad[col["列入日期"]] == today.isoformat()  # the day it was signed off
     assert bad[col["关联处罚决定书文号"]].startswith("深城管罚")
     # No truck lost 30 points: company entries only.

@@ -56,7 +56,7 @@ def test_three_dumping_cases_propose_the_blacklist_and_wait_for_sign_off(db, set
     assert entry["status"] == "pending" and entry["list_type"] == "black"
     assert set(entry["rules"]) == {"score_black", "illegal_dumping_cases"}
     assert entry["case_ids"] == cases and entry["listed_on"] is None
-    assert entry["legal_basis"] and entry["authority_name"] == settings["credit"]["authority_name"]
+    assert entry["legal_basis"] and entry["authority_name"] == settings["cases"]["authority_name"]
     # Nothing is flagged before the sign-off.
     with db.cursor() as cur:
         assert truck_flag(cur, truck) is None
