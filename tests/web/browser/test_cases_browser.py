@@ -1,8 +1,13 @@
 """An enforcement officer in chromium turns two confirmed violations of one company into a
-case on the violation list, and decides it."""
+case on the violation list, and decides it; the company's score drops on the credit page,
+and the listing job proposes it for the watch list, where a credit officer sees it."""
 
 from __future__ import annotations
 
+from core.config import load_settings
+from core.db import transaction
+from credit.cases import decide, open_case
+from credit.lists import evaluate
 from registry.service import upsert_company, upsert_truck
 from tests.web.browser.test_web_browser import (  # noqa: F401 (fixtures)
     SHOTS,
@@ -32,6 +37,20 @@ def test_officer_opens_a_case_from_two_violations_and_decides_it(server, page, d
     )
     unrelated = insert_violation(db, t3, other, "speeding", status="confirmed")
     pending = insert_violation(db, t1, company, "speeding", start=T0 + dt.timedelta(hours=2))
+    # An earlier decided case (going dark, 5 points): 95 before today's case, 89 after it,
+    # below the watch line of 90.
+    earlier = insert_violation(
+        db, t1, company, "going_dark", status="confirmed", start=T0 - dt.timedelta(days=1)
+    )
+    settings = load_settings()
+    with transaction(db) as cur:
+        decide(
+            cur,
+            settings,
+            open_case(cur, settings, [earlier], "officer0"),
+            "officer0",
+            fields={"penalty_category": "警告"},
+        )
 
     _login(page, server, "officer")
     page.click("#nav-violations")
@@ -80,4 +99,23 @@ def test_officer_opens_a_case_from_two_violations_and_decides_it(server, page, d
         cases = cur.fetchall()
     db.rollback()
     assert {status for status, _ in rows} == {"case_opened"} and rows[0][1] == rows[1][1]
-    assert cases == [("decided", True)]
+    assert sorted(cases) == [("decided", True), ("decided", True)]
+
+    # Credit: the company's score dropped by the case's 6 points (speeding 3, unsealed 3),
+    # each deduction explained; the listing job proposes it for the watch list.
+    page.goto(f"{server}/credit/companies/{company}")
+    page.wait_for_selector("#score")
+    assert page.inner_text("#score") == "89"
+    with db.cursor() as cur:
+        cur.execute("SELECT case_no FROM credit_cases WHERE created_by = 'officer'")
+        (case_no,) = cur.fetchone()
+    db.rollback()
+    assert case_no in page.content()
+    evaluate(db, settings)  # the listing clock job's work (tests/credit/test_collect_credit.py)
+    add_user(db, "creditor", "credit")
+    page.context.clear_cookies()  # logged out
+    _login(page, server, "creditor")
+    page.goto(f"{server}/credit/")
+    page.wait_for_selector("#pending")
+    pending_rows = page.inner_text("#pending")
+    assert "深圳市甲运输有限公司" in pending_rows and "深圳市乙运输有限公司" not in pending_rows
