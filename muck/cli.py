@@ -87,6 +87,7 @@ def _register_subcommands() -> None:
     from muck.collect import collect
     from muck.demo import demo
     from permits.cli import permits
+    from registry.cli import registry
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import maintain_cmd
     from web.cli import user_cmd, web_cmd
@@ -102,6 +103,7 @@ def _register_subcommands() -> None:
     cli.add_command(web_cmd)
     cli.add_command(user_cmd)
     cli.add_command(permits)
+    cli.add_command(registry)
     cli.add_command(black_trucks)
     cli.add_command(violations)
     cli.add_command(evidence)
