@@ -83,7 +83,7 @@ def _register_subcommands() -> None:
     from black_trucks.cli import black_trucks
     from compliance.cli import violations
     from evidence.cli import evidence
-    from geofence.cli import zones
+    from geofence.cli import city, zones
     from muck.collect import collect
     from muck.demo import demo
     from permits.cli import permits
@@ -100,6 +100,7 @@ def _register_subcommands() -> None:
     cli.add_command(maintain_cmd)
     cli.add_command(demo)
     cli.add_command(zones)
+    cli.add_command(city)
     cli.add_command(web_cmd)
     cli.add_command(user_cmd)
     cli.add_command(permits)
