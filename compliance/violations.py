@@ -26,6 +26,11 @@ TRANSITIONS = {
 }
 
 
+# Severities, lowest first: `notice` asks for a look, not an alert (see docs/compliance.md).
+SEVERITIES = ("notice", "minor", "serious")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
 class ViolationError(ValueError):
     """A status change that is not allowed; the message says why."""
 
@@ -47,6 +52,8 @@ class EpisodeRow:
     points: int
     legal_basis: str
     params: dict[str, Any]
+    #: an orderly shutdown of the terminal would excuse it (going dark; never stored)
+    excusable: bool = False
 
     @property
     def key(self) -> tuple:
@@ -63,8 +70,7 @@ def _final(episodes: list[EpisodeRow]) -> dict[tuple, EpisodeRow]:
             continue
         best = row if row.end is not None or seen.end is None else seen
         worst = max((w for w in (seen.worst, row.worst) if w is not None), default=None)
-        serious = "serious" in (seen.severity, row.severity)
-        best.worst, best.severity = worst, "serious" if serious else "minor"
+        best.worst, best.severity = worst, max(seen.severity, row.severity, key=SEVERITY_RANK.get)
         best.lat = seen.lat if seen.lat is not None else row.lat
         best.lon = seen.lon if seen.lon is not None else row.lon
         out[row.key] = best
@@ -80,7 +86,8 @@ ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     ended_at = COALESCE(EXCLUDED.ended_at, v.ended_at),
     worst_value = GREATEST(v.worst_value, EXCLUDED.worst_value),
     severity = CASE WHEN 'serious' IN (v.severity, EXCLUDED.severity) THEN 'serious'
-                    ELSE 'minor' END,
+                    WHEN 'minor' IN (v.severity, EXCLUDED.severity) THEN 'minor'
+                    ELSE 'notice' END,
     lat = COALESCE(v.lat, EXCLUDED.lat), lon = COALESCE(v.lon, EXCLUDED.lon),
     -- a finding made when the episode ends (e.g. unloaded while dark) joins the parameters
     -- the sweep recorded when it opened the violation
@@ -183,8 +190,25 @@ class ViolationWriter:
         if new_rows:
             self.write(cur, new_rows)
 
-    def _withdraw(self, cur, vid: int, status: str) -> None:
-        note = "not found again when re-evaluated with late fixes"
+    def withdraw_open(self, cur, rows: list[EpisodeRow], note: str) -> None:
+        """Withdraw the still open violations of these episodes (not found after all)."""
+        for row in rows:
+            cur.execute(
+                """SELECT id, status FROM violations WHERE truck_id = %s AND kind = %s
+                     AND stream = %s AND started_at = to_timestamp(%s) AND ended_at IS NULL
+                     AND status <> 'withdrawn'""",
+                (row.truck_id, row.kind, row.stream, row.start),
+            )
+            for vid, status in cur.fetchall():
+                self._withdraw(cur, vid, status, note)
+
+    def _withdraw(
+        self,
+        cur,
+        vid: int,
+        status: str,
+        note: str = "not found again when re-evaluated with late fixes",
+    ) -> None:
         if status == "new":
             cur.execute(
                 "UPDATE violations SET status = 'withdrawn', updated_at = now() WHERE id = %s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -341,11 +342,17 @@ def decode_sighting(
     )
 
 
-def decode_status(payload: bytes, now_ms: int) -> tuple[str, int] | Rejection:
+class Status(NamedTuple):
+    status: str  # online / offline
+    ms: int  # device time when the terminal gave one, else when it was received
+    timed: bool  # the terminal gave its own time: an `offline` with it is an orderly shutdown
+
+
+def decode_status(payload: bytes, now_ms: int) -> Status | Rejection:
     """Plain `online`/`offline` (as a last will usually is) or {"status": ..., "ts": ...}."""
     text = payload.strip()
     if text in (b"online", b"offline"):
-        return text.decode(), now_ms
+        return Status(text.decode(), now_ms, False)
     try:
         msg = _STATUS_DECODER.decode(payload)
     except msgspec.ValidationError as exc:
@@ -353,8 +360,8 @@ def decode_status(payload: bytes, now_ms: int) -> tuple[str, int] | Rejection:
     except msgspec.DecodeError as exc:
         return Rejection("malformed_json", str(exc), payload)
     if msg.ts is None:
-        return msg.status, now_ms
+        return Status(msg.status, now_ms, False)
     try:
-        return msg.status, parse_time_ms(msg.ts)
+        return Status(msg.status, parse_time_ms(msg.ts), True)
     except (ValueError, OverflowError) as exc:
         return Rejection("bad_timestamp", str(exc), payload)
