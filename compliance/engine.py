@@ -33,6 +33,7 @@ from compliance.carry import (
     TruckState,
     decode_state,
 )
+from compliance.concurrence import link_concurrent
 from compliance.dark_excuses import split_excused
 from compliance.frame import FixColumns, FixFrame, build_frame, is_working
 from compliance.pipeline import PIPELINE
@@ -306,6 +307,8 @@ class ComplianceEngine:
             self.writer.write(cur, episodes)
             if excused:  # the sweep may have opened them before the shutdown was known
                 self.writer.withdraw_open(cur, excused, "the terminal shut down orderly")
+            if episodes:
+                link_concurrent(cur, self.settings, sorted({e.truck_id for e in episodes}))
             write_trips(cur, outcome.trips, self.moving_kmh)
             self._save(cur, trucks[on_time], slots[on_time], outcome.carry, before.take(on_time))
         for s in np.flatnonzero(late).tolist():
@@ -448,6 +451,7 @@ class ComplianceEngine:
             return
         outcome = self.evaluate(FixColumns.from_rows(rows), Carry.from_states([state], self.layout))
         self.writer.reconcile(cur, truck, since, split_excused(cur, outcome.episodes)[0])
+        link_concurrent(cur, self.settings, [truck])
         # Trips are derived data: a trip recorded from the partial fixes whose start the
         # replay moved (or that the replay no longer sees) goes; the replay's trips are
         # written again below. Trips loaded before the replay window come from the snapshot's
