@@ -1,8 +1,8 @@
 """Going-dark gaps that an orderly shutdown excuses.
 
 The going-dark rule sees fixes only; whether the terminal said, itself, that it was going
-offline is telemetry's `device_status.orderly_offline_at` (an `offline` status carrying the
-terminal's own time; a plain last will does not count). A gap that began at or before that
+offline is telemetry's `device_status.orderly_offline_at` (an `offline` status with the
+terminal's own time and a shutdown reason; a last will does not count). A gap that began at or before that
 moment and ended after it is left out, unless the rule marked it as not excusable (loaded
 outside every site, or unloaded while dark). The sweep applies the same test in SQL
 (compliance/sweep.py).

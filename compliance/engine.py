@@ -39,6 +39,7 @@ from compliance.frame import FixColumns, FixFrame, build_frame, is_working
 from compliance.pipeline import PIPELINE
 from compliance.rules.base import Carried, Rule
 from compliance.runs import StreamInput, detect_streams
+from compliance.sweep import withdraw_stale_dark
 from compliance.trips import TripRow, advance, write_trips
 from compliance.violations import EpisodeRow, ViolationWriter
 from core.config import Settings
@@ -309,6 +310,7 @@ class ComplianceEngine:
                 self.writer.withdraw_open(cur, excused, "the terminal shut down orderly")
             if episodes:
                 link_concurrent(cur, self.settings, sorted({e.truck_id for e in episodes}))
+            withdraw_stale_dark(cur, self.settings, trucks[on_time].tolist())
             write_trips(cur, outcome.trips, self.moving_kmh)
             self._save(cur, trucks[on_time], slots[on_time], outcome.carry, before.take(on_time))
         for s in np.flatnonzero(late).tolist():

@@ -81,7 +81,7 @@ def _register_subcommands() -> None:
     import alerts.cli
     from bench.cli import bench_alerts, bench_geofence, bench_ingest, bench_rules, bench_web
     from black_trucks.cli import black_trucks
-    from compliance.cli import violations
+    from compliance.cli import sweep_cmd, violations
     from evidence.cli import evidence
     from geofence.cli import city, zones
     from muck.collect import collect
@@ -107,6 +107,7 @@ def _register_subcommands() -> None:
     cli.add_command(registry)
     cli.add_command(black_trucks)
     cli.add_command(violations)
+    cli.add_command(sweep_cmd)
     cli.add_command(evidence)
     cli.add_command(alerts.cli.alerts)
     cli.add_command(simulate)

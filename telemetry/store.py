@@ -362,11 +362,9 @@ class BatchWriter:
                                 # kept when the terminal comes back online: the going-dark
                                 # rule asks whether the gap it ends began with an orderly
                                 # shutdown
-                                dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-                                if status == "offline" and timed
-                                else None,
+                                dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if orderly else None,
                             )
-                            for device, (status, ms, timed) in batch.statuses.items()
+                            for device, (status, ms, orderly) in batch.statuses.items()
                         ],
                     )
             conn.commit()

@@ -16,7 +16,13 @@ from typing import NamedTuple
 import msgspec
 
 from registry.validation import normalise_plate
-from telemetry.contract import ALARM_NAME, FixMessage, SightingMessage, StatusMessage
+from telemetry.contract import (
+    ALARM_NAME,
+    ORDERLY_REASONS,
+    FixMessage,
+    SightingMessage,
+    StatusMessage,
+)
 
 _FIX_DECODER = msgspec.json.Decoder(FixMessage | list[FixMessage])
 _ONE_FIX_DECODER = msgspec.json.Decoder(FixMessage)
@@ -345,7 +351,7 @@ def decode_sighting(
 class Status(NamedTuple):
     status: str  # online / offline
     ms: int  # device time when the terminal gave one, else when it was received
-    timed: bool  # the terminal gave its own time: an `offline` with it is an orderly shutdown
+    orderly: bool  # an `offline` the terminal sent itself, with its time and a shutdown reason
 
 
 def decode_status(payload: bytes, now_ms: int) -> Status | Rejection:
@@ -362,6 +368,7 @@ def decode_status(payload: bytes, now_ms: int) -> Status | Rejection:
     if msg.ts is None:
         return Status(msg.status, now_ms, False)
     try:
-        return Status(msg.status, parse_time_ms(msg.ts), True)
+        orderly = msg.status == "offline" and msg.reason in ORDERLY_REASONS
+        return Status(msg.status, parse_time_ms(msg.ts), orderly)
     except (ValueError, OverflowError) as exc:
         return Rejection("bad_timestamp", str(exc), payload)

@@ -87,7 +87,7 @@ def test_loaded_on_the_road_orderly_offline_still_alerts(db, settings, city):
         settings,
         city,
         lambda t: t.drive(1000, 0, 35, **LOADED),
-        status_body={"status": "offline"},
+        status_body={"status": "offline", "reason": "shutdown"},
     )
     assert swept == [("minor", False, "new")] and back == [("minor", True, "new")]
 
@@ -131,15 +131,18 @@ def test_orderly_offline_is_not_going_dark(db, settings, city):
         settings,
         city,
         lambda t: t.drive(1000, 0, 35, **EMPTY),
-        status_body={"status": "offline"},
+        status_body={"status": "offline", "reason": "shutdown"},
     )
     assert swept == [] and back == []
 
 
-def test_a_last_will_offline_is_not_orderly(db, settings, city):
-    # A plain `offline` is what the broker publishes for a lost connection: shielding too.
+@pytest.mark.parametrize(
+    "will", ["offline", {"status": "offline"}], ids=["plain", "timed-without-reason"]
+)
+def test_a_last_will_offline_is_not_orderly(db, settings, city, will):
+    # What the broker publishes for a lost connection (shielding looks the same).
     swept, back = scenario(
-        db, settings, city, lambda t: t.drive(1000, 0, 35, **EMPTY), status_body="offline"
+        db, settings, city, lambda t: t.drive(1000, 0, 35, **EMPTY), status_body=will
     )
     assert swept == [("minor", False, "new")] and back == [("minor", True, "new")]
 
