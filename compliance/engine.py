@@ -308,8 +308,8 @@ class ComplianceEngine:
             self.writer.write(cur, episodes)
             if excused:  # the sweep may have opened them before the shutdown was known
                 self.writer.withdraw_open(cur, excused, "the terminal shut down orderly")
-            if episodes:
-                link_concurrent(cur, self.settings, sorted({e.truck_id for e in episodes}))
+            if self.writer.new_for:  # a link is made when the second of two charges is new
+                link_concurrent(cur, self.settings, sorted(self.writer.new_for))
             withdraw_stale_dark(cur, self.settings, trucks[on_time].tolist())
             write_trips(cur, outcome.trips, self.moving_kmh)
             self._save(cur, trucks[on_time], slots[on_time], outcome.carry, before.take(on_time))

@@ -94,7 +94,7 @@ ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     rule_params = v.rule_params || EXCLUDED.rule_params,
     updated_at = now()
 WHERE v.ended_at IS NULL AND v.status <> 'withdrawn'
-RETURNING id, (xmax = 0) AS inserted, ended_at IS NOT NULL AS ended
+RETURNING id, (xmax = 0) AS inserted, ended_at IS NOT NULL AS ended, truck_id
 """
 _TEMPLATE = (
     "(%s, (SELECT company_id FROM trucks WHERE id = %s), %s, %s, to_timestamp(%s), "
@@ -130,13 +130,16 @@ class ViolationWriter:
     def write(self, cur, episodes: list[EpisodeRow]) -> list[int]:
         """Insert new episodes, close ended ones; an event for each."""
         final = _final(episodes)
+        self.new_for: set[int] = set()
         if not final:
             return []
         returned = psycopg2.extras.execute_values(
             cur, _UPSERT, [_values(r) for r in final.values()], template=_TEMPLATE, fetch=True
         )
         events = []
-        for vid, inserted, ended in returned:
+        # Trucks with a violation new in this write: the ones one act, one charge may link.
+        self.new_for = {truck for _, inserted, _, truck in returned if inserted}
+        for vid, inserted, ended, _ in returned:
             if inserted:
                 events.append((vid, "detected"))
             if ended:
@@ -147,7 +150,7 @@ class ViolationWriter:
                 "INSERT INTO violation_events (violation_id, actor, action) VALUES %s",
                 [(vid, "system", action) for vid, action in events],
             )
-        return [vid for vid, _, _ in returned]
+        return [vid for vid, _, _, _ in returned]
 
     def reconcile(self, cur, truck_id: int, since: float, episodes: list[EpisodeRow]) -> None:
         """Make the truck's violations in the replayed window match a replay's episodes."""
