@@ -34,7 +34,12 @@ def alerts() -> None:
 @click.option("--url", "target", default="", help="Webhook URL, or the apprise URL of a robot.")
 @click.option("--secret", default="", help="Webhook HMAC secret (generated when left out).")
 @click.option("--kind", "kinds", multiple=True, help="Violation kind (repeat; default all).")
-@click.option("--severity", "severities", multiple=True, help="minor / serious (default both).")
+@click.option(
+    "--severity",
+    "severities",
+    multiple=True,
+    help="notice / minor / serious (default minor and serious).",
+)
 @click.option("--district", "districts", multiple=True, help="6-digit district code.")
 @click.option("--company", "companies", multiple=True, type=int, help="Company id.")
 @click.option("--event", "events", multiple=True, help="Violation event (default: detected).")

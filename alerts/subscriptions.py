@@ -29,7 +29,10 @@ from compliance.violations import KINDS, TRANSITIONS
 CHANNELS = ("feed", "webhook", "wecom", "dingtalk", "email", "apprise")
 APPRISE_CHANNELS = ("wecom", "dingtalk", "email", "apprise")
 OWNER_KINDS = ("user", "team")
-SEVERITIES = ("minor", "serious")
+SEVERITIES = ("notice", "minor", "serious")
+# A subscription naming no severities is told of these: a notice (going dark while parked
+# empty in a site) asks for a look, not an alert, unless asked for by name.
+DEFAULT_SEVERITIES = ("minor", "serious")
 # What can happen to a violation (violation_events.action).
 EVENTS = ("detected", "ended", "revised", "withdrawn", "replay_disagrees", *TRANSITIONS)
 DEFAULT_EVENTS = ("detected",)
@@ -65,7 +68,7 @@ class Subscription:
             (at is None or self.created_at is None or at >= self.created_at)
             and (not self.events or event in self.events)
             and (not self.kinds or violation["kind"] in self.kinds)
-            and (not self.severities or violation["severity"] in self.severities)
+            and violation["severity"] in (self.severities or DEFAULT_SEVERITIES)
             and (not self.districts or violation.get("district_code") in self.districts)
             and (not self.company_ids or violation.get("company_id") in self.company_ids)
         )

@@ -10,6 +10,42 @@ import click
 from compliance.violations import KINDS, STATUSES
 from core.clicontext import format_time, parse_time, pass_ctx
 
+# ---------------------------------------------------------------------------- sweep
+
+
+@click.command("sweep")
+@click.option(
+    "--until",
+    "until",
+    required=True,
+    help="End of the window, on device time: now, YYYY-MM-DD, local 'YYYY-MM-DD HH:MM', ISO.",
+)
+@pass_ctx
+def sweep_cmd(mctx, until: str) -> None:
+    """Run the going-dark and jump sweeps for a past window ending at UNTIL, on device time:
+    after importing a terminal's history or a bureau's back-filled data, when the collector's
+    sweeps (on the wall clock) could not judge it.
+
+    Trucks silent at UNTIL, working at their last fix, get a going-dark violation from that
+    fix (the rule table of docs/compliance.md applies); trucks with fixes after UNTIL are left
+    to the rules, which judged their gaps from the fixes; open going-dark violations that the
+    stored fixes show were no silence are withdrawn. Running it again changes nothing.
+    """
+    from compliance.sweep import sweep_until
+
+    when = parse_time(until, mctx.settings.city["timezone"])
+    conn = mctx.connect()
+    try:
+        counts = sweep_until(conn, mctx.settings, when)
+    finally:
+        conn.close()
+    click.echo(
+        f"swept until {format_time(when, mctx.settings.city['timezone'])}: "
+        f"{counts['opened']} going dark opened, {counts['withdrawn']} stale withdrawn, "
+        f"{counts['jumps']} jumps"
+    )
+
+
 # ----------------------------------------------------------------------- violations
 
 

@@ -33,10 +33,13 @@ from compliance.carry import (
     TruckState,
     decode_state,
 )
+from compliance.concurrence import link_concurrent
+from compliance.dark_excuses import split_excused
 from compliance.frame import FixColumns, FixFrame, build_frame, is_working
 from compliance.pipeline import PIPELINE
 from compliance.rules.base import Carried, Rule
 from compliance.runs import StreamInput, detect_streams
+from compliance.sweep import withdraw_stale_dark
 from compliance.trips import TripRow, advance, write_trips
 from compliance.violations import EpisodeRow, ViolationWriter
 from core.config import Settings
@@ -215,10 +218,20 @@ class ComplianceEngine:
         return rows
 
     def _point_rows(self, rule: Rule, frame: FixFrame, points) -> list[EpisodeRow]:
-        flagged = points.flagged if points.flagged is not None else np.zeros(points.fix.size, bool)
+        none = np.zeros(points.fix.size, bool)
+        flagged = points.flagged if points.flagged is not None else none
+        low = points.low if points.low is not None else none
+        excusable = points.excusable if points.excusable is not None else none
         rows = []
-        for i, s, e, w, flag in zip(
-            points.fix, points.start_t, points.end_t, points.worst, flagged, strict=True
+        for i, s, e, w, flag, notice, excuse in zip(
+            points.fix,
+            points.start_t,
+            points.end_t,
+            points.worst,
+            flagged,
+            low,
+            excusable,
+            strict=True,
         ):
             row = self._row(
                 rule, "gap", frame, int(frame.slot[i]), int(i), float(s), float(e), float(w), True
@@ -226,6 +239,9 @@ class ComplianceEngine:
             if flag:
                 row.severity = "serious"
                 row.params = {**row.params, **rule.flag_detail()}
+            elif notice:
+                row.severity = "notice"
+            row.excusable = bool(excuse)
             rows.append(row)
         return rows
 
@@ -288,7 +304,13 @@ class ComplianceEngine:
             outcome = self.evaluate(
                 cols.take(np.flatnonzero(~late[fix_slot])), before.take(on_time)
             )
-            self.writer.write(cur, outcome.episodes)
+            episodes, excused = split_excused(cur, outcome.episodes)
+            self.writer.write(cur, episodes)
+            if excused:  # the sweep may have opened them before the shutdown was known
+                self.writer.withdraw_open(cur, excused, "the terminal shut down orderly")
+            if self.writer.new_for:  # a link is made when the second of two charges is new
+                link_concurrent(cur, self.settings, sorted(self.writer.new_for))
+            withdraw_stale_dark(cur, self.settings, trucks[on_time].tolist())
             write_trips(cur, outcome.trips, self.moving_kmh)
             self._save(cur, trucks[on_time], slots[on_time], outcome.carry, before.take(on_time))
         for s in np.flatnonzero(late).tolist():
@@ -430,7 +452,8 @@ class ComplianceEngine:
         if not rows:
             return
         outcome = self.evaluate(FixColumns.from_rows(rows), Carry.from_states([state], self.layout))
-        self.writer.reconcile(cur, truck, since, outcome.episodes)
+        self.writer.reconcile(cur, truck, since, split_excused(cur, outcome.episodes)[0])
+        link_concurrent(cur, self.settings, [truck])
         # Trips are derived data: a trip recorded from the partial fixes whose start the
         # replay moved (or that the replay no longer sees) goes; the replay's trips are
         # written again below. Trips loaded before the replay window come from the snapshot's

@@ -67,5 +67,9 @@ class RulesService:
         ]
 
     def sweep(self, conn) -> list[int]:
-        opened = sweep_dark(conn, self.settings, dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        # Wall clock: a truck whose newest fix was received within the dark threshold is
+        # still sending (a back-fill): not judged now.
+        heard = now - dt.timedelta(seconds=float(self.settings.thresholds["dark_after_s"]))
+        opened = sweep_dark(conn, self.settings, now, heard_before=heard)
         return opened + sweep_jumps(conn, self.settings)

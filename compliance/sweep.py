@@ -17,21 +17,40 @@ from typing import Any
 
 import msgspec
 
+from compliance.dark_excuses import CLOCK_SLACK_S
 from compliance.rules.dark import GoingDark
 from telemetry.validation import parse_time_ms
 
+# The dark class of each silent truck's last fix (compliance.rules.dark.dark_class) is in its
+# rule state when it is not WORKING (3); the fairness rules of the module docstring of
+# compliance/rules/dark.py, in SQL: ACC off and stopped (1) is never dark; an orderly
+# shutdown after the last fix excuses all but a load outside the sites (0); an empty truck
+# parked in a site (2) is a notice.
 _SWEEP = """
+WITH silent AS (
+    SELECT s.*, COALESCE((s.rule_state::jsonb -> 'kept' ->> 'dark_class')::float8, 3) AS cls,
+           d.orderly_offline_at
+    FROM truck_state s LEFT JOIN device_status d ON d.device_id = s.device_id
+    WHERE s.fix_time < %(now)s - make_interval(secs => %(dark)s)
+      AND s.fix_time > %(now)s - make_interval(days => %(horizon)s)
+      AND compliance_working(s.load, s.speed_kmh, s.acc, %(moving)s)
+      -- heard from lately (on the wall clock): a back-fill is still arriving, and its newest
+      -- fix is not where the truck fell silent
+      AND s.received_at < %(heard)s
+)
 INSERT INTO violations AS v (truck_id, company_id, kind, stream, started_at, worst_value,
     worst_unit, severity, lat, lon, points, legal_basis, rule_params)
 SELECT s.truck_id, t.company_id, 'going_dark', 'gap', s.fix_time,
        extract(epoch FROM (%(now)s - s.fix_time)) / 60.0, 'min',
-       CASE WHEN extract(epoch FROM (%(now)s - s.fix_time)) >= %(serious)s
+       CASE WHEN s.cls = 2 THEN 'notice'
+            WHEN extract(epoch FROM (%(now)s - s.fix_time)) >= %(serious)s
             THEN 'serious' ELSE 'minor' END,
        s.lat, s.lon, %(points)s, %(basis)s, %(params)s::jsonb
-FROM truck_state s JOIN trucks t ON t.id = s.truck_id
-WHERE s.fix_time < %(now)s - make_interval(secs => %(dark)s)
-  AND s.fix_time > %(now)s - make_interval(days => %(horizon)s)
-  AND compliance_working(s.load, s.speed_kmh, s.acc, %(moving)s)
+FROM silent s JOIN trucks t ON t.id = s.truck_id
+WHERE s.cls <> 1
+  AND NOT (s.cls <> 0 AND s.orderly_offline_at IS NOT NULL
+           AND s.orderly_offline_at >= s.fix_time - make_interval(secs => %(slack)s)
+           AND s.orderly_offline_at <= %(now)s)
 ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     worst_value = EXCLUDED.worst_value, severity = EXCLUDED.severity, updated_at = now()
 WHERE v.ended_at IS NULL AND v.status <> 'withdrawn'
@@ -39,8 +58,11 @@ RETURNING id, (xmax = 0) AS inserted
 """
 
 
-def sweep_dark(conn, settings: Any, now) -> list[int]:
-    """Open or extend going-dark violations; returns the ids newly opened. Commits."""
+def sweep_dark(conn, settings: Any, now, heard_before=None) -> list[int]:
+    """Open or extend going-dark violations of trucks silent at `now`; returns the ids newly
+    opened. Commits. `heard_before`: skip trucks whose newest fix was received at or after it
+    (the collector passes wall-clock now - dark_after_s, so a truck still back-filling is
+    not judged); None judges on device time alone (a replay of a past window)."""
     rule = GoingDark.from_settings(settings)
     with conn.cursor() as cur:
         # One sweep at a time across collectors.
@@ -49,6 +71,8 @@ def sweep_dark(conn, settings: Any, now) -> list[int]:
             _SWEEP,
             {
                 "now": now,
+                "heard": heard_before if heard_before is not None else "infinity",
+                "slack": CLOCK_SLACK_S,
                 "dark": rule.dark_after_s,
                 "moving": float(settings["compliance"]["moving_kmh"]),
                 "serious": rule.serious_after_s,
@@ -142,3 +166,44 @@ def sweep_jumps(conn, settings: Any, limit: int = 5000) -> list[int]:
         )
     conn.commit()
     return opened
+
+
+# An open going-dark gap whose truck has a stored fix within the dark threshold after its
+# start was never a silence: a terminal's back-fill (盲区补传) arrived after the sweep opened
+# it, with fixes newer than its checkpoint, so no replay revisits it and the rule, seeing
+# no gap, never closes it.
+_STALE = """
+SELECT v.id, v.status FROM violations v
+WHERE v.kind = 'going_dark' AND v.stream = 'gap' AND v.ended_at IS NULL
+  AND v.status <> 'withdrawn'
+  AND (%(trucks)s::bigint[] IS NULL OR v.truck_id = ANY(%(trucks)s::bigint[]))
+  AND EXISTS (SELECT 1 FROM positions p
+              WHERE p.truck_id = v.truck_id AND p.fix_time > v.started_at
+                AND p.fix_time <= v.started_at + make_interval(secs => %(dark)s))
+"""
+
+
+def withdraw_stale_dark(cur, settings: Any, trucks: list[int] | None = None) -> list[int]:
+    """Withdraw open going-dark gaps that stored fixes show were no silence (of `trucks`, or
+    of every truck); returns their ids. Works in the caller's transaction."""
+    from compliance.violations import ViolationWriter
+
+    cur.execute(_STALE, {"trucks": trucks, "dark": float(settings.thresholds["dark_after_s"])})
+    rows = cur.fetchall()
+    writer = ViolationWriter(settings)
+    for vid, status in rows:
+        writer._withdraw(cur, vid, status, "back-filled fixes show the truck was not silent")
+    return [vid for vid, _ in rows]
+
+
+def sweep_until(conn, settings: Any, until) -> dict[str, int]:
+    """The going-dark and jump sweeps for a past window ending at `until`, on device time
+    (`muck sweep --until`): after a day of history was imported or back-filled. Stale open
+    gaps are withdrawn first; trucks with fixes after `until` are not judged (the rule judged
+    their gaps from the fixes). Commits."""
+    with conn.cursor() as cur:
+        stale = withdraw_stale_dark(cur, settings)
+    conn.commit()
+    opened = sweep_dark(conn, settings, until)
+    jumps = sweep_jumps(conn, settings)
+    return {"withdrawn": len(stale), "opened": len(opened), "jumps": len(jumps)}

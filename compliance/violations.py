@@ -38,6 +38,11 @@ CASE_MOVES = {
 }
 
 
+# Severities, lowest first: `notice` asks for a look, not an alert (see docs/compliance.md).
+SEVERITIES = ("notice", "minor", "serious")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
 class ViolationError(ValueError):
     """A status change that is not allowed; the message says why."""
 
@@ -59,6 +64,8 @@ class EpisodeRow:
     points: int
     legal_basis: str
     params: dict[str, Any]
+    #: an orderly shutdown of the terminal would excuse it (going dark; never stored)
+    excusable: bool = False
 
     @property
     def key(self) -> tuple:
@@ -75,8 +82,7 @@ def _final(episodes: list[EpisodeRow]) -> dict[tuple, EpisodeRow]:
             continue
         best = row if row.end is not None or seen.end is None else seen
         worst = max((w for w in (seen.worst, row.worst) if w is not None), default=None)
-        serious = "serious" in (seen.severity, row.severity)
-        best.worst, best.severity = worst, "serious" if serious else "minor"
+        best.worst, best.severity = worst, max(seen.severity, row.severity, key=SEVERITY_RANK.get)
         best.lat = seen.lat if seen.lat is not None else row.lat
         best.lon = seen.lon if seen.lon is not None else row.lon
         out[row.key] = best
@@ -92,14 +98,15 @@ ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     ended_at = COALESCE(EXCLUDED.ended_at, v.ended_at),
     worst_value = GREATEST(v.worst_value, EXCLUDED.worst_value),
     severity = CASE WHEN 'serious' IN (v.severity, EXCLUDED.severity) THEN 'serious'
-                    ELSE 'minor' END,
+                    WHEN 'minor' IN (v.severity, EXCLUDED.severity) THEN 'minor'
+                    ELSE 'notice' END,
     lat = COALESCE(v.lat, EXCLUDED.lat), lon = COALESCE(v.lon, EXCLUDED.lon),
     -- a finding made when the episode ends (e.g. unloaded while dark) joins the parameters
     -- the sweep recorded when it opened the violation
     rule_params = v.rule_params || EXCLUDED.rule_params,
     updated_at = now()
 WHERE v.ended_at IS NULL AND v.status <> 'withdrawn'
-RETURNING id, (xmax = 0) AS inserted, ended_at IS NOT NULL AS ended
+RETURNING id, (xmax = 0) AS inserted, ended_at IS NOT NULL AS ended, truck_id
 """
 _TEMPLATE = (
     "(%s, (SELECT company_id FROM trucks WHERE id = %s), %s, %s, to_timestamp(%s), "
@@ -135,13 +142,16 @@ class ViolationWriter:
     def write(self, cur, episodes: list[EpisodeRow]) -> list[int]:
         """Insert new episodes, close ended ones; an event for each."""
         final = _final(episodes)
+        self.new_for: set[int] = set()
         if not final:
             return []
         returned = psycopg2.extras.execute_values(
             cur, _UPSERT, [_values(r) for r in final.values()], template=_TEMPLATE, fetch=True
         )
         events = []
-        for vid, inserted, ended in returned:
+        # Trucks with a violation new in this write: the ones one act, one charge may link.
+        self.new_for = {truck for _, inserted, _, truck in returned if inserted}
+        for vid, inserted, ended, _ in returned:
             if inserted:
                 events.append((vid, "detected"))
             if ended:
@@ -152,7 +162,7 @@ class ViolationWriter:
                 "INSERT INTO violation_events (violation_id, actor, action) VALUES %s",
                 [(vid, "system", action) for vid, action in events],
             )
-        return [vid for vid, _, _ in returned]
+        return [vid for vid, _, _, _ in returned]
 
     def reconcile(self, cur, truck_id: int, since: float, episodes: list[EpisodeRow]) -> None:
         """Make the truck's violations in the replayed window match a replay's episodes."""
@@ -195,8 +205,25 @@ class ViolationWriter:
         if new_rows:
             self.write(cur, new_rows)
 
-    def _withdraw(self, cur, vid: int, status: str) -> None:
-        note = "not found again when re-evaluated with late fixes"
+    def withdraw_open(self, cur, rows: list[EpisodeRow], note: str) -> None:
+        """Withdraw the still open violations of these episodes (not found after all)."""
+        for row in rows:
+            cur.execute(
+                """SELECT id, status FROM violations WHERE truck_id = %s AND kind = %s
+                     AND stream = %s AND started_at = to_timestamp(%s) AND ended_at IS NULL
+                     AND status <> 'withdrawn'""",
+                (row.truck_id, row.kind, row.stream, row.start),
+            )
+            for vid, status in cur.fetchall():
+                self._withdraw(cur, vid, status, note)
+
+    def _withdraw(
+        self,
+        cur,
+        vid: int,
+        status: str,
+        note: str = "not found again when re-evaluated with late fixes",
+    ) -> None:
         if status == "new":
             cur.execute(
                 "UPDATE violations SET status = 'withdrawn', updated_at = now() WHERE id = %s",

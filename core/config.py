@@ -136,3 +136,46 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         mqtt_url=os.environ.get("MUCK_MQTT_URL") or None,
         source=tuple(sources),
     )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def write_city_settings(path: str | os.PathLike[str], values: dict[str, Any]) -> None:
+    """Set keys of the [city] section of a city settings file, keeping everything else in it
+    (comments included); the file and the section are created when missing. The result is
+    read back, so a file this cannot edit is left as it was."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    start = next((i for i, line in enumerate(lines) if line.strip() == "[city]"), None)
+    if start is None:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.append("[city]")
+        start = len(lines) - 1
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines)
+    )
+    pending = dict(values)
+    for i in range(start + 1, end):
+        key = lines[i].split("=", 1)[0].strip()
+        if "=" in lines[i] and key in pending and not lines[i].lstrip().startswith("#"):
+            lines[i] = f"{key} = {_toml_value(pending.pop(key))}"
+    insert = [f"{key} = {_toml_value(value)}" for key, value in pending.items()]
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    lines[end:end] = insert
+    text = "\n".join(lines) + "\n"
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: cannot update its [city] section: {exc}") from None
+    if any(parsed.get("city", {}).get(k) != v for k, v in values.items()):
+        raise ConfigError(f"{path}: cannot update its [city] section")
+    path.write_text(text, encoding="utf-8")

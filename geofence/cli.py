@@ -88,6 +88,8 @@ def import_cmd(mctx, file, crs, kind, fmt, width_m, code, dry_run) -> None:
         )
     except ZoneImportError as exc:
         click.echo(f"error: {exc}", err=True)
+        if any("km from the city centre" in e for e in exc.errors):
+            _offer_city_init(mctx, file, fmt, crs, kind, defaults, code)
         sys.exit(1)
     summary = _summary(zone.kind for zone in found)
     if dry_run:
@@ -102,6 +104,114 @@ def import_cmd(mctx, file, crs, kind, fmt, width_m, code, dry_run) -> None:
     finally:
         conn.close()
     click.echo(f"{file}: {counts['inserted']} inserted, {counts['updated']} updated ({summary})")
+
+
+def _first_import(mctx) -> bool:
+    """No zone stored yet (or no database to ask): a new city, not a typo in one zone."""
+    try:
+        conn = mctx.connect()
+    except click.ClickException:
+        return True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT NOT EXISTS (SELECT 1 FROM geofence_zones)")
+            return cur.fetchone()[0]
+    except Exception:
+        return True
+    finally:
+        conn.close()
+
+
+def _offer_city_init(mctx, file, fmt, crs, kind, defaults, code) -> None:
+    """On the first import of a city whose zones lie far from the configured centre, say
+    which centre this file implies and the command that sets it."""
+    from geofence.city import propose_city
+    from geofence.io import ZoneImportError, read_zones_file
+
+    if not _first_import(mctx):
+        return
+    try:
+        found = read_zones_file(
+            file, fmt=fmt, crs=crs, default_kind=kind, defaults=defaults, code=code
+        )
+        proposal = propose_city(found)
+    except (ZoneImportError, ValueError):
+        return
+    target = mctx.config_path or "city.toml"
+    click.echo(
+        f"This is the first zone import, and its zones centre on ({proposal.center_lon}, "
+        f"{proposal.center_lat}), not on the configured centre. If this is your city, run\n"
+        f"  muck city init --from-zones {file} --write {target}\n"
+        f"then import again with MUCK_CONFIG={target} (or muck --config {target}).",
+        err=True,
+    )
+
+
+@click.group()
+def city() -> None:
+    """Set a new city up: its centre and metric projection."""
+
+
+@city.command("init")
+@click.option(
+    "--from-zones",
+    "zones_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The city's zones (GeoJSON, GPX or KML): the centre and projection are proposed from them.",
+)
+@_import_crs
+@click.option("--format", "fmt", type=click.Choice(["geojson", "gpx", "kml"]), help="File format.")
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(dir_okay=False),
+    help="City settings file to write city.center_lon, center_lat and projection into (created "
+    "or updated in place). Default: the --config / MUCK_CONFIG file; without either, only print.",
+)
+@pass_ctx
+def city_init_cmd(mctx, zones_file, crs, fmt, target) -> None:
+    """Propose the city centre (the middle of the zones) and metric projection (the CGCS2000
+    3-degree Gauss-Krüger zone of that centre) from ZONES, and write them into the city
+    settings file."""
+    from core.config import ConfigError, load_settings, write_city_settings
+    from geofence.city import propose_city
+    from geofence.io import ZoneImportError, read_zones_file
+
+    try:
+        found = read_zones_file(
+            zones_file, fmt=fmt, crs=crs, default_kind="route" if fmt == "gpx" else None
+        )
+        proposal = propose_city(found)
+    except ZoneImportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except ValueError as exc:
+        click.echo(f"error: {zones_file}: {exc}", err=True)
+        sys.exit(1)
+    limit = float(load_settings()["geofence"]["max_zone_distance_km"])
+    click.echo(
+        f"{zones_file}: {len(found)} zones; proposed city.center_lon = {proposal.center_lon}, "
+        f"city.center_lat = {proposal.center_lat}, city.projection = {proposal.projection!r} "
+        f"({proposal.projection_name}); the farthest zone is {proposal.farthest_km:g} km away"
+    )
+    if proposal.farthest_km > limit:
+        click.echo(
+            f"error: the zones span more than geofence.max_zone_distance_km = {limit:g} km from "
+            "any centre: is this one city? Raise that setting only if it is.",
+            err=True,
+        )
+        sys.exit(1)
+    target = target or mctx.config_path
+    if not target:
+        click.echo("not written: give --write city.toml (or muck --config FILE)")
+        return
+    try:
+        write_city_settings(target, proposal.settings())
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"written to {target}; use it with MUCK_CONFIG={target} or muck --config {target}")
 
 
 @zones.command("import-basemap")

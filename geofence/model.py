@@ -213,9 +213,27 @@ def zone_from_properties(
     if kind is None:
         raise ZoneError("missing kind (set properties.kind or pass --kind)")
     kind = normalise_kind(kind)
+    props = dict(props)
+    if "id" in props:  # `id` is a common name for the code (many GIS exports write it)
+        alias = props.pop("id")
+        if "code" in props and props["code"] != alias:
+            raise ZoneError(f"code {props['code']!r} and id {alias!r} differ; give one of them")
+        props["code"] = (
+            str(alias) if isinstance(alias, int) and not isinstance(alias, bool) else alias
+        )
+    if "corridor_width_m" in props:
+        # The full width of a corridor, as drawn on a plan; the rules use the half-width
+        # (the allowed distance from the centre line), so both cannot be entered by mistake.
+        full = _positive(props.pop("corridor_width_m"), "corridor_width_m")
+        if "width_m" in props and _positive(props["width_m"], "width_m") * 2 != full:
+            raise ZoneError(
+                f"width_m {props['width_m']} is the half-width and corridor_width_m {full:g} "
+                "the full width: they disagree; give one of them"
+            )
+        props["width_m"] = full / 2
     code = props.get("code", code)
     if not isinstance(code, str) or not code.strip():
-        raise ZoneError("missing code (properties.code or the feature id)")
+        raise ZoneError("missing code (properties.code or properties.id, or the feature id)")
     code = code.strip()
     if kind == DISTRICT:
         _check_district(props, code)
@@ -246,7 +264,9 @@ def zone_from_properties(
     if kind == "route":
         if "width_m" not in attrs:
             raise ZoneError(
-                "a route needs width_m (corridor half-width in metres; or --width-m on import)"
+                "a route needs width_m (the allowed distance from the centre line, i.e. half the "
+                "corridor's width, in metres) or corridor_width_m (the full width); or --width-m "
+                "on import"
             )
         attrs["width_m"] = _positive(attrs["width_m"], "width_m")
     if kind == "speed":
@@ -312,9 +332,11 @@ def check_distance(
     far = _distance_km(center, geom)
     if far > max_distance_km:
         raise ZoneError(
-            f"{what} lies {far:.0f} km from the city centre; the metric projection is only "
-            f"trusted within geofence.max_zone_distance_km = {max_distance_km:g} km "
-            "(wrong coordinates, or set city.center_lon/center_lat)"
+            f"{what} lies {far:.0f} km from the city centre ({center[0]:g}, {center[1]:g}); the "
+            f"metric projection is only trusted within geofence.max_zone_distance_km = "
+            f"{max_distance_km:g} km. Wrong coordinates, or another city: set city.center_lon "
+            "and city.center_lat in the city settings file ($MUCK_CONFIG or muck --config), "
+            "or let `muck city init --from-zones FILE` propose and write them from the zones"
         )
 
 

@@ -65,14 +65,50 @@ def parse_days(days: Any) -> tuple[int, ...]:
     raise WindowError(f"days {days!r} is not one of daily, weekdays, weekends or a list of 1-7")
 
 
+WINDOW_FORMS = (
+    '[{"start": "07:00", "end": "09:00", "days": "daily"}], [["07:00", "09:00"]], '
+    '["07:00", "09:00"] or "07:00-09:00"'
+)
+_RANGE = re.compile(r"^\s*(\d{1,2}:\d{2})\s*(?:-|–|—|~|～|至|到)\s*(\d{1,2}:\d{2})\s*$")
+
+
+def _is_hhmm(value: Any) -> bool:
+    return isinstance(value, str) and bool(_HHMM.match(value.strip()))
+
+
+def coerce_windows(windows: Any) -> Any:
+    """The common spellings of windows as the object form: one "07:00-09:00" text, one
+    ["07:00", "09:00"] pair, or a list of objects, pairs and "HH:MM-HH:MM" texts. Anything
+    else is returned as it is, for normalise_windows to refuse by name."""
+    if isinstance(windows, str):
+        match = _RANGE.match(windows)
+        return [{"start": match.group(1), "end": match.group(2)}] if match else windows
+    if isinstance(windows, list) and len(windows) == 2 and all(map(_is_hhmm, windows)):
+        return [{"start": windows[0], "end": windows[1]}]
+    if not isinstance(windows, list):
+        return windows
+    out: list[Any] = []
+    for window in windows:
+        if isinstance(window, list | tuple) and len(window) == 2 and all(map(_is_hhmm, window)):
+            window = {"start": window[0], "end": window[1]}
+        elif isinstance(window, str) and (match := _RANGE.match(window)):
+            window = {"start": match.group(1), "end": match.group(2)}
+        out.append(window)
+    return out
+
+
 def normalise_windows(windows: Any) -> list[dict[str, Any]]:
-    """Validate a list of windows; returns them in canonical form (days as a list)."""
+    """Validate a list of windows (in any form of `coerce_windows`); returns them in canonical
+    form (objects, days as a list)."""
+    windows = coerce_windows(windows)
     if not isinstance(windows, list) or not windows:
-        raise WindowError("windows must be a non-empty list of {days, start, end}")
+        raise WindowError(f"expected a non-empty list of time windows: {WINDOW_FORMS}")
     out = []
     for i, window in enumerate(windows):
         if not isinstance(window, dict):
-            raise WindowError(f"window {i} must be an object with days, start, end")
+            raise WindowError(
+                f"window {i} ({window!r}) is not a time window: expected {WINDOW_FORMS}"
+            )
         unknown = set(window) - {"days", "start", "end"}
         if unknown:
             raise WindowError(f"window {i} has unknown keys {sorted(unknown)}")

@@ -102,14 +102,15 @@ def _register_subcommands() -> None:
         bench_webhook,
     )
     from black_trucks.cli import black_trucks
-    from compliance.cli import violations
+    from compliance.cli import sweep_cmd, violations
     from credit.cli import case_group, violation_close, violation_open_case
     from credit.commands import credit, export_group
     from evidence.cli import evidence
-    from geofence.cli import zones
+    from geofence.cli import city, zones
     from muck.collect import collect
     from muck.demo import demo
     from permits.cli import permits
+    from registry.cli import registry
     from simulators.cli import accuracy, loadtest, simulate
     from telemetry.cli import maintain_cmd
     from telemetry.jt808.cli import gateway
@@ -123,15 +124,18 @@ def _register_subcommands() -> None:
     cli.add_command(maintain_cmd)
     cli.add_command(demo)
     cli.add_command(zones)
+    cli.add_command(city)
     cli.add_command(web_cmd)
     cli.add_command(user_cmd)
     cli.add_command(permits)
+    cli.add_command(registry)
     cli.add_command(black_trucks)
     cli.add_command(violations)
     # a violation's case actions go through a case (credit is above compliance)
     violations.add_command(violation_open_case)
     violations.add_command(violation_close)
     cli.add_command(case_group)
+    cli.add_command(sweep_cmd)
     cli.add_command(evidence)
     cli.add_command(credit)
     cli.add_command(export_group)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from core.problems import problem_list
-from geofence.timewin import WindowError, normalise_windows
-from registry.validation import normalise_plate, plate_problem
+from geofence.timewin import WINDOW_FORMS, WindowError, coerce_windows, normalise_windows
+from registry.validation import CREDIT_CODE_FORMAT, normalise_plate, plate_problem
 
 _STATUS_ALIASES = {
     "active": "active",
@@ -38,6 +38,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "number": ("number", "permit_number", "permit_no", "核准编号", "核准证号", "许可证号"),
     "company": ("company", "company_name", "运输企业", "运输单位", "企业名称"),
     "company_credit_code": ("company_credit_code", "credit_code", "统一社会信用代码"),
+    "company_id": ("company_id", "company_registry_id", "企业编号"),
     "trucks": ("trucks", "plates", "车牌号", "核准车辆"),
     "origin_site": ("origin_site", "site", "出土工地", "工地"),
     "disposal_sites": ("disposal_sites", "disposal_site", "消纳场"),
@@ -88,6 +89,7 @@ class PermitRecord:
     authority: str | None
     note: str | None
     labels: dict[str, str] = field(default_factory=dict, compare=False)  # field -> column name
+    company_id: int | None = None  # the registry's id of the company, when the file gives it
 
     def where(self, name: str) -> str:
         label = self.labels.get(name, name)
@@ -167,13 +169,18 @@ def parse_operating_hours(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
-        raise PermitError(f"operating hours must be a list of windows, got {value!r}")
+        raise PermitError(
+            f"operating hours {value!r} are not time windows: expected {WINDOW_FORMS}"
+        )
+    value = coerce_windows(value)  # ["21:00", "05:00"], [["21:00", "05:00"]], ...
     windows: list[dict[str, Any]] = []
     for item in value:
         if isinstance(item, str):
             match = _RANGE.match(item.strip())
             if not match:
-                raise PermitError(f"operating hours {item!r} are not HH:MM-HH:MM")
+                raise PermitError(
+                    f"operating hours {item!r} are not HH:MM-HH:MM: expected {WINDOW_FORMS}"
+                )
             item = {"start": match.group(1), "end": match.group(2)}
         elif isinstance(item, dict) and "weekdays" in item:
             item = dict(item)
@@ -187,6 +194,17 @@ def parse_operating_hours(value: Any) -> list[dict[str, Any]]:
         return normalise_windows(windows)
     except WindowError as exc:
         raise PermitError(str(exc)) from None
+
+
+def _company_id(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = _text(value)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise PermitError(f"{text!r} is not a company id (a number from the registry)")
+    return int(text)
 
 
 def _status(value: Any) -> str | None:
@@ -225,6 +243,7 @@ def _record(
     take("number", _text, required="a permit number is required")
     take("company", _text)
     take("company_credit_code", _text)
+    take("company_id", _company_id)
     take("trucks", _list, required="at least one truck plate is required")
     take("origin_site", _text, required="the origin construction site (zone code) is required")
     take("disposal_sites", _list, required="at least one disposal site (zone code) is required")
@@ -235,9 +254,18 @@ def _record(
     take("status", _status)
     take("authority", _text)
     take("note", _text)
-    if "company" in values and "company_credit_code" in values:
-        if not values["company"] and not values["company_credit_code"]:
-            errors.append(f"{where('company')}: the company (name or credit code) is required")
+    company = values.get("company")
+    if company and not values.get("company_credit_code") and not values.get("company_id"):
+        # The company column may hold the credit code or the registry's id instead of a name.
+        if CREDIT_CODE_FORMAT.match(company.upper()):
+            values["company_credit_code"], values["company"] = company.upper(), None
+        elif company.isdigit():
+            values["company_id"], values["company"] = int(company), None
+    if "company" in values and "company_credit_code" in values and "company_id" in values:
+        if not (values["company"] or values["company_credit_code"] or values["company_id"]):
+            errors.append(
+                f"{where('company')}: the company (name, credit code or registry id) is required"
+            )
     plates: list[str] = []
     for plate in values.get("trucks", ()):
         problem = plate_problem(plate)
@@ -261,6 +289,7 @@ def _record(
         number=values["number"],
         company=values["company"],
         company_credit_code=credit.upper() if credit else None,
+        company_id=values["company_id"],
         plates=tuple(plates),
         origin_site=values["origin_site"],
         disposal_sites=values["disposal_sites"],

@@ -38,6 +38,9 @@ def resolve_records(cur, records: Sequence[PermitRecord]) -> tuple[dict[str, Any
         "SELECT credit_code, id FROM companies WHERE credit_code = ANY(%s)", (credit_codes,)
     )
     by_code = dict(cur.fetchall())
+    ids_given = sorted({r.company_id for r in records if r.company_id is not None})
+    cur.execute("SELECT id FROM companies WHERE id = ANY(%s)", (ids_given,))
+    known_ids = {row[0] for row in cur.fetchall()}
     names = sorted({r.company for r in records if r.company and not r.company_credit_code})
     cur.execute(
         "SELECT name, array_agg(id ORDER BY id) FROM companies WHERE name = ANY(%s) GROUP BY name",
@@ -56,6 +59,12 @@ def resolve_records(cur, records: Sequence[PermitRecord]) -> tuple[dict[str, Any
                 )
             else:
                 company_ids[r.number] = cid
+        elif r.company_id is not None:
+            if r.company_id in known_ids:
+                company_ids[r.number] = r.company_id
+            else:
+                label = "company_id" if "company_id" in r.labels else "company"
+                errors.append(f"{r.where(label)}: no registered company has id {r.company_id}")
         elif r.company:
             ids = by_name.get(r.company, [])
             if not ids:

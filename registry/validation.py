@@ -27,6 +27,23 @@ def plate_problem(plate: str) -> str | None:
     return None
 
 
+# GB 32100-2015 alphabet and length. A code outside it is a typo and is refused; a code in it
+# whose check character fails is stored and flagged (real registries hold such codes).
+CREDIT_CODE_FORMAT = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{18}$")
+# Device ids as the MQTT contract allows them in a topic (telemetry.contract.DEVICE_ID).
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def credit_code_problem(code: str) -> str | None:
+    """None when the code has the form of a GB 32100 code (the check character aside)."""
+    if not CREDIT_CODE_FORMAT.match(code):
+        return (
+            f"malformed credit code {code!r}: expected 18 characters of 0-9 and A-Z without "
+            "I, O, S, V, Z (GB 32100-2015)"
+        )
+    return None
+
+
 def credit_code_valid(code: str) -> bool:
     """GB 32100-2015 check character. Invalid codes are flagged, never dropped."""
     try:

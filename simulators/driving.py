@@ -205,8 +205,10 @@ class Driver:
     def _unloading(self, unapproved: str | None = None) -> Iterator[State]:
         r = self.rng
         yield from self._dwell(r.randint(20, 60), load="full")
-        if unapproved is None and not self.agent.permitted:
-            unapproved = self.route.disposal  # no valid permit approves any disposal site
+        if not self.agent.permitted:
+            # Without a valid permit the unloading is part of the unpermitted transport, charged
+            # as no_valid_permit only (one act, one charge: docs/compliance.md).
+            unapproved = None
         truth = self.agent.truth
         event = truth.open("unapproved_disposal", site=unapproved) if unapproved else None
         yield from self._dwell(r.randint(30, 60), lid="open", lift="up", load="half")

@@ -53,6 +53,14 @@ class SightingMessage(msgspec.Struct):
 class StatusMessage(msgspec.Struct):
     status: Literal["online", "offline"]
     ts: float | str | None = None
+    # Why the terminal goes offline, when it says so itself before disconnecting: one of
+    # ORDERLY_REASONS marks an orderly shutdown (a last will carries none).
+    reason: str | None = None
+
+
+# An `offline` status with one of these reasons (and the terminal's own `ts`) is an orderly
+# shutdown: the engine switched off, JT/T 808 terminal log-out (终端注销).
+ORDERLY_REASONS = ("shutdown", "logout")
 
 
 TopicKind = Literal["telemetry", "status", "sightings"]

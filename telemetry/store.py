@@ -163,7 +163,7 @@ class Batch:
     truck_ids: list[int | None] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
-    statuses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    statuses: dict[str, tuple[str, int, bool]] = field(default_factory=dict)
     # Indexes into `fixes` of the rows actually inserted (not duplicates); set by write().
     inserted: list[int] = field(default_factory=list)
     # For after-store hooks, set by write(): the truck_state rows of the batch's trucks as they
@@ -347,13 +347,24 @@ class BatchWriter:
                 if batch.statuses:
                     psycopg2.extras.execute_values(
                         cur,
-                        """INSERT INTO device_status AS d (device_id, status, changed_at)
+                        """INSERT INTO device_status AS d (device_id, status, changed_at,
+                               orderly_offline_at)
                            VALUES %s ON CONFLICT (device_id) DO UPDATE
-                           SET status = EXCLUDED.status, changed_at = EXCLUDED.changed_at
+                           SET status = EXCLUDED.status, changed_at = EXCLUDED.changed_at,
+                               orderly_offline_at = COALESCE(EXCLUDED.orderly_offline_at,
+                                                             d.orderly_offline_at)
                            WHERE d.changed_at <= EXCLUDED.changed_at""",
                         [
-                            (device, status, dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
-                            for device, (status, ms) in batch.statuses.items()
+                            (
+                                device,
+                                status,
+                                dt.datetime.fromtimestamp(ms / 1000, dt.UTC),
+                                # kept when the terminal comes back online: the going-dark
+                                # rule asks whether the gap it ends began with an orderly
+                                # shutdown
+                                dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if orderly else None,
+                            )
+                            for device, (status, ms, orderly) in batch.statuses.items()
                         ],
                     )
             conn.commit()

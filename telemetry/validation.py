@@ -11,11 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
 from registry.validation import normalise_plate
-from telemetry.contract import ALARM_NAME, FixMessage, SightingMessage, StatusMessage
+from telemetry.contract import (
+    ALARM_NAME,
+    ORDERLY_REASONS,
+    FixMessage,
+    SightingMessage,
+    StatusMessage,
+)
 
 _FIX_DECODER = msgspec.json.Decoder(FixMessage | list[FixMessage])
 _ONE_FIX_DECODER = msgspec.json.Decoder(FixMessage)
@@ -341,11 +348,17 @@ def decode_sighting(
     )
 
 
-def decode_status(payload: bytes, now_ms: int) -> tuple[str, int] | Rejection:
+class Status(NamedTuple):
+    status: str  # online / offline
+    ms: int  # device time when the terminal gave one, else when it was received
+    orderly: bool  # an `offline` the terminal sent itself, with its time and a shutdown reason
+
+
+def decode_status(payload: bytes, now_ms: int) -> Status | Rejection:
     """Plain `online`/`offline` (as a last will usually is) or {"status": ..., "ts": ...}."""
     text = payload.strip()
     if text in (b"online", b"offline"):
-        return text.decode(), now_ms
+        return Status(text.decode(), now_ms, False)
     try:
         msg = _STATUS_DECODER.decode(payload)
     except msgspec.ValidationError as exc:
@@ -353,8 +366,9 @@ def decode_status(payload: bytes, now_ms: int) -> tuple[str, int] | Rejection:
     except msgspec.DecodeError as exc:
         return Rejection("malformed_json", str(exc), payload)
     if msg.ts is None:
-        return msg.status, now_ms
+        return Status(msg.status, now_ms, False)
     try:
-        return msg.status, parse_time_ms(msg.ts)
+        orderly = msg.status == "offline" and msg.reason in ORDERLY_REASONS
+        return Status(msg.status, parse_time_ms(msg.ts), orderly)
     except (ValueError, OverflowError) as exc:
         return Rejection("bad_timestamp", str(exc), payload)

@@ -38,8 +38,8 @@ STATUS_LABELS = {
     "closed": _l("closed case"),
     "withdrawn": _l("withdrawn"),
 }
-SEVERITIES = ("minor", "serious")
-SEVERITY_LABELS = {"minor": _l("minor"), "serious": _l("serious")}
+SEVERITIES = ("notice", "minor", "serious")
+SEVERITY_LABELS = {"notice": _l("notice"), "minor": _l("minor"), "serious": _l("serious")}
 ACTIONS = tuple(TRANSITIONS)
 ACTION_LABELS = {
     "confirm": _l("Confirm"),

@@ -51,6 +51,10 @@ class PointEpisodes:
     #: episodes with an aggravating finding: always serious, with `Rule.flag_detail()`
     #: added to their recorded parameters
     flagged: np.ndarray | None = None
+    #: episodes of the lowest severity, `notice` (not flagged ones)
+    low: np.ndarray | None = None
+    #: episodes an orderly shutdown reported by the terminal excuses (compliance.dark_excuses)
+    excusable: np.ndarray | None = None
 
 
 class Rule:

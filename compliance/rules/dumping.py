@@ -57,7 +57,13 @@ class UnapprovedDisposal(Rule):
         self.max_gap_s = float(settings["compliance"]["max_gap_s"])
 
     def streams(self, frame, carried: Carried) -> list[Stream]:
-        wrong = (frame.disposal >= 0) & ~(frame.approved_disposal & frame.disposal_open)
+        # Without any valid permit the unloading is part of the unpermitted transport
+        # (no_valid_permit): one act, one charge (compliance/concurrence.py).
+        wrong = (
+            (frame.disposal >= 0)
+            & frame.has_permit
+            & ~(frame.approved_disposal & frame.disposal_open)
+        )
         return [_unloading("unloading_at_wrong_site", frame, carried, wrong, self)]
 
 

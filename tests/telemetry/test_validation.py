@@ -144,8 +144,17 @@ def test_sighting_and_status_decoding():
         "CAM1", enc({"ts": NOW, "plate": "粤B12345", "confidence": 7}), NOW, LIMITS
     )
     assert bad_conf.reason == "out_of_range"
-    assert decode_status(b"offline", NOW) == ("offline", NOW)
-    assert decode_status(enc({"status": "online", "ts": NOW - 5}), NOW) == ("online", NOW - 5)
+    assert decode_status(b"offline", NOW) == ("offline", NOW, False)
+    assert decode_status(enc({"status": "online", "ts": NOW - 5}), NOW) == (
+        "online",
+        NOW - 5,
+        False,
+    )
+    assert decode_status(enc({"status": "offline"}), NOW) == ("offline", NOW, False)
+    # Orderly: the terminal's own offline, with its time and a shutdown reason; a will is not.
+    orderly = {"status": "offline", "ts": NOW - 5, "reason": "shutdown"}
+    assert decode_status(enc(orderly), NOW) == ("offline", NOW - 5, True)
+    assert decode_status(enc({**orderly, "reason": "lost"}), NOW).orderly is False
     assert decode_status(b"sleeping", NOW).reason == "malformed_json"
 
 
