@@ -7,7 +7,8 @@ date. So the score at any past moment is the same computation with that moment a
 an auditor asking "why was this company on the blacklist on 3 May" gets the lines that made
 the score then, including the cases decided later or withdrawn since, marked as such.
 
-Deductions:
+Deductions (a violation absorbed by a heavier one of the same conduct in the same case —
+一事不二罚, docs/compliance.md — deducts nothing of its own):
   * a company or a driver: per violation of the case, `credit.kind_points[kind]`, plus once
     per case `credit.penalty_points[penalty_category]`;
   * a truck: per violation of that truck in the case, `credit.kind_points[kind]` (the
@@ -257,7 +258,11 @@ SELECT c.id, c.case_no, c.decision_no, c.decision_date, c.decided_at, c.withdraw
 FROM credit_cases c
 LEFT JOIN credit_case_violations cv
        ON cv.case_id = c.id AND (cv.active OR c.withdrawn_at IS NOT NULL)
+-- One act, one charge (compliance/concurrence.py): a violation linked to a heavier one of the
+-- same conduct (absorbed_by) deducts nothing when the heavier one is in the same case.
 LEFT JOIN violations v ON v.id = cv.violation_id
+      AND NOT EXISTS (SELECT 1 FROM credit_case_violations h
+                      WHERE h.case_id = c.id AND h.violation_id = v.absorbed_by)
 WHERE c.decided_at IS NOT NULL
   AND (%(company)s::bigint IS NULL OR c.company_id = %(company)s)
   AND (%(truck)s::bigint IS NULL OR EXISTS (

@@ -84,6 +84,23 @@ def test_penalty_category_points_and_the_floor(db, settings):
     assert floored.lines[-1].points == 100 - 10 - 10 - 100
 
 
+def test_one_act_one_charge_a_violation_absorbed_in_the_same_case_deducts_nothing(db, settings):
+    cid, (truck,) = company(db)
+    heavier = violation(db, settings, truck, "restricted_zone", at(2026, 3, 1))
+    lighter = violation(db, settings, truck, "route_deviation", at(2026, 3, 1))
+    alone = violation(db, settings, truck, "route_deviation", at(2026, 3, 2))
+    with db.cursor() as cur:  # as compliance/concurrence.py links the same conduct
+        cur.execute(
+            "UPDATE violations SET absorbed_by = %s WHERE id = ANY(%s)", (heavier, [lighter, alone])
+        )
+    db.commit()
+    case(db, cid, [heavier, lighter], decided_at=at(2026, 3, 10))
+    assert company_score(db, settings, cid, at(2026, 3, 11)).score == 100 - 3
+    # Charged on its own (its heavier charge is in no case of this party), it counts.
+    case(db, cid, [alone], decided_at=at(2026, 3, 12))
+    assert company_score(db, settings, cid, at(2026, 3, 13)).score == 100 - 3 - 3
+
+
 def test_trucks_and_drivers_carry_scores_when_the_scheme_says_so(db, settings):
     cid, (t1, t2) = company(db, plates=("粤B10001", "粤B10002"))
     v1 = violation(db, settings, t1, "going_dark", at(2026, 3, 1))
