@@ -86,7 +86,7 @@ class CaseRef:
 _VIOLATIONS = """
 SELECT v.id, v.truck_id, v.company_id, v.kind, v.stream, v.status, v.started_at, v.ended_at,
        v.worst_value, v.worst_unit, v.severity, v.points, v.lat, v.lon, v.zone_code,
-       v.permit_no, v.legal_basis, t.plate, c.name AS company, c.credit_code,
+       v.permit_no, v.legal_basis, v.absorbed_by, t.plate, c.name AS company, c.credit_code,
        c.legal_representative
 FROM violations v JOIN trucks t ON t.id = v.truck_id
 LEFT JOIN companies c ON c.id = v.company_id
@@ -354,6 +354,20 @@ def _party(violations: list[dict], party_name: str | None) -> dict[str, Any]:
 # ---- the lifecycle ------------------------------------------------------------------------
 
 
+def _same_conduct(cur, ids: list[int]) -> set[int]:
+    """Confirmed violations that compliance linked to one of `ids` as the same conduct
+    (`absorbed_by`, compliance/concurrence.py) and that are in no case yet: they join the
+    case, one act one charge (一事不二罚)."""
+    cur.execute(
+        """SELECT v.id FROM violations v
+           WHERE v.absorbed_by = ANY(%s) AND v.status = 'confirmed'
+             AND NOT EXISTS (SELECT 1 FROM credit_case_violations cv
+                             WHERE cv.violation_id = v.id AND cv.active)""",
+        (ids,),
+    )
+    return {row[0] for row in cur.fetchall()}
+
+
 def open_case(
     cur,
     settings: Any,
@@ -370,6 +384,7 @@ def open_case(
     ids = sorted({int(v) for v in violation_ids})
     if not ids:
         raise CaseError("choose at least one confirmed violation", "violations")
+    ids = sorted(set(ids) | _same_conduct(cur, ids))
     violations = violations_of(cur, ids)
     missing = sorted(set(ids) - {v["id"] for v in violations})
     if missing:
@@ -386,7 +401,10 @@ def open_case(
     row = {
         **party,
         "facts": prefill_facts(cur, settings, violations, party["party_name"]),
-        "legal_basis": case_basis(settings, violations),
+        # One act, one charge: the heavier charge's provision, not also the absorbed ones'.
+        "legal_basis": case_basis(
+            settings, [v for v in violations if v["absorbed_by"] not in ids] or violations
+        ),
         "penalty_content": "",
     }
     row.update(_clean(settings, given))

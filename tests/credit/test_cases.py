@@ -430,3 +430,24 @@ def test_two_officers_at_once_get_one_case_each_or_a_refusal(db, database_url, s
         assert len(numbers) == 2 and all(n.endswith(("0001号", "0002号")) for n in numbers)
     finally:
         other.close()
+
+
+def test_the_same_conduct_goes_into_one_case_under_the_heavier_legal_basis(db, settings, fleet):
+    """One act, one charge: a confirmed violation compliance linked to a heavier one of the
+    same conduct (absorbed_by) joins its case, and the case cites the heavier provision only."""
+    a = fleet["companies"][0]
+    t1 = fleet["trucks"][0]
+    heavier = insert_violation(
+        db, t1, a, "restricted_zone", start=T0 + dt.timedelta(hours=8), status="confirmed"
+    )
+    lighter = insert_violation(
+        db, t1, a, "route_deviation", start=T0 + dt.timedelta(hours=8), status="confirmed"
+    )
+    with db.cursor() as cur:
+        cur.execute("UPDATE violations SET absorbed_by = %s WHERE id = %s", (heavier, lighter))
+    db.commit()
+    case_id = open_(db, settings, [heavier])
+    assert read(db, K.case_violation_ids, case_id) == sorted([heavier, lighter])
+    basis = read(db, K.get_case, case_id)["legal_basis"]
+    assert basis == settings["cases"]["legal_basis"]["city.restricted_zones"]
+    assert statuses(db, [lighter])[lighter][0] == "case_opened"
