@@ -87,8 +87,9 @@ def _register_subcommands() -> None:
     from muck.collect import collect
     from muck.demo import demo
     from permits.cli import permits
+    from registry.cli import device
     from simulators.cli import accuracy, loadtest, simulate
-    from telemetry.cli import maintain_cmd
+    from telemetry.cli import broker, maintain_cmd
     from web.cli import user_cmd, web_cmd
     from web.users import user_exists
 
@@ -97,6 +98,8 @@ def _register_subcommands() -> None:
 
     cli.add_command(collect)
     cli.add_command(maintain_cmd)
+    cli.add_command(device)
+    cli.add_command(broker)
     cli.add_command(demo)
     cli.add_command(zones)
     cli.add_command(web_cmd)
