@@ -67,5 +67,9 @@ class RulesService:
         ]
 
     def sweep(self, conn) -> list[int]:
+        from compliance.violations import VIOLATIONS_RAISED
+
         opened = sweep_dark(conn, self.settings, dt.datetime.now(dt.UTC))
-        return opened + sweep_jumps(conn, self.settings)
+        opened += sweep_jumps(conn, self.settings)
+        VIOLATIONS_RAISED.labels("going_dark").inc(len(opened))
+        return opened

@@ -7,12 +7,15 @@ JobRunner (muck/jobs.py), and the alert dispatcher (alerts/dispatcher.py) runs b
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
 import click
 
 from core.clicontext import MuckContext, pass_ctx
+
+log = logging.getLogger("muck.collect")
 
 
 @click.command()
@@ -32,7 +35,11 @@ from core.clicontext import MuckContext, pass_ctx
     help="Print counters every N seconds (0: only at exit).",
 )
 @click.option(
-    "--metrics-port", type=int, default=0, help="Serve Prometheus metrics on this port (0: off)."
+    "--metrics-port",
+    type=int,
+    default=0,
+    envvar="MUCK_METRICS_PORT",
+    help="Serve /metrics (Prometheus) and /healthz on this port (0: off). Env: MUCK_METRICS_PORT.",
 )
 @click.option(
     "--no-rules",
@@ -67,6 +74,7 @@ def collect(
     background loop; stops cleanly on Ctrl-C/SIGTERM.
     """
     from alerts.dispatcher import start_dispatcher
+    from core.metrics import PROCESS_REGISTRY, MetricsServer
     from core.scheduling import JobRunner
     from muck.jobs import collector_jobs, rules_service
     from telemetry.collector import Collector
@@ -79,29 +87,42 @@ def collect(
         rules = rules_service(settings)
         rules.start()
     collector = Collector(settings, client_id=client_id, after_store=rules.hooks if rules else ())
+    jobs = JobRunner(
+        settings,
+        collector_jobs(
+            settings,
+            rules,
+            maintenance=not no_maintenance,
+            stats=collector.stats if metrics_port else None,
+        ),
+    )
+    metrics = None
     if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, registry=collector.stats.registry)
-    jobs = JobRunner(settings, collector_jobs(settings, rules, maintenance=not no_maintenance))
+        jobs.register_metrics(collector.stats.registry)
+        metrics = MetricsServer(
+            metrics_port, [collector.stats.registry, PROCESS_REGISTRY], collector.health
+        ).start()
+        log.info("metrics on :%d/metrics and /healthz", metrics.port)
     jobs.start()
     dispatcher = None if no_alerts else start_dispatcher(settings)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    click.echo(f"collecting from {settings.mqtt_endpoint().url()} (Ctrl-C to stop)", err=True)
+    log.info("collecting from %s (Ctrl-C to stop)", settings.mqtt_endpoint().safe_url())
     try:
         collector.run(
             stop.is_set,
-            on_tick=(lambda: click.echo(collector.stats.describe(), err=True))
-            if stats_every
-            else None,
+            on_tick=(lambda: log.info("%s", collector.stats.describe())) if stats_every else None,
             tick_s=stats_every or 5.0,
         )
     finally:
+        # Collector.run has stopped the collector: each lane finished and committed its
+        # batch, then the batch was acknowledged (what was not committed is redelivered).
         jobs.stop()
+        if metrics is not None:
+            metrics.stop()
         if dispatcher is not None:
             dispatcher.stop()
-            click.echo(dispatcher.describe(), err=True)
-        click.echo(collector.stats.describe(), err=True)
+            log.info("%s", dispatcher.describe())
+        log.info("stopped: %s", collector.stats.describe())

@@ -43,6 +43,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         MUCK_SETTINGS=settings,
         DATABASE_URL=settings.database_url,
+        # Dashboard and export reads off the primary (web.db.get_read_db); unset: primary.
+        DATABASE_REPLICA_URL=os.environ.get("MUCK_DATABASE_REPLICA_URL") or None,
         PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=web["session_lifetime_min"]),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -81,6 +83,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     auth.init_app(app)
     alerts.init_app(app)
+    health.init_app(app)
     for module in (
         auth,
         health,

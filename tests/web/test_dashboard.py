@@ -142,6 +142,8 @@ def seed_fleet(db, n: int = 3, *, minutes_ago: float = 0.5):
 # (url, permission) for every GET page and API route; None = public.
 ROUTES = [
     ("/health", None),
+    ("/healthz", None),
+    ("/metrics", None),
     ("/login", None),
     ("/", "overview"),
     ("/api/v1/overview", "overview"),
