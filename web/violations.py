@@ -306,7 +306,7 @@ def _export_table():
                     value = str(vq.STATUS_LABELS.get(value, value))
                 elif col == "severity":
                     value = str(vq.SEVERITY_LABELS.get(value, value))
-                if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+                if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
                     value = "'" + value  # never a formula in Excel
                 values.append("" if value is None else value)
             out.append(values)

@@ -145,6 +145,7 @@ ROUTES = [
     ("/healthz", None),
     ("/metrics", None),
     ("/login", None),
+    ("/account/password", "overview"),
     ("/", "overview"),
     ("/api/v1/overview", "overview"),
     ("/api/v1/me", "overview"),
