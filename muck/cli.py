@@ -88,7 +88,7 @@ def _register_subcommands() -> None:
     from compliance.cli import violations
     from evidence.cli import evidence
     from geofence.cli import zones
-    from muck.collect import collect
+    from muck.collect import collect, scheduler
     from muck.demo import demo
     from permits.cli import permits
     from registry.cli import device
@@ -101,6 +101,7 @@ def _register_subcommands() -> None:
     alerts.cli.user_check = user_exists
 
     cli.add_command(collect)
+    cli.add_command(scheduler)
     cli.add_command(maintain_cmd)
     cli.add_command(device)
     cli.add_command(broker)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 
 import click
@@ -20,7 +21,9 @@ log = logging.getLogger("muck.collect")
 
 @click.command()
 @click.option(
-    "--client-id", help="MQTT client id (persistent session key). Default: mqtt.client_id."
+    "--client-id",
+    help="MQTT client id (persistent session key). Default: mqtt.client_id. `{hostname}` is "
+    "replaced by the host (container) name, for replicas started from one definition.",
 )
 @click.option(
     "--shared-group",
@@ -56,6 +59,12 @@ log = logging.getLogger("muck.collect")
     is_flag=True,
     help="Do not run the hourly partition maintenance job in this process.",
 )
+@click.option(
+    "--no-jobs",
+    is_flag=True,
+    help="Run no clock jobs (and no alert dispatcher): `muck scheduler` runs them once for "
+    "every collector.",
+)
 @pass_ctx
 def collect(
     mctx: MuckContext,
@@ -66,6 +75,7 @@ def collect(
     no_rules: bool,
     no_alerts: bool,
     no_maintenance: bool,
+    no_jobs: bool,
 ) -> None:
     """Ingest telemetry, status and camera sightings from MQTT, and run the compliance rules.
 
@@ -80,6 +90,8 @@ def collect(
     from telemetry.collector import Collector
 
     settings = mctx.settings
+    if client_id and "{hostname}" in client_id:
+        client_id = client_id.replace("{hostname}", socket.gethostname())
     if shared_group:
         settings = settings.with_overrides(mqtt={"shared_group": shared_group})
     rules = None
@@ -89,7 +101,9 @@ def collect(
     collector = Collector(settings, client_id=client_id, after_store=rules.hooks if rules else ())
     jobs = JobRunner(
         settings,
-        collector_jobs(
+        []
+        if no_jobs
+        else collector_jobs(
             settings,
             rules,
             maintenance=not no_maintenance,
@@ -104,7 +118,7 @@ def collect(
         ).start()
         log.info("metrics on :%d/metrics and /healthz", metrics.port)
     jobs.start()
-    dispatcher = None if no_alerts else start_dispatcher(settings)
+    dispatcher = None if no_alerts or no_jobs else start_dispatcher(settings)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -126,3 +140,61 @@ def collect(
             dispatcher.stop()
             log.info("%s", dispatcher.describe())
         log.info("stopped: %s", collector.stats.describe())
+
+
+@click.command("scheduler")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=0,
+    envvar="MUCK_METRICS_PORT",
+    help="Serve /metrics and /healthz on this port (0: off). Env: MUCK_METRICS_PORT.",
+)
+@click.option("--no-alerts", is_flag=True, help="Do not run the alert dispatcher here.")
+@pass_ctx
+def scheduler(mctx: MuckContext, metrics_port: int, no_alerts: bool) -> None:
+    """Run every clock job of the platform (partitions, sweeps, fills, black-truck scan,
+    evidence capture, fleet gauges) and the alert dispatcher, without ingesting: one of these
+    beside any number of `muck collect --no-jobs` collectors (docker-compose.yml)."""
+    from alerts.dispatcher import start_dispatcher
+    from core.db import connect_settings
+    from core.metrics import PROCESS_REGISTRY, MetricsServer
+    from core.scheduling import JobRunner
+    from muck.jobs import collector_jobs, rules_service
+    from telemetry.stats import IngestStats
+
+    settings = mctx.settings
+    rules = rules_service(settings)
+    rules.start()  # the sweeps and the scan share the rules' zone and permit catalogues
+    stats = IngestStats()  # only its fleet gauges are set here
+    jobs = JobRunner(settings, collector_jobs(settings, rules, stats=stats))
+    metrics = None
+    if metrics_port:
+        jobs.register_metrics(stats.registry)
+
+        def health() -> tuple[bool, dict]:
+            try:
+                connect_settings(settings, application_name="muck-scheduler-health").close()
+            except Exception as exc:  # noqa: BLE001 - reported as unhealthy
+                return False, {"database": type(exc).__name__}
+            failing = [n for n, st in jobs.stats.items() if st.last_error and st.failures]
+            return True, {"database": "ok", "jobs_with_failures": failing}
+
+        metrics = MetricsServer(metrics_port, [stats.registry, PROCESS_REGISTRY], health).start()
+    jobs.start()
+    dispatcher = None if no_alerts else start_dispatcher(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("scheduler ready: %s", ", ".join(job.name for job in jobs.jobs))
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        jobs.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
+        if metrics is not None:
+            metrics.stop()
+        for name, st in jobs.stats.items():
+            log.info("job %s: %d runs, %d failures", name, st.runs, st.failures)

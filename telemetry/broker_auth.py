@@ -127,3 +127,82 @@ def sync(
     for account in accounts:
         by_kind[account["kind"]] = by_kind.get(account["kind"], 0) + 1
     return SyncReport(len(accounts), by_kind, reload_pid)
+
+
+class CertificateError(RuntimeError):
+    """openssl is missing or refused; the message has its error output."""
+
+
+def make_self_signed(folder: Path, hosts: list[str], *, days: int = 825) -> None:
+    """A private CA and a server certificate signed by it, for `hosts` (DNS names or IP
+    addresses in subjectAltName), with the openssl command line tool."""
+    import ipaddress
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        raise CertificateError("openssl is not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+            names.append(f"IP:{host}")
+        except ValueError:
+            names.append(f"DNS:{host}")
+    (folder / "san.ext").write_text(f"subjectAltName={','.join(names)}\n")
+
+    def run(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], cwd=folder, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise CertificateError(f"openssl {args[0]}: {done.stderr.strip()[-500:]}")
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        str(days),
+        "-subj",
+        "/CN=MuckWatch broker CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={hosts[0]}",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        str(days),
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
+    for leftover in ("server.csr", "san.ext", "ca.srl"):
+        (folder / leftover).unlink(missing_ok=True)
+    # The broker runs as its own user: it must read the key; nobody else needs the CA key.
+    os.chmod(folder / "server.key", 0o644)
+    os.chmod(folder / "ca.key", 0o600)

@@ -97,3 +97,43 @@ def broker_sync(mctx, password_file, acl_file, accounts_from_env, reload_pid_fil
     finally:
         conn.close()
     click.echo(report.describe())
+
+
+@broker.command("cert")
+@click.option(
+    "--dir",
+    "folder",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for ca.crt, ca.key, server.crt, server.key (the broker's cafile/certfile/keyfile).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=["localhost"],
+    show_default=True,
+    help="Name or IP address terminals use to reach the broker (repeat for several).",
+)
+@click.option(
+    "--days", type=int, default=825, show_default=True, help="Validity of the certificates."
+)
+@click.option("--if-missing", is_flag=True, help="Do nothing when server.crt exists already.")
+def broker_cert(folder: str, hosts: tuple[str, ...], days: int, if_missing: bool) -> None:
+    """Make a private CA and a server certificate for the broker's TLS listener (openssl).
+
+    For a bureau without its own PKI: give ca.crt to the terminal vendor. A certificate from
+    the bureau's CA replaces these files (same names)."""
+    from pathlib import Path
+
+    from telemetry.broker_auth import CertificateError, make_self_signed
+
+    out = Path(folder)
+    if if_missing and (out / "server.crt").exists():
+        click.echo(f"{out / 'server.crt'} exists; nothing made")
+        return
+    try:
+        make_self_signed(out, list(hosts), days=days)
+    except CertificateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"made {out}/ca.crt and server.crt/.key for {', '.join(hosts)} ({days} days)")

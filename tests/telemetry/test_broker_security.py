@@ -136,59 +136,6 @@ def test_a_camera_gets_no_telemetry_rights_in_the_acl():
 # ---------------------------------------------------------------------- the real broker
 
 
-def _make_certificates(workdir: Path) -> None:
-    """A self-signed CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, cwd=workdir, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=muck-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.crt",
-    )
-
-
 class Client:
     """A paho MQTT 3.1.1 client that records whether the broker accepted it."""
 
@@ -244,7 +191,8 @@ def _password(output: str) -> str:
 @pytest.fixture
 def secured(db, settings):
     workdir = Path(tempfile.mkdtemp(prefix="muck-test-prodmqtt-"))
-    _make_certificates(workdir)
+    env_for_cert = collector_env(settings, "mqtt://unused:1")
+    _muck(env_for_cert, "broker", "cert", "--dir", str(workdir), "--host", "127.0.0.1")
     env = collector_env(settings, "mqtt://unused:1")
     env.update(
         MUCK_BROKER_PASSWORD_FILE=str(workdir / "passwd"),
