@@ -25,6 +25,11 @@ from core.metrics import PROCESS_REGISTRY
 VIOLATIONS_RAISED = Counter(
     "muck_violations_raised", "Violations opened, by kind", ["kind"], registry=PROCESS_REGISTRY
 )
+# Late fixes (older than their truck's checkpoint) make the rules replay the truck: frequent
+# with collectors sharing a Mosquitto round-robin subscription (docs/operations.md).
+RULE_REPLAYS = Counter(
+    "muck_rule_replays", "Trucks replayed by the rules for a late fix", registry=PROCESS_REGISTRY
+)
 
 # Who may move a violation where (the web issue adds roles on top).
 TRANSITIONS = {

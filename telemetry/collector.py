@@ -106,6 +106,7 @@ class Collector:
         self._ack_lock = threading.Lock()
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
+        self._draining = False
         self.transport = self._make_transport()
         self.database_ok = True  # False from a failed write until the next commit
         self.last_commit: float | None = None  # time.time() of the last commit
@@ -163,6 +164,11 @@ class Collector:
 
     def _on_batch(self, generation: int, received: list[Received]) -> None:
         """Reader thread: hand each lane its devices' share of one socket read."""
+        if self._draining:
+            # Stopping: what arrives now is neither stored nor acknowledged, so the broker
+            # redelivers it to the next collector on this session. Without this, a collector
+            # under steady traffic would keep draining and never stop.
+            return
         lanes = self.lanes
         if len(lanes) == 1:
             parts = [received]
@@ -318,6 +324,7 @@ class Collector:
     def start(self) -> None:
         self._stop.clear()
         self._stop_deadline = float("inf")
+        self._draining = False
         self.transport.start()
         for lane in self.lanes:
             lane.thread = threading.Thread(
@@ -329,7 +336,9 @@ class Collector:
         return self.transport.connected.wait(timeout)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Write and acknowledge what has arrived, then disconnect (the session stays)."""
+        """Write and acknowledge what has arrived, then disconnect (the session stays);
+        what arrives from now on is left to the broker to redeliver."""
+        self._draining = True
         self._stop_deadline = time.monotonic() + grace_s
         deadline = time.monotonic() + grace_s
         while any(not lane.queue.empty() for lane in self.lanes) and time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from telemetry.contract import Topics
 from tests.conftest import require_mosquitto
 from tests.mqtt_helpers import collector_env, count, fix, now_ms, publish, wait_until
 from tests.services import MuckProcess, free_port
+from tests.telemetry.test_ingest_resilience import publish_paced
 
 T = Topics("muck/v1")
 FAST = """
@@ -124,7 +125,7 @@ def test_sigterm_commits_and_acknowledges_the_batch_in_hand(settings, broker, db
     env = collector_env(settings, broker.url)
     messages = [
         (T.telemetry(f"TERM{d:03d}"), fix(now_ms() - 3_600_000 + i * 1000, lat=22.5 + d * 1e-3))
-        for i in range(60)
+        for i in range(100)
         for d in range(100)
     ]
     args = [
@@ -136,7 +137,9 @@ def test_sigterm_commits_and_acknowledges_the_batch_in_hand(settings, broker, db
         "--no-alerts",
     ]
     first = MuckProcess(args, env, ready="connected to")
-    publisher = threading.Thread(target=publish, args=(broker.url, messages))
+    # Paced (4 s of traffic): the SIGTERM lands mid-stream; what arrives after it is left
+    # unacknowledged for the broker to redeliver to the next collector.
+    publisher = threading.Thread(target=publish_paced, args=(broker.url, messages, 2500))
     publisher.start()
     assert wait_until(lambda: count(db, "SELECT count(*) FROM positions") > 500, timeout=60)
     first.proc.send_signal(signal.SIGTERM)
