@@ -41,7 +41,7 @@ from compliance.rules.base import Carried, Rule
 from compliance.runs import StreamInput, detect_streams
 from compliance.sweep import withdraw_stale_dark
 from compliance.trips import TripRow, advance, write_trips
-from compliance.violations import EpisodeRow, ViolationWriter
+from compliance.violations import RULE_REPLAYS, EpisodeRow, ViolationWriter
 from core.config import Settings
 from core.db import IntArray
 from geofence.catalog import ZoneCatalog
@@ -429,6 +429,7 @@ class ComplianceEngine:
 
     def _replay(self, cur, truck: int, slot: int, earliest: float) -> None:
         """Re-run a truck's rules from the newest snapshot before `earliest`."""
+        RULE_REPLAYS.inc()
         cur.execute(
             """SELECT at, state::text FROM rule_snapshots WHERE truck_id = %s AND at < %s
                ORDER BY at DESC LIMIT 1""",

@@ -67,9 +67,12 @@ class RulesService:
         ]
 
     def sweep(self, conn) -> list[int]:
+        from compliance.violations import VIOLATIONS_RAISED
+
         now = dt.datetime.now(dt.UTC)
         # Wall clock: a truck whose newest fix was received within the dark threshold is
         # still sending (a back-fill): not judged now.
         heard = now - dt.timedelta(seconds=float(self.settings.thresholds["dark_after_s"]))
         opened = sweep_dark(conn, self.settings, now, heard_before=heard)
+        VIOLATIONS_RAISED.labels("going_dark").inc(len(opened))
         return opened + sweep_jumps(conn, self.settings)

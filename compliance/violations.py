@@ -14,8 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2.extras
+from prometheus_client import Counter
 
 from compliance.pipeline import PIPELINE
+from core.metrics import PROCESS_REGISTRY
+
+# Counted when the row is inserted, inside the batch's transaction: a batch that is rolled
+# back and retried (database outage) counts its violations twice. Good enough for a rate
+# on a dashboard; the violations table is the record.
+VIOLATIONS_RAISED = Counter(
+    "muck_violations_raised", "Violations opened, by kind", ["kind"], registry=PROCESS_REGISTRY
+)
+# Late fixes (older than their truck's checkpoint) make the rules replay the truck: frequent
+# with collectors sharing a Mosquitto round-robin subscription (docs/operations.md).
+RULE_REPLAYS = Counter(
+    "muck_rule_replays", "Trucks replayed by the rules for a late fix", registry=PROCESS_REGISTRY
+)
 
 # Who may move a violation where (the web issue adds roles on top). The review actions an
 # officer takes on a violation; `open_case` and `close` are done by a case (credit/cases.py),
@@ -106,7 +120,7 @@ ON CONFLICT (truck_id, kind, stream, started_at) DO UPDATE SET
     rule_params = v.rule_params || EXCLUDED.rule_params,
     updated_at = now()
 WHERE v.ended_at IS NULL AND v.status <> 'withdrawn'
-RETURNING id, (xmax = 0) AS inserted, ended_at IS NOT NULL AS ended, truck_id
+RETURNING id, (xmax = 0) AS inserted, ended_at IS NOT NULL AS ended, truck_id, kind
 """
 _TEMPLATE = (
     "(%s, (SELECT company_id FROM trucks WHERE id = %s), %s, %s, to_timestamp(%s), "
@@ -150,10 +164,11 @@ class ViolationWriter:
         )
         events = []
         # Trucks with a violation new in this write: the ones one act, one charge may link.
-        self.new_for = {truck for _, inserted, _, truck in returned if inserted}
-        for vid, inserted, ended, _ in returned:
+        self.new_for = {truck for _, inserted, _, truck, _ in returned if inserted}
+        for vid, inserted, ended, _, kind in returned:
             if inserted:
                 events.append((vid, "detected"))
+                VIOLATIONS_RAISED.labels(kind).inc()
             if ended:
                 events.append((vid, "ended"))
         if events:
@@ -162,7 +177,7 @@ class ViolationWriter:
                 "INSERT INTO violation_events (violation_id, actor, action) VALUES %s",
                 [(vid, "system", action) for vid, action in events],
             )
-        return [vid for vid, _, _, _ in returned]
+        return [row[0] for row in returned]
 
     def reconcile(self, cur, truck_id: int, since: float, episodes: list[EpisodeRow]) -> None:
         """Make the truck's violations in the replayed window match a replay's episodes."""

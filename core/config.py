@@ -47,6 +47,11 @@ class MqttEndpoint:
             auth = self.username + (f":{self.password}" if self.password else "") + "@"
         return f"mqtt://{auth}{self.host}:{self.port}"
 
+    def safe_url(self) -> str:
+        """The URL for logs and messages: the password replaced by `***`."""
+        auth = f"{self.username}{':***' if self.password else ''}@" if self.username else ""
+        return f"mqtt://{auth}{self.host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -19,6 +19,8 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from core.db import connect_settings
 
@@ -117,6 +119,11 @@ class JobRunner:
             return {}
         return {j.id: j.trigger.interval.total_seconds() for j in self._scheduler.get_jobs()}
 
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Serve the jobs' counters: `muck_job_runs_total{job}`, `muck_job_failures_total{job}`
+        and `muck_job_last_finished_timestamp_seconds{job}` (read at scrape time)."""
+        registry.register(_JobMetrics(self))
+
     def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
@@ -127,3 +134,31 @@ class JobRunner:
             except Exception:  # noqa: BLE001 - shutting down
                 pass
         self._connections.clear()
+
+
+class _JobMetrics:
+    """A Prometheus collector over a runner's JobStats (no second set of counters to keep)."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+
+    def collect(self):
+        runs = CounterMetricFamily("muck_job_runs", "Clock job runs, by job", labels=["job"])
+        failures = CounterMetricFamily(
+            "muck_job_failures", "Clock job runs that failed, by job", labels=["job"]
+        )
+        last = GaugeMetricFamily(
+            "muck_job_last_finished_timestamp_seconds",
+            "When each clock job last finished (Unix time)",
+            labels=["job"],
+        )
+        with self.runner._lock:
+            stats = {
+                name: (s.runs, s.failures, s.last_finished) for name, s in self.runner.stats.items()
+            }
+        for name, (n, failed, finished) in stats.items():
+            runs.add_metric([name], n)
+            failures.add_metric([name], failed)
+            if finished is not None:
+                last.add_metric([name], finished.timestamp())
+        return [runs, failures, last]

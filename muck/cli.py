@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
 from core.clicontext import MuckContext, pass_ctx
 from core.config import ConfigError
+from core.logs import configure_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,20 +20,23 @@ from core.config import ConfigError
     help="City settings file (TOML) overriding core/defaults.toml. Env: MUCK_CONFIG.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="MUCK_LOG_FORMAT",
+    show_default=True,
+    help="json: one JSON object per log line (ts, level, logger, msg). Env: MUCK_LOG_FORMAT.",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_format: str) -> None:
     """MuckWatch: supervision platform for construction-waste (渣土) trucks.
 
     Services are chosen by MUCK_DATABASE_URL (postgresql://...) and MUCK_MQTT_URL
     (mqtt://user:pass@host:port). `muck demo` runs everything on embedded services when
     they are unset.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("transitions", "amqtt", "pgserver", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    configure_logging(verbose=verbose, fmt=log_format)
     ctx.obj = MuckContext(config_path)
     _add_hooks(ctx.obj)
 
@@ -82,7 +85,8 @@ def show_config(mctx: MuckContext) -> None:
         for key, value in values.items():
             click.echo(f"{key} = {value!r}")
     click.echo(f"# MUCK_DATABASE_URL={'set' if settings.database_url else 'unset'}")
-    click.echo(f"# MUCK_MQTT_URL={settings.mqtt_url or 'unset'}")
+    mqtt_url = settings.mqtt_endpoint().safe_url() if settings.mqtt_url else "unset"
+    click.echo(f"# MUCK_MQTT_URL={mqtt_url}")
 
 
 @cli.group()
@@ -107,12 +111,13 @@ def _register_subcommands() -> None:
     from credit.commands import credit, export_group
     from evidence.cli import evidence
     from geofence.cli import city, zones
-    from muck.collect import collect
+    from muck.collect import collect, scheduler
     from muck.demo import demo
     from permits.cli import permits
     from registry.cli import registry
+    from registry.device_cli import device
     from simulators.cli import accuracy, loadtest, simulate
-    from telemetry.cli import maintain_cmd
+    from telemetry.cli import broker, maintain_cmd
     from telemetry.jt808.cli import gateway
     from web.cli import user_cmd, web_cmd
     from web.users import user_exists
@@ -121,7 +126,10 @@ def _register_subcommands() -> None:
     alerts.cli.user_check = user_exists
 
     cli.add_command(collect)
+    cli.add_command(scheduler)
     cli.add_command(maintain_cmd)
+    cli.add_command(device)
+    cli.add_command(broker)
     cli.add_command(demo)
     cli.add_command(zones)
     cli.add_command(city)

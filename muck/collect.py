@@ -7,17 +7,23 @@ JobRunner (muck/jobs.py), and the alert dispatcher (alerts/dispatcher.py) runs b
 
 from __future__ import annotations
 
+import logging
 import signal
+import socket
 import threading
 
 import click
 
 from core.clicontext import MuckContext, pass_ctx
 
+log = logging.getLogger("muck.collect")
+
 
 @click.command()
 @click.option(
-    "--client-id", help="MQTT client id (persistent session key). Default: mqtt.client_id."
+    "--client-id",
+    help="MQTT client id (persistent session key). Default: mqtt.client_id. `{hostname}` is "
+    "replaced by the host (container) name, for replicas started from one definition.",
 )
 @click.option(
     "--shared-group",
@@ -32,7 +38,11 @@ from core.clicontext import MuckContext, pass_ctx
     help="Print counters every N seconds (0: only at exit).",
 )
 @click.option(
-    "--metrics-port", type=int, default=0, help="Serve Prometheus metrics on this port (0: off)."
+    "--metrics-port",
+    type=int,
+    default=0,
+    envvar="MUCK_METRICS_PORT",
+    help="Serve /metrics (Prometheus) and /healthz on this port (0: off). Env: MUCK_METRICS_PORT.",
 )
 @click.option(
     "--no-rules",
@@ -49,6 +59,12 @@ from core.clicontext import MuckContext, pass_ctx
     is_flag=True,
     help="Do not run the hourly partition maintenance job in this process.",
 )
+@click.option(
+    "--no-jobs",
+    is_flag=True,
+    help="Run no clock jobs (and no alert dispatcher): `muck scheduler` runs them once for "
+    "every collector.",
+)
 @pass_ctx
 def collect(
     mctx: MuckContext,
@@ -59,6 +75,7 @@ def collect(
     no_rules: bool,
     no_alerts: bool,
     no_maintenance: bool,
+    no_jobs: bool,
 ) -> None:
     """Ingest telemetry, status and camera sightings from MQTT, and run the compliance rules.
 
@@ -67,11 +84,14 @@ def collect(
     background loop; stops cleanly on Ctrl-C/SIGTERM.
     """
     from alerts.dispatcher import start_dispatcher
+    from core.metrics import PROCESS_REGISTRY, MetricsServer
     from core.scheduling import JobRunner
     from muck.jobs import collector_jobs, rules_service
     from telemetry.collector import Collector
 
     settings = mctx.settings
+    if client_id and "{hostname}" in client_id:
+        client_id = client_id.replace("{hostname}", socket.gethostname())
     if shared_group:
         settings = settings.with_overrides(mqtt={"shared_group": shared_group})
     rules = None
@@ -79,29 +99,102 @@ def collect(
         rules = rules_service(settings)
         rules.start()
     collector = Collector(settings, client_id=client_id, after_store=rules.hooks if rules else ())
+    jobs = JobRunner(
+        settings,
+        []
+        if no_jobs
+        else collector_jobs(
+            settings,
+            rules,
+            maintenance=not no_maintenance,
+            stats=collector.stats if metrics_port else None,
+        ),
+    )
+    metrics = None
     if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, registry=collector.stats.registry)
-    jobs = JobRunner(settings, collector_jobs(settings, rules, maintenance=not no_maintenance))
+        jobs.register_metrics(collector.stats.registry)
+        metrics = MetricsServer(
+            metrics_port, [collector.stats.registry, PROCESS_REGISTRY], collector.health
+        ).start()
+        log.info("metrics on :%d/metrics and /healthz", metrics.port)
     jobs.start()
-    dispatcher = None if no_alerts else start_dispatcher(settings)
+    dispatcher = None if no_alerts or no_jobs else start_dispatcher(settings)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    click.echo(f"collecting from {settings.mqtt_endpoint().url()} (Ctrl-C to stop)", err=True)
+    log.info("collecting from %s (Ctrl-C to stop)", settings.mqtt_endpoint().safe_url())
     try:
         collector.run(
             stop.is_set,
-            on_tick=(lambda: click.echo(collector.stats.describe(), err=True))
-            if stats_every
-            else None,
+            on_tick=(lambda: log.info("%s", collector.stats.describe())) if stats_every else None,
             tick_s=stats_every or 5.0,
         )
+    finally:
+        # Collector.run has stopped the collector: each lane finished and committed its
+        # batch, then the batch was acknowledged (what was not committed is redelivered).
+        jobs.stop()
+        if metrics is not None:
+            metrics.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
+            log.info("%s", dispatcher.describe())
+        log.info("stopped: %s", collector.stats.describe())
+
+
+@click.command("scheduler")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=0,
+    envvar="MUCK_METRICS_PORT",
+    help="Serve /metrics and /healthz on this port (0: off). Env: MUCK_METRICS_PORT.",
+)
+@click.option("--no-alerts", is_flag=True, help="Do not run the alert dispatcher here.")
+@pass_ctx
+def scheduler(mctx: MuckContext, metrics_port: int, no_alerts: bool) -> None:
+    """Run every clock job of the platform (partitions, sweeps, fills, black-truck scan,
+    evidence capture, fleet gauges) and the alert dispatcher, without ingesting: one of these
+    beside any number of `muck collect --no-jobs` collectors (docker-compose.yml)."""
+    from alerts.dispatcher import start_dispatcher
+    from core.db import connect_settings
+    from core.metrics import PROCESS_REGISTRY, MetricsServer
+    from core.scheduling import JobRunner
+    from muck.jobs import collector_jobs, rules_service
+    from telemetry.stats import IngestStats
+
+    settings = mctx.settings
+    rules = rules_service(settings)
+    rules.start()  # the sweeps and the scan share the rules' zone and permit catalogues
+    stats = IngestStats()  # only its fleet gauges are set here
+    jobs = JobRunner(settings, collector_jobs(settings, rules, stats=stats))
+    metrics = None
+    if metrics_port:
+        jobs.register_metrics(stats.registry)
+
+        def health() -> tuple[bool, dict]:
+            try:
+                connect_settings(settings, application_name="muck-scheduler-health").close()
+            except Exception as exc:  # noqa: BLE001 - reported as unhealthy
+                return False, {"database": type(exc).__name__}
+            failing = [n for n, st in jobs.stats.items() if st.last_error and st.failures]
+            return True, {"database": "ok", "jobs_with_failures": failing}
+
+        metrics = MetricsServer(metrics_port, [stats.registry, PROCESS_REGISTRY], health).start()
+    jobs.start()
+    dispatcher = None if no_alerts else start_dispatcher(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("scheduler ready: %s", ", ".join(job.name for job in jobs.jobs))
+    try:
+        while not stop.wait(1.0):
+            pass
     finally:
         jobs.stop()
         if dispatcher is not None:
             dispatcher.stop()
-            click.echo(dispatcher.describe(), err=True)
-        click.echo(collector.stats.describe(), err=True)
+        if metrics is not None:
+            metrics.stop()
+        for name, st in jobs.stats.items():
+            log.info("job %s: %d runs, %d failures", name, st.runs, st.failures)

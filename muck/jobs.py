@@ -12,6 +12,7 @@ from __future__ import annotations
 from compliance.service import RulesService
 from core.config import Settings
 from core.scheduling import Job
+from telemetry.stats import IngestStats
 
 
 def rules_service(settings: Settings) -> RulesService:
@@ -20,16 +21,24 @@ def rules_service(settings: Settings) -> RulesService:
 
 
 def collector_jobs(
-    settings: Settings, rules: RulesService | None, *, maintenance: bool = True
+    settings: Settings,
+    rules: RulesService | None,
+    *,
+    maintenance: bool = True,
+    stats: IngestStats | None = None,
 ) -> list[Job]:
     """The jobs of a collector process: partition maintenance (unless another process does
     it), and with the rules their own jobs plus the black-truck scan, which reuses the rules'
-    zone catalogue (building one takes seconds), and the evidence capture."""
+    zone catalogue (building one takes seconds), and the evidence capture; with `stats` (a
+    process serving /metrics) the fleet gauges."""
     from black_trucks.scan import ScanJob
     from evidence.capture import capture_job
     from telemetry.partitions import maintenance_job
+    from telemetry.stats import fleet_gauges_job
 
     jobs = [maintenance_job(settings)] if maintenance else []
+    if stats is not None:
+        jobs.append(fleet_gauges_job(settings, stats))
     if rules is not None:
         jobs += rules.jobs()
         jobs.append(

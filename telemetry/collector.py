@@ -106,7 +106,27 @@ class Collector:
         self._ack_lock = threading.Lock()
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
+        self._draining = False
         self.transport = self._make_transport()
+        self.database_ok = True  # False from a failed write until the next commit
+        self.last_commit: float | None = None  # time.time() of the last commit
+        self.stats.unacked.set_function(self._unacked_messages)
+
+    def _unacked_messages(self) -> int:
+        with self._ack_lock:
+            return sum(len(chunk.mids) for chunk in self._unacked)
+
+    def health(self) -> tuple[bool, dict]:
+        """For `/healthz`: healthy while connected to the broker and able to commit."""
+        connected = self.transport.connected.is_set()
+        since = None if self.last_commit is None else round(time.time() - self.last_commit, 1)
+        detail = {
+            "mqtt": "connected" if connected else "disconnected",
+            "database": "ok" if self.database_ok else "failing",
+            "unacknowledged": self._unacked_messages(),
+            "last_commit_s_ago": since,
+        }
+        return connected and self.database_ok, detail
 
     def _make_transport(self) -> LeanSubscriber | PahoSubscriber:
         mqtt_cfg = self.settings.mqtt
@@ -144,6 +164,11 @@ class Collector:
 
     def _on_batch(self, generation: int, received: list[Received]) -> None:
         """Reader thread: hand each lane its devices' share of one socket read."""
+        if self._draining:
+            # Stopping: what arrives now is neither stored nor acknowledged, so the broker
+            # redelivers it to the next collector on this session. Without this, a collector
+            # under steady traffic would keep draining and never stop.
+            return
         lanes = self.lanes
         if len(lanes) == 1:
             parts = [received]
@@ -214,6 +239,7 @@ class Collector:
                 result = writer.write(batch, run_hooks=run_hooks)
             except _TRANSIENT_DB_ERRORS as exc:
                 self.stats.db_errors.inc()
+                self.database_ok = False
                 self._drop_writer(lane)
                 log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
                 self._stop.wait(delay)
@@ -231,6 +257,8 @@ class Collector:
                 run_hooks = False
                 continue
             lane.ingestor.count(batch, result, len(received), time.perf_counter() - started)
+            self.database_ok = True
+            self.last_commit = time.time()
             return True
 
     def _quarantine_all(self, lane: _Lane, received: list[Received], exc: BaseException) -> bool:
@@ -296,6 +324,7 @@ class Collector:
     def start(self) -> None:
         self._stop.clear()
         self._stop_deadline = float("inf")
+        self._draining = False
         self.transport.start()
         for lane in self.lanes:
             lane.thread = threading.Thread(
@@ -307,7 +336,9 @@ class Collector:
         return self.transport.connected.wait(timeout)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Write and acknowledge what has arrived, then disconnect (the session stays)."""
+        """Write and acknowledge what has arrived, then disconnect (the session stays);
+        what arrives from now on is left to the broker to redeliver."""
+        self._draining = True
         self._stop_deadline = time.monotonic() + grace_s
         deadline = time.monotonic() + grace_s
         while any(not lane.queue.empty() for lane in self.lanes) and time.monotonic() < deadline:

@@ -138,3 +138,6 @@ class Ingestor:
         stats.batch_seconds.observe(seconds)
         for q in batch.quarantined + result.conflicts:
             stats.quarantined.labels(q.reason).inc()
+        if batch.fixes:
+            newest = max(f.fix_ms for f in batch.fixes)
+            stats.lag_seconds.set(max(0.0, (batch.received_ms - newest) / 1000))

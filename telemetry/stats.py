@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class IngestStats:
@@ -43,6 +43,26 @@ class IngestStats:
             registry=r,
         )
 
+        # "Broker lag" as the collector can see it: how old the newest fix of the last
+        # committed batch was (collector clock minus device time). Live traffic keeps it at a
+        # few seconds; a collector falling behind its broker queue shows it rising. (Mosquitto
+        # does not report one client's queue length; EMQX does, per client, in its API.)
+        self.lag_seconds = Gauge(
+            "muck_ingest_lag_seconds",
+            "Age of the newest fix in the last committed batch (collector clock - device time)",
+            registry=r,
+        )
+        self.unacked = Gauge(
+            "muck_ingest_unacknowledged_messages",
+            "Messages received and not yet committed and acknowledged (the in-flight window)",
+            registry=r,
+        )
+        self.trucks_online = Gauge(
+            "muck_trucks_online",
+            "Trucks whose latest fix was received within metrics.online_window_s",
+            registry=r,
+        )
+
     def snapshot(self) -> dict[str, float | dict[str, float]]:
         reasons = {}
         for metric in self.quarantined.collect():
@@ -71,3 +91,21 @@ class IngestStats:
             f"sightings={int(s['sightings'])} batches={int(s['batches'])} "
             f"db_errors={int(s['db_errors'])} hook_errors={int(s['hook_errors'])}"
         )
+
+
+def fleet_gauges_job(settings, stats: IngestStats):
+    """The clock job that keeps `muck_trucks_online` current (one indexed count)."""
+    from core.scheduling import Job
+
+    window_s = float(settings["metrics"]["online_window_s"])
+
+    def refresh(conn) -> None:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM truck_state WHERE received_at > now() - %s * interval '1 s'",
+                (window_s,),
+            )
+            stats.trucks_online.set(cur.fetchone()[0])
+        conn.rollback()
+
+    return Job("fleet gauges", refresh, float(settings["metrics"]["refresh_s"]), at_start=True)

@@ -28,6 +28,8 @@ import psycopg2
 from core.db import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
+# The broker configuration docker-compose runs; tests/telemetry/test_broker_security.py starts it.
+PRODUCTION_BROKER_CONFIG = ROOT / "config" / "mosquitto.prod.conf"
 
 
 def free_port() -> int:
@@ -143,6 +145,44 @@ class Broker:
             ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port("127.0.0.1", port)
+        return broker
+
+    @classmethod
+    def start_production(cls, workdir: Path) -> Broker:
+        """Mosquitto from config/mosquitto.prod.conf, as the deployment runs it, with only the
+        listener ports and file paths replaced: the password file, ACL and TLS files are
+        `workdir`/passwd, acl, ca.crt, server.crt, server.key (the test writes them first).
+        `port` is the plain listener, `tls_port` the TLS one."""
+        port, tls_port = free_port(), free_port()
+        paths = {
+            "password_file": workdir / "passwd",
+            "acl_file": workdir / "acl",
+            "cafile": workdir / "ca.crt",
+            "certfile": workdir / "server.crt",
+            "keyfile": workdir / "server.key",
+            "persistence_location": f"{workdir}/",
+        }
+        listeners = iter([port, tls_port])
+        lines = []
+        for line in PRODUCTION_BROKER_CONFIG.read_text().splitlines():
+            key = line.split(" ", 1)[0]
+            if key == "listener":
+                line = f"listener {next(listeners)} 127.0.0.1"
+            elif key in paths:
+                line = f"{key} {paths[key]}"
+            lines.append(line)
+        lines.append(f"user {getpass.getuser()}")
+        config = workdir / "mosquitto.conf"
+        config.write_text("\n".join(lines) + "\n")
+        broker = cls(f"mqtt://127.0.0.1:{port}", "mosquitto", None, workdir, config, port)
+        broker.tls_port = tls_port  # type: ignore[attr-defined]
+        broker.process = subprocess.Popen(
+            ["mosquitto", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "mosquitto.log", "w"),  # noqa: SIM115 - lives with the process
+        )
+        wait_for_port("127.0.0.1", port)
+        wait_for_port("127.0.0.1", tls_port)
         return broker
 
     @classmethod

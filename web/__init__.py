@@ -33,6 +33,25 @@ def _select_locale() -> str:
     return current_app.config["MUCK_SETTINGS"]["web"]["default_locale"]
 
 
+def _content_security_policy(tile_url: str, script_extra: str = "") -> str:
+    """Scripts and styles only from /static (no inline script: pages pass their data in a
+    JSON block, web/static/boot.js), images also from the tile server when one is set.
+    `script_extra` (Flask config MUCK_CSP_SCRIPT_EXTRA) is for the browser tests only:
+    Playwright evaluates its waiting conditions as strings."""
+    from urllib.parse import urlsplit
+
+    images = "'self' data: blob:"
+    if tile_url:
+        parts = urlsplit(tile_url.replace("{s}", "*"))
+        images += f" {parts.scheme}://{parts.netloc}"
+    return (
+        f"default-src 'self'; script-src 'self'{' ' + script_extra if script_extra else ''}; "
+        "style-src 'self'; "
+        f"img-src {images}; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the application. `test_config` overrides Flask config keys; it may carry
     `MUCK_SETTINGS` (a core.config.Settings) instead of loading $MUCK_CONFIG."""
@@ -43,6 +62,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         MUCK_SETTINGS=settings,
         DATABASE_URL=settings.database_url,
+        # Dashboard and export reads off the primary (web.db.get_read_db); unset: primary.
+        DATABASE_REPLICA_URL=os.environ.get("MUCK_DATABASE_REPLICA_URL") or None,
         PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=web["session_lifetime_min"]),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -63,6 +84,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = os.environ.get("MUCK_SECRET_KEY") or db.shared_secret(app)
 
     Babel(app, locale_selector=_select_locale)
+    from web.params import reject_bad_characters
+
+    # Before the CSRF check and every view: bad characters are a 400 on every route.
+    app.before_request(reject_bad_characters)
     csrf.init_app(app)
 
     from web import (
@@ -84,6 +109,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     auth.init_app(app)
     alerts.init_app(app)
+    health.init_app(app)
     for module in (
         auth,
         health,
@@ -106,11 +132,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # user came from the session cookie (web.api.require_csrf_for_session).
     csrf.exempt(api.bp)
 
+    csp = _content_security_policy(web["tile_url"], app.config.get("MUCK_CSP_SCRIPT_EXTRA", ""))
+
     @app.after_request
     def _security_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Content-Security-Policy", csp)
         return response
 
     from web.times import local_time, zone_label

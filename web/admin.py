@@ -10,7 +10,7 @@ from web.auth import require
 from web.db import get_db
 from web.forms import ConfirmForm, UserForm
 from web.params import page_args
-from web.users import UserError, create_user, set_user_active
+from web.users import UserError, create_user, force_password_reset, set_user_active
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -66,6 +66,21 @@ def user_active(user_id: int):
     if user is None:
         abort(404, description=f"no user {user_id}")
     flash(_("Activated.") if active else _("Deactivated."), "ok")
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/users/<int:user_id>/force-reset", methods=["POST"])
+def user_force_reset(user_id: int):
+    """The user must choose a new password before opening any other page."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400, description="missing or bad CSRF token")
+    conn = get_db()
+    with conn.cursor() as cur:
+        user = force_password_reset(cur, user_id)
+    conn.commit()
+    if user is None:
+        abort(404, description=f"no user {user_id}")
+    flash(_("%(user)s must choose a new password.", user=user.username), "ok")
     return redirect(url_for("admin.users"))
 
 

@@ -18,7 +18,7 @@ from geofence.coords import from_wgs84, normalise_crs, to_wgs84
 from geofence.io import convert_geometry, export_geojson
 from geofence.store import load_districts, load_zones
 from web.auth import require
-from web.db import get_db
+from web.db import get_db, get_read_db
 from web.live import LiveCache, live_trucks, live_trucks_json
 from web.params import bad, city_tz, int_arg, page_args, settings, time_range
 from web.queries import local_day_start, overview, track, truck_detail
@@ -289,7 +289,7 @@ def violations():
     from web import violation_queries as vq
 
     page = page_args(api=True)
-    conn = get_db()
+    conn = get_read_db()
     with conn.cursor() as cur:
         f, errors = vq.parse_filters(request.args, cur)
         vq.check_offset(page.offset, errors)
@@ -448,7 +448,7 @@ def overview_counts():
     web = settings()
     return jsonify(
         overview(
-            get_db(),
+            get_read_db(),
             dark_after_s=web.thresholds["dark_after_s"],
             day_start=local_day_start(city_tz()),
         )

@@ -106,34 +106,99 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    from flask import current_app
+
+    from web import throttle
+
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
+        cfg = current_app.config["MUCK_SETTINGS"]["web"]
+        username = form.username.data.strip()[:64]
+        address = request.remote_addr or "-"
         conn = get_db()
         with conn.cursor() as cur:
-            user = authenticate(cur, form.username.data.strip(), form.password.data)
-            if user is None:
+            wait = throttle.retry_after(cur, username, address, cfg)
+            user = None
+            if wait > 0:
                 record(
                     cur,
-                    "user.login_failed",
+                    "user.login_throttled",
                     "web_users",
                     None,
                     None,
-                    {"username": form.username.data.strip()[:64]},
+                    {"username": username, "retry_after_s": round(wait)},
                 )
             else:
-                record(cur, "user.login", "web_users", user.id, None, None, actor=user)
+                user = authenticate(cur, username, form.password.data)
+                if user is None:
+                    throttle.record_failure(cur, username, address, cfg)
+                    record(
+                        cur, "user.login_failed", "web_users", None, None, {"username": username}
+                    )
+                else:
+                    throttle.clear(cur, username)
+                    record(cur, "user.login", "web_users", user.id, None, None, actor=user)
         conn.commit()
+        if wait > 0:
+            seconds = int(wait) + 1
+            flash(_("Too many failed log-ins: try again in %(n)s seconds.", n=seconds), "error")
+            page = render_template("auth/login.html", form=form)
+            return page, 429, {"Retry-After": str(seconds)}
         if user is not None:
             session.clear()
             session.permanent = True  # expires after web.session_lifetime_min
             login_user(user)
+            if user.must_change_password:
+                return redirect(url_for("auth.change_password"))
             return redirect(_safe_next(request.args.get("next")))
         flash(_("Wrong username or password."), "error")
         status = 401
     elif request.method == "POST":
         status = 400
     return render_template("auth/login.html", form=form), status
+
+
+class PasswordChangeForm(FlaskForm):
+    current = PasswordField(_l("Current password"), validators=[DataRequired(), Length(max=256)])
+    new = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=256)])
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+def change_password():
+    """Any logged-in user changes their password (required after an administrator forced a
+    reset: every other page sends them here until they have)."""
+    from web.users import UserError, set_password
+
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    form = PasswordChangeForm()
+    status = 200
+    if form.validate_on_submit():
+        conn = get_db()
+        with conn.cursor() as cur:
+            ok = authenticate(cur, current_user.username, form.current.data) is not None
+            if ok:
+                try:
+                    set_password(cur, current_user.id, form.new.data)
+                except UserError as exc:
+                    form.new.errors.append(str(exc))
+                    ok = False
+            else:
+                form.current.errors.append(_("Wrong password."))
+        if ok:
+            conn.commit()
+            flash(_("Password changed."), "ok")
+            return redirect(url_for("overview.index"))
+        conn.rollback()
+        status = 400
+    elif request.method == "POST":
+        status = 400
+    return render_template("auth/password.html", form=form), status
+
+
+# Pages a user who must change their password may still open.
+_DURING_RESET = {"auth.change_password", "auth.logout", "auth.set_language", "static"}
 
 
 @bp.route("/logout", methods=["POST"])
@@ -163,6 +228,16 @@ def set_language(code: str):
 def init_app(app) -> None:
     login_manager.init_app(app)
     login_manager.session_protection = "basic"
+
+    @app.before_request
+    def _forced_password_change():
+        if request.endpoint in _DURING_RESET or request.blueprint == "health":
+            return None
+        if current_user.is_authenticated and current_user.must_change_password:
+            if _is_api():
+                return jsonify(error="password reset required: change it at /account/password"), 403
+            return redirect(url_for("auth.change_password"))
+        return None
 
     @app.errorhandler(400)
     @app.errorhandler(403)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from web.auth import require
-from web.db import get_db
+from web.db import get_read_db
 from web.params import city_tz, settings
 from web.queries import local_day_start, overview
 from web.violation_queries import KIND_LABELS, violation_overview
@@ -18,11 +18,11 @@ bp = Blueprint("overview", __name__)
 @require("overview")
 def index():
     counts = overview(
-        get_db(),
+        get_read_db(),
         dark_after_s=settings().thresholds["dark_after_s"],
         day_start=local_day_start(city_tz()),
     )
-    conn = get_db()
+    conn = get_read_db()
     with conn.cursor() as cur:
         violations = violation_overview(cur, days=30)
     conn.rollback()

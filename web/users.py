@@ -62,6 +62,7 @@ class User:
     role: str
     active: bool
     display_name: str | None = None
+    must_change_password: bool = False
 
     @property
     def is_authenticated(self) -> bool:
@@ -82,7 +83,7 @@ class User:
         return self.role in PERMISSIONS[permission]
 
 
-_COLUMNS = "id, username, role, active, display_name"
+_COLUMNS = "id, username, role, active, display_name, must_change_password"
 
 
 def normalise_role(role: str) -> str:
@@ -109,8 +110,7 @@ def create_user(
 ) -> User:
     if not USERNAME.match(username or ""):
         raise UserError("username: 1-64 characters of A-Z a-z 0-9 _ . @ -")
-    if len(password or "") < MIN_PASSWORD:
-        raise UserError(f"password: at least {MIN_PASSWORD} characters")
+    _check_password(password, username)
     role = normalise_role(role)
     cur.execute("SELECT 1 FROM web_users WHERE username = %s", (username,))
     if cur.fetchone():
@@ -130,6 +130,48 @@ def create_user(
         {"username": username, "role": role, "display_name": display_name},
         actor=actor,
     )
+    return user
+
+
+def _check_password(password: str | None, username: str) -> None:
+    from web.passwords import password_problem
+
+    problem = password_problem(password or "", username)
+    if problem:
+        raise UserError(f"password: {problem}")
+
+
+def set_password(cur, user_id: int, password: str, *, actor=None) -> User | None:
+    """A new password (checked against the policy); clears a forced reset."""
+    user = get_user(cur, user_id)
+    if user is None:
+        return None
+    _check_password(password, user.username)
+    cur.execute(
+        "UPDATE web_users SET password_hash = %s, must_change_password = false WHERE id = %s",
+        (generate_password_hash(password), user_id),
+    )
+    record(cur, "user.password_changed", "web_users", user_id, None, None, actor=actor)
+    user.must_change_password = False
+    return user
+
+
+def force_password_reset(cur, user_id: int, *, actor=None) -> User | None:
+    """The user must choose a new password at the next page they open (or log-in)."""
+    user = get_user(cur, user_id)
+    if user is None:
+        return None
+    cur.execute("UPDATE web_users SET must_change_password = true WHERE id = %s", (user_id,))
+    record(
+        cur,
+        "user.password_reset_forced",
+        "web_users",
+        user_id,
+        None,
+        {"must_change_password": True},
+        actor=actor,
+    )
+    user.must_change_password = True
     return user
 
 
@@ -161,7 +203,7 @@ def authenticate(cur, username: str, password: str) -> User | None:
     if row is None:
         check_password_hash(_DUMMY_HASH, password)
         return None
-    user, password_hash = User(*row[:5]), row[5]
+    user, password_hash = User(*row[:6]), row[6]
     if not check_password_hash(password_hash, password) or not user.active:
         return None
     cur.execute("UPDATE web_users SET last_login_at = now() WHERE id = %s", (user.id,))

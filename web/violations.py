@@ -54,7 +54,7 @@ from geofence.coords import from_wgs84
 from web import violation_queries as vq
 from web.audit import record
 from web.auth import require
-from web.db import get_db
+from web.db import get_db, get_read_db
 from web.livemap import map_config
 from web.params import city_tz, page_args, settings
 from web.times import local_time, zone_label
@@ -133,14 +133,14 @@ def apply_action(
 def index():
     page = page_args()
     rows, counts = [], vq.Counts(0, {}, set())
-    with get_db().cursor() as cur:
+    with get_read_db().cursor() as cur:
         f, errors = vq.parse_filters(request.args, cur)
         vq.check_offset(page.offset, errors)
         district_choices = vq.districts(cur)
         if not errors:
             counts = vq.count_by_kind(cur, f)
             rows = vq.list_page(cur, f, limit=page.per_page, offset=page.offset)
-    get_db().rollback()
+    get_read_db().rollback()
     html = render_template(
         "violations/list.html",
         f=f,
@@ -299,13 +299,13 @@ EXPORT_HEADERS = {
 def _export_table():
     """(headers, rows) of the filtered list, or a redirect back with the message."""
     limit = export_max_rows()
-    with get_db().cursor() as cur:
+    with get_read_db().cursor() as cur:
         f, errors = vq.parse_filters(request.args, cur)
         if errors:
-            get_db().rollback()
+            get_read_db().rollback()
             abort(400, description="; ".join(errors.values()))
         rows = vq.export_rows(cur, f, limit=limit)
-    get_db().rollback()
+    get_read_db().rollback()
     if len(rows) > limit:
         flash(
             _(
@@ -332,7 +332,7 @@ def _export_table():
                     value = str(vq.STATUS_LABELS.get(value, value))
                 elif col == "severity":
                     value = str(vq.SEVERITY_LABELS.get(value, value))
-                if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+                if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
                     value = "'" + value  # never a formula in Excel
                 values.append("" if value is None else value)
             out.append(values)

@@ -142,7 +142,10 @@ def seed_fleet(db, n: int = 3, *, minutes_ago: float = 0.5):
 # (url, permission) for every GET page and API route; None = public.
 ROUTES = [
     ("/health", None),
+    ("/healthz", None),
+    ("/metrics", None),
     ("/login", None),
+    ("/account/password", "overview"),
     ("/", "overview"),
     ("/api/v1/overview", "overview"),
     ("/api/v1/me", "overview"),

@@ -150,7 +150,7 @@
     const layer = L.featureGroup();
     districts = data.features.map((f) => {
       const outline = L.geoJSON(f, {style: () => ({color: '#5e35b1', weight: 2, dashArray: '6 4', fill: false})});
-      outline.bindTooltip(f.properties.name + ' (' + f.properties.code + ')');
+      outline.bindTooltip(document.createTextNode(f.properties.name + ' (' + f.properties.code + ')'));  // text, not HTML
       layer.addLayer(outline);
       return {code: f.properties.code, name: f.properties.name, geometry: f.geometry, bbox: bboxOf(f.geometry),
               bounds: outline.getBounds()};

@@ -103,7 +103,9 @@
       } else {
         layer = L.geoJSON(f, {style: () => style});
       }
-      layer.bindTooltip((f.properties.name || f.properties.code) + (f.properties.district ? ' · ' + f.properties.district : ''));
+      // A text node, never a string: Leaflet puts a string tooltip in as HTML, and zone
+      // names are typed by administrators and imported from files (stored XSS).
+      layer.bindTooltip(document.createTextNode((f.properties.name || f.properties.code) + (f.properties.district ? ' · ' + f.properties.district : '')));
       layer.feature = f;
       groups[kind].addLayer(layer);
     }

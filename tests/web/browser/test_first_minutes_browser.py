@@ -69,7 +69,9 @@ def _serve(database_url, **web):
     from werkzeug.serving import make_server
 
     settings = web_settings(database_url, live_poll_s=1, live_overlap_s=0, **web)
-    app = make_app(database_url, MUCK_SETTINGS=settings)
+    # Playwright's waits evaluate strings ('unsafe-eval'); inline scripts stay forbidden,
+    # so the pages run under the production policy otherwise.
+    app = make_app(database_url, MUCK_SETTINGS=settings, MUCK_CSP_SCRIPT_EXTRA="'unsafe-eval'")
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, app

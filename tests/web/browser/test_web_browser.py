@@ -40,7 +40,9 @@ def server(db, database_url):
     from werkzeug.serving import make_server
 
     settings = web_settings(database_url, live_poll_s=1, live_overlap_s=0)
-    app = make_app(database_url, MUCK_SETTINGS=settings)
+    # Playwright's waits evaluate strings ('unsafe-eval'); inline scripts stay forbidden,
+    # so the pages run under the production policy otherwise.
+    app = make_app(database_url, MUCK_SETTINGS=settings, MUCK_CSP_SCRIPT_EXTRA="'unsafe-eval'")
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
