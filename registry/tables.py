@@ -280,10 +280,31 @@ def parse_csv(kind: str, text: str) -> list[Row]:
     return _rows_from_grid(kind, grid)
 
 
-def parse_xlsx(kind: str, data: bytes) -> list[Row]:
+# An .xlsx is a ZIP: a few KB can unpack to gigabytes (a zip bomb). Registry workbooks
+# of a whole city unpack to a few MB; anything past this is refused before it is opened.
+MAX_XLSX_UNPACKED_BYTES = 64 * 1024 * 1024
+
+
+def _check_unpacked_size(data: bytes, limit: int) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile as exc:
+        raise RegistryFileError([f"not an Excel workbook (.xlsx): {exc}"]) from None
+    if unpacked > limit:
+        raise RegistryFileError(
+            [
+                f"the workbook unpacks to {unpacked:,} bytes, more than {limit:,}: "
+                "refused (a registry workbook unpacks to a few MB)"
+            ]
+        )
+
+
+def parse_xlsx(kind: str, data: bytes, *, max_unpacked: int = MAX_XLSX_UNPACKED_BYTES) -> list[Row]:
     """The first sheet of a workbook, its first row the header."""
     import openpyxl
 
+    _check_unpacked_size(data, max_unpacked)
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:

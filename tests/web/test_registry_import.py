@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
@@ -87,3 +88,29 @@ def test_oversize_upload_is_refused_on_the_page(db, database_url, users):  # noq
             assert cur.fetchone()[0] == 0
     finally:
         close_app(small)
+
+
+def test_an_xlsx_zip_bomb_is_refused_on_the_page(as_role, db):  # noqa: F811
+    """An .xlsx is a ZIP: a small upload that unpacks to 80 MB (a zip bomb) is refused
+    before openpyxl opens it, with the reason on the page, and nothing is stored."""
+    import zipfile
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.append(["企业名称", "统一社会信用代码"])
+    plain = io.BytesIO()
+    book.save(plain)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for item in src.infolist():
+            out.writestr(item, src.read(item))
+        out.writestr("xl/media/padding.bin", b"\0" * (80 * 1024 * 1024))
+    assert len(bomb.getvalue()) < 1024 * 1024  # well under the upload limit
+    resp = _upload(as_role("admin"), "companies", bomb.getvalue(), "企业.xlsx")
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    assert re.search(r"the workbook unpacks to 8\d,\d{3},\d{3} bytes, more than", html), html
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM companies")
+        assert cur.fetchone()[0] == 0
