@@ -28,8 +28,15 @@ def render() -> str:
         "",
     ]
     for path, command in _walk(cli, ["muck"]):
+        # click caches a command's help option with the option names of the context it first
+        # ran in (`-h, --help` under `muck`, `--help` alone): forget it, so the reference is
+        # the same whatever ran before in this process (the test suite invokes commands).
+        if hasattr(command, "_help_option"):
+            command._help_option = None
         with click.Context(command, info_name=" ".join(path), terminal_width=100) as ctx:
             text = command.get_help(ctx)
+        if hasattr(command, "_help_option"):
+            command._help_option = None
         parts += [f"## `{' '.join(path)}`", "", "```", text, "```", ""]
     return "\n".join(parts)
 
