@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import openpyxl
 import pytest
@@ -133,7 +134,7 @@ def test_list_records_and_redownload(db, settings, records):
     evaluate(db, settings, now=at(2026, 3, 20))
     for entry in list_entries(db, status="pending"):
         sign_off(db, settings, entry["id"], "credit1")
-    today = dt.datetime.now(dt.UTC).date()
+    today = dt.datetime.now(ZoneInfo(settings.city["timezone"])).date()  # the city's day
     record, data = export(
         db,
         settings,
