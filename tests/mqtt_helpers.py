@@ -33,6 +33,26 @@ def publish(url: str, messages: Iterable[tuple[str, bytes]], qos: int = 1) -> in
     return len(infos)
 
 
+def clear_retained(url: str, topic_filter: str = "#", listen_s: float = 0.5) -> int:
+    """Remove every retained message under `topic_filter` from the broker (an empty retained
+    publish each): the status a JT/T 808 gateway retains for its terminals would otherwise
+    reach every collector that subscribes later in the session's shared broker."""
+    endpoint = MqttEndpoint.parse(url)
+    retained: set[str] = set()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-clr-" + uuid.uuid4().hex[:8])
+    client.on_message = lambda _c, _u, msg: retained.add(msg.topic) if msg.retain else None
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=1)
+    time.sleep(listen_s)
+    infos = [client.publish(topic, b"", qos=1, retain=True) for topic in sorted(retained)]
+    for info in infos:
+        info.wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    return len(infos)
+
+
 def fix(ts_ms: int, lat: float = 22.55, lon: float = 114.06, **extra) -> bytes:
     body = {"ts": ts_ms, "lat": lat, "lon": lon, "speed": 30.0, "heading": 90}
     body.update(extra)

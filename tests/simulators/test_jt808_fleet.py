@@ -3,6 +3,8 @@ the collector) and over MQTT JSON gives the same violations and the same black-t
 
 from __future__ import annotations
 
+import pytest
+
 from simulators.accuracy import (
     listed_black_trucks,
     recent_start_ms,
@@ -12,7 +14,17 @@ from simulators.accuracy import (
 from simulators.city import generate_city
 from simulators.fleet import DEFAULT_RATES, FleetConfig
 from tests.conftest import require_mosquitto, truncate_all
-from tests.mqtt_helpers import count
+from tests.mqtt_helpers import clear_retained, count
+
+# the gateway retains its terminals' status: cleared after the module (conftest)
+pytestmark = pytest.mark.usefixtures("no_retained_status_left")
+
+
+@pytest.fixture(scope="module")
+def no_retained_status_left(broker):
+    yield
+    clear_retained(broker.url)
+
 
 SCRIPT = {
     0: ["unsealed_transport"],

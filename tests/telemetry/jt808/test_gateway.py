@@ -22,6 +22,9 @@ from tests.telemetry.jt808.gateway_helpers import (
     running_gateway,
 )
 
+# the gateway retains its terminals' status: cleared after the module (conftest)
+pytestmark = pytest.mark.usefixtures("no_retained_status_left")
+
 
 def fix(ts: int, **extra) -> dict:
     body = {"ts": ts, "lat": 22.543101, "lon": 114.057868, "speed": 38.5, "heading": 92}

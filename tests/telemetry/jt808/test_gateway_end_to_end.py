@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from simulators.jt808 import TerminalClient, TerminalIdentity
 from telemetry.jt808 import messages as m
 from tests.conftest import require_mosquitto
 from tests.mqtt_helpers import collector_env, count, now_ms, wait_until
 from tests.services import muck_collect
 from tests.telemetry.jt808.gateway_helpers import PHONE, register_truck, running_gateway
+
+# the gateway retains its terminals' status: cleared after the module (conftest)
+pytestmark = pytest.mark.usefixtures("no_retained_status_left")
 
 
 def fix(ts: int, k: int) -> dict:
