@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench.jt808 import run_jt808_bench
 from tests.conftest import require_mosquitto
-from tests.mqtt_helpers import count
+from tests.mqtt_helpers import clear_retained, count
 
 
 def test_tiny_run_holds_the_terminals_and_stores_every_acknowledged_report(settings, broker, db):
@@ -18,6 +18,7 @@ def test_tiny_run_holds_the_terminals_and_stores_every_acknowledged_report(setti
     assert report.rss_after_mb >= report.rss_before_mb > 0
     assert report.acked > 10
     assert report.stored == report.acked  # acknowledged only after the broker had it
+    clear_retained(broker.url)  # the gateway's retained statuses, for later tests' collectors
     assert "reports/s end to end into the database" in str(report)
     assert count(db, "SELECT count(*) FROM jt808_terminals") == 0
     assert count(db, "SELECT count(*) FROM terminals") == 0

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.mqtt_helpers import clear_retained
 from tests.services import free_port
 
 MUCK = str(Path(sys.executable).with_name("muck"))
@@ -121,3 +122,4 @@ def test_demo_shows_violations_within_the_first_minute(settings, broker, db, tmp
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        clear_retained(broker.url)  # its gateway's retained statuses, for later collectors

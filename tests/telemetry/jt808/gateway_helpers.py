@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core.config import MqttEndpoint
 from registry.service import bind_terminal, upsert_company, upsert_truck
-from tests.mqtt_helpers import collector_env
+from tests.mqtt_helpers import clear_retained, collector_env
 from tests.services import MuckProcess, free_port
 
 PHONE = "013912345678"
@@ -62,12 +62,15 @@ def running_gateway(
         + extra_toml
     )
     env = collector_env(settings, broker_url, toml)
-    with MuckProcess(
-        ["gateway", "jt808", "--listen", f"127.0.0.1:{port}"],
-        env,
-        ready="gateway connected to the broker",
-    ) as process:
-        yield process, port
+    try:
+        with MuckProcess(
+            ["gateway", "jt808", "--listen", f"127.0.0.1:{port}"],
+            env,
+            ready="gateway connected to the broker",
+        ) as process:
+            yield process, port
+    finally:  # once it has exited: the statuses it retained would reach later collectors
+        clear_retained(broker_url)
 
 
 class Watcher:
