@@ -93,6 +93,8 @@ class Watcher:
         assert self.subscribed.wait(10)
 
     def _on_message(self, client, userdata, message) -> None:
+        if not message.payload:  # a retained status being cleared (clear_retained), not news
+            return
         try:
             body = msgspec.json.decode(message.payload)
         except msgspec.DecodeError:
