@@ -108,6 +108,44 @@ def summary_rows(r: LoadtestResult) -> list[tuple[str, str]]:
             else "the platform's own (already running)",
         )
     )
+    if r.collector_events:
+        rows.append(
+            ("collector killed", "; ".join(f"{t:.0f} s: {what}" for t, what in r.collector_events))
+        )
+    if r.comparison is not None:
+        rows += comparison_rows(r)
+    return rows
+
+
+def comparison_rows(r: LoadtestResult) -> list[tuple[str, str]]:
+    c = r.comparison
+    assert c is not None
+    rows = [
+        (
+            "rows vs reference",
+            f"**{'the same' if c.same_rows else 'DIFFERENT'}**: {_n(c.main.rows)} here, "
+            f"{_n(c.reference.rows)} stored by the reference collector (digest of device, fix "
+            "time, position, speed, heading, sensors, seq)",
+        ),
+        (
+            "violations vs reference",
+            f"**{'the same' if c.same_violations else 'DIFFERENT'}**: {_n(len(c.main.standing))} "
+            f"standing here, {_n(len(c.reference.standing))} in the reference; withdrawn by a "
+            f"late-fix replay: {_n(c.main.withdrawn)} here, {_n(c.reference.withdrawn)} there",
+        ),
+    ]
+    for name, keys in (
+        ("only here", c.violations_only_main),
+        ("only in the reference", c.violations_only_reference),
+    ):
+        if keys:
+            rows.append((f"violations {name}", "; ".join(k.label() for k in keys[:5])))
+    for name, sample in (
+        ("rows only here", c.rows_only_main),
+        ("rows only in the reference", c.rows_only_reference),
+    ):
+        if sample:
+            rows.append((name, "; ".join(sample)))
     return rows
 
 

@@ -30,12 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg2
 from psycopg2 import sql
 
 from core.config import Settings
 from core.db import connect_settings
 from simulators.cpuwatch import CpuWatch
 from simulators.fastpub import FastPublisher
+from simulators.loadcompare import Comparison, compare
 from simulators.loadgen import (
     PublisherGroup,
     PublisherResult,
@@ -48,6 +50,7 @@ from simulators.loadgen import (
 DEVICE_PATTERN = r"^LT-[0-9a-f]{6}-[0-9]+$"
 COMPANY_PATTERN = r"^loadtest [0-9a-f]{6}$"
 COLLECTOR_ID = "loadtest-collector-{}"
+REFERENCE_ID = "loadtest-reference"
 COLLECTOR_GROUP = "loadtest"
 _FORGET_IDS = 32  # collector sessions `clean_leftovers` forgets (ids 0..31)
 _MAX_PER_TRUCK = 100.0  # messages/s one device may send (fix times must differ by ≥ 1 ms)
@@ -76,6 +79,13 @@ class LoadtestOptions:
     max_p99_ms: float = 2000.0
     keep: bool = False
     config_path: str | None = None
+    # One more collector, with a subscription of its own, stores the same stream into this
+    # database; afterwards the two are compared (simulators.loadcompare).
+    reference_database: str | None = None
+    # SIGKILL collector 0 this many seconds into publishing, and start it again (same
+    # client id, as a restart policy would) restart_after_s later.
+    kill_collector_at_s: float | None = None
+    restart_after_s: float = 5.0
 
     def check(self) -> None:
         problems = []
@@ -91,6 +101,15 @@ class LoadtestOptions:
             problems.append("--publishers cannot exceed --trucks (each publishes its own trucks)")
         if self.collectors < 0:
             problems.append("--collectors cannot be negative")
+        if self.reference_database and not self.collectors:
+            problems.append("--reference-database needs --collectors (collectors this run starts)")
+        if self.kill_collector_at_s is not None:
+            if not self.collectors:
+                problems.append("--kill-collector-at needs --collectors")
+            elif not 0 < self.kill_collector_at_s < self.duration_s:
+                problems.append("--kill-collector-at must fall inside --duration")
+            if self.restart_after_s < 0:
+                problems.append("--restart-after cannot be negative")
         for name, value in (("--duplicate-pct", self.duplicate_pct), ("--lose-pct", self.lose_pct)):
             if not 0 <= value <= 50:
                 problems.append(f"{name} must be between 0 and 50")
@@ -165,6 +184,10 @@ class LoadtestResult:
     cpu_window_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     machine: dict[str, str] = field(default_factory=dict)
+    # --kill-collector-at: (seconds after the first publish, what happened)
+    collector_events: list[tuple[float, str]] = field(default_factory=list)
+    comparison: Comparison | None = None  # --reference-database
+    reference_stored: int = 0
 
     # -- derived figures ------------------------------------------------------------------
     @property
@@ -199,7 +222,10 @@ class LoadtestResult:
                 f"the publishers reached {self.publish_rate:,.0f} msg/s, under 98 % of the "
                 f"target {o.rate:,.0f}"
             )
-        if self.stored_rate < 0.98 * self.unique_rate:
+        # A collector killed on purpose stops part of the stream until it is back: the run
+        # then judges what reached the database, not how fast.
+        timed = o.kill_collector_at_s is None
+        if timed and self.stored_rate < 0.98 * self.unique_rate:
             reasons.append(
                 f"stored {self.stored_rate:,.0f} msg/s, under 98 % of the {self.unique_rate:,.0f} "
                 f"distinct messages/s published ({self.backlog_at_publish_end:,} behind when "
@@ -227,12 +253,24 @@ class LoadtestResult:
         p99 = self.latency_ms.get("p99")
         if p99 is None:
             reasons.append("no latency: nothing was stored")
-        elif p99 > o.max_p99_ms:
+        elif timed and p99 > o.max_p99_ms:
             reasons.append(f"latency p99 {p99:,.0f} ms over {o.max_p99_ms:,.0f} ms")
+        if o.reference_database:
+            if self.comparison is None:
+                reasons.append("the reference database was not compared")
+            else:
+                reasons += self.comparison.problems()
         return not reasons, reasons
 
     def verdict_line(self) -> str:
         ok, reasons = self.verdict()
+        if ok and self.options.kill_collector_at_s is not None:
+            return (
+                f"PASS: nothing lost or stored twice with a collector killed at "
+                f"{self.options.kill_collector_at_s:g} s"
+                + (", the same rows and violations as the reference" if self.comparison else "")
+                + f" (p99 {self.latency_ms['p99']:,.0f} ms, not judged)"
+            )
         if ok:
             return (
                 f"PASS: {self.options.rate:,.0f} msg/s held end to end for "
@@ -400,7 +438,8 @@ def machine_info(conn, broker_found: bool) -> dict[str, str]:
 
 
 class _Collectors:
-    """The collector subprocesses `--collectors K` starts, each logging to a file."""
+    """The collector subprocesses `--collectors K` starts, each logging to a file, and the
+    reference collector of `--reference-database` (the last one, its own subscription)."""
 
     def __init__(self, options: LoadtestOptions, log_dir: Path) -> None:
         self.procs: list[subprocess.Popen] = []
@@ -409,23 +448,40 @@ class _Collectors:
         muck = str(Path(sys.executable).with_name("muck"))
         base = [muck] + (["--config", options.config_path] if options.config_path else [])
         flags = ["--no-maintenance"] + ([] if options.rules else ["--no-rules"])
-        if options.collectors > 1:
-            flags += ["--shared-group", COLLECTOR_GROUP]
+        shared = ["--shared-group", COLLECTOR_GROUP] if options.collectors > 1 else []
+        self.commands = [[*base, "collect", "--client-id", i, *flags, *shared] for i in self.ids]
+        self.envs: list[dict[str, str] | None] = [None] * len(self.ids)
+        if options.reference_database:
+            self.ids.append(REFERENCE_ID)
+            self.commands.append([*base, "collect", "--client-id", REFERENCE_ID, *flags])
+            self.envs.append({**os.environ, "MUCK_DATABASE_URL": options.reference_database})
         log_dir.mkdir(parents=True, exist_ok=True)
-        for client_id in self.ids:
-            path = log_dir / f"{client_id}.log"
-            with open(path, "wb") as log:
-                # A session of its own: Ctrl-C in the terminal stops the load test, which
-                # then lets these collectors finish the backlog before stopping them.
-                self.procs.append(
-                    subprocess.Popen(
-                        [*base, "collect", "--client-id", client_id, *flags],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-            self.logs.append(path)
+        self.logs = [log_dir / f"{client_id}.log" for client_id in self.ids]
+        self.procs = [self._spawn(i) for i in range(len(self.ids))]
+        # Log lines of processes killed on purpose: a restarted collector's log starts anew.
+        self.earlier_logs: list[str] = ["" for _ in self.ids]
+
+    def _spawn(self, i: int) -> subprocess.Popen:
+        with open(self.logs[i], "ab") as log:
+            # A session of its own: Ctrl-C in the terminal stops the load test, which
+            # then lets these collectors finish the backlog before stopping them.
+            return subprocess.Popen(
+                self.commands[i],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.envs[i],
+            )
+
+    def kill(self, i: int) -> None:
+        """SIGKILL: no shutdown, nothing committed beyond the last batch (a crash)."""
+        self.procs[i].kill()
+        self.procs[i].wait()
+        self.earlier_logs[i] += self.logs[i].read_text(errors="replace")
+        self.logs[i].write_bytes(b"")
+
+    def restart(self, i: int) -> None:
+        self.procs[i] = self._spawn(i)
 
     @property
     def pids(self) -> set[int]:
@@ -444,17 +500,22 @@ class _Collectors:
             if proc.poll() is None:
                 proc.terminate()
         total, complete = 0, True
-        for proc, log in zip(self.procs, self.logs, strict=True):
+        for proc, log, client_id in zip(self.procs, self.logs, self.ids, strict=True):
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            if client_id == REFERENCE_ID:
+                continue  # its duplicates are those of another stream copy
             found = re.findall(r"duplicates=(\d+)", log.read_text(errors="replace"))
             if found:
                 total += int(found[-1])
             else:
                 complete = False
+        # A killed collector never logs its count: the total is then unknown.
+        if any(self.earlier_logs):
+            complete = False
         return total if complete and self.procs else None
 
 
@@ -538,7 +599,7 @@ def run_loadtest(
         command,
         run,
         broker=f"{endpoint.host}:{endpoint.port}",
-        database=_redact(settings.database_url or ""),
+        database=redact(settings.database_url or ""),
     )
     try:
         conn = connect_settings(settings, application_name="muck-loadtest")
@@ -556,6 +617,24 @@ def run_loadtest(
         conn.close()
         raise LoadtestError(f"cannot connect to the broker at {result.broker}: {exc}") from None
 
+    reference = None
+    if options.reference_database:
+        try:
+            reference = psycopg2.connect(
+                options.reference_database, application_name="muck-loadtest"
+            )
+        except Exception as exc:
+            conn.close()
+            raise LoadtestError(f"cannot connect to the reference database: {exc}") from None
+        difference = setup_difference(conn, reference)
+        if difference:
+            conn.close()
+            reference.close()
+            raise LoadtestError(
+                f"the reference database is not set up like the main one ({difference}): "
+                "make it a copy (CREATE DATABASE … TEMPLATE …)"
+            )
+
     watch = CpuWatch()
     watch.add("loadtest", os.getpid(), "muck loadtest (this process)")
     collectors: _Collectors | None = None
@@ -563,6 +642,8 @@ def run_loadtest(
     try:
         if company:
             register_devices(conn, company, f"LT{run}", devices)
+            if reference is not None:
+                register_devices(reference, company, f"LT{run}", devices)
         if options.ceiling_messages:
             say(f"broker ceiling: {options.ceiling_messages:,} messages to an ack-only subscriber")
             result.ceiling_rate = broker_ceiling(url, options.ceiling_messages, options.publishers)
@@ -615,18 +696,28 @@ def run_loadtest(
         watch.restart()
         live = _Live()
         counter = _Counter(conn, devices, since)
+        schedule = _KillSchedule(options, collectors, watch, result, say)
         results = _publish_phase(
-            conn, group, watch, counter, options, settings, own, live, stop, say
+            conn, group, watch, counter, options, settings, own, live, stop, say, schedule
         )
         result.interrupted = stop.is_set()
         result.publish_end = time.time()
         _merge_publishers(result, results, watch, group.pids)
         stored = counter.exact()
         result.backlog_at_publish_end = max(0, result.unique - result.voided - stored)
+        schedule.finish()
         _drain(counter, result, options, watch, live, abort, say)
+        if reference is not None:
+            reference_counter = _Counter(reference, devices, since)
+            say("waiting for the reference collector")
+            _drain(reference_counter, _ReferenceDrain(result), options, watch, live, abort, say)
+            result.reference_stored = reference_counter.exact()
         watch.sample()
         result.machine["load average at end"] = _loadavg()
         _bookkeeping(conn, result, devices, since, results)
+        if reference is not None:
+            say("comparing with the reference database")
+            result.comparison = compare(conn, reference, devices, since)
     finally:
         if collectors is not None:
             result.collector_duplicates = collectors.stop()
@@ -643,21 +734,99 @@ def run_loadtest(
             else:
                 say("removing the load's rows")
                 delete_rows(conn, devices, since, company)
+                if reference is not None:
+                    delete_rows(reference, devices, since, company)
         finally:
             conn.close()
+            if reference is not None:
+                reference.close()
     return result
+
+
+def setup_difference(main, reference) -> str:
+    """How the reference database differs from the main one in what the rules read (zones,
+    permits, the registry's other trucks), or "" when it does not."""
+    checks = (
+        (
+            "zones",
+            "SELECT count(*), coalesce(md5(string_agg(concat_ws(',', code, kind, active, "
+            "valid_from, valid_to, geometry, attributes), '|' ORDER BY code)), '') "
+            "FROM geofence_zones",
+        ),
+        (
+            "permits",
+            "SELECT count(*), coalesce(md5(string_agg(number, '|' ORDER BY number)), '') "
+            "FROM permits",
+        ),
+    )
+    for name, query in checks:
+        values = []
+        for conn in (main, reference):
+            with conn.cursor() as cur:
+                cur.execute(query)
+                values.append(cur.fetchone())
+            conn.commit()
+        if values[0] != values[1]:
+            return f"{name}: {values[0][0]} here, {values[1][0]} there"
+    return ""
+
+
+class _ReferenceDrain:
+    """The fields `_drain` writes, for the reference collector's wait (kept apart from the
+    main result's figures); the target is the main run's."""
+
+    def __init__(self, result: LoadtestResult) -> None:
+        self.unique, self.voided = result.unique, result.voided
+        self.catch_up_s: float | None = None
+        self.drain_end = ""
+        self.drain_s = 0.0
+
+
+class _KillSchedule:
+    """`--kill-collector-at`: SIGKILL collector 0 mid-stream, start it again later."""
+
+    def __init__(self, options, collectors, watch, result, say) -> None:
+        self.at = options.kill_collector_at_s
+        self.restart_at = None if self.at is None else self.at + options.restart_after_s
+        self.collectors, self.watch, self.result, self.say = collectors, watch, result, say
+        self.killed = self.restarted = False
+
+    def tick(self, t: float) -> None:
+        if self.at is None or self.collectors is None:
+            return
+        if not self.killed and t >= self.at:
+            self.collectors.kill(0)
+            self.killed = True
+            self._event(t, f"SIGKILL {self.collectors.ids[0]}")
+        if self.killed and not self.restarted and t >= self.restart_at:
+            self.finish(t)
+
+    def finish(self, t: float | None = None) -> None:
+        """Restart the killed collector now if it is still down (publishing has ended)."""
+        if not self.killed or self.restarted:
+            return
+        self.collectors.restart(0)
+        self.restarted = True
+        pid = self.collectors.procs[0].pid
+        self.watch.add("collector", pid, f"{self.collectors.ids[0]} (restarted)")
+        t = t if t is not None else time.time() - self.result.started
+        self._event(t, f"restarted {self.collectors.ids[0]} (same client id)")
+
+    def _event(self, t: float, what: str) -> None:
+        self.result.collector_events.append((t, what))
+        self.say(f"{t:.0f} s: {what}")
 
 
 def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 def _publish_phase(
-    conn, group, watch, counter, options, settings, own, live, stop, say
+    conn, group, watch, counter, options, settings, own, live, stop, say, schedule
 ) -> list[PublisherResult]:
     last_t, last_sent, last_stored, last_busy = time.time(), 0, 0, watch.machine_first
     tick = 0
@@ -676,6 +845,7 @@ def _publish_phase(
         now = time.time()
         live.sent, live.storable = group.sent(), group.storable()
         live.t = now - watch.started
+        schedule.tick(live.t)
         if tick % 2 == 0:
             # Counting costs the database a little: every 2 s is enough for a status line.
             live.stored = counter.estimate()

@@ -33,6 +33,13 @@ def reproducing_command(options, report: str) -> str:
         parts.append(f"--lose-pct {options.lose_pct:g}")
     if options.keep:
         parts.append("--keep")
+    if options.reference_database:
+        from simulators.loadtest import redact
+
+        parts.append(f"--reference-database {redact(options.reference_database)}")
+    if options.kill_collector_at_s is not None:
+        parts.append(f"--kill-collector-at {options.kill_collector_at_s:g}")
+        parts.append(f"--restart-after {options.restart_after_s:g}")
     parts.append(f"--report {report}")
     return " ".join(parts)
 
@@ -101,6 +108,26 @@ def reproducing_command(options, report: str) -> str:
 )
 @click.option("--keep", is_flag=True, help="Keep the load's rows (default: delete them).")
 @click.option(
+    "--reference-database",
+    metavar="URL",
+    help="A copy of the database (same zones and permits): one more collector with a "
+    "subscription of its own stores the same stream there, and the run compares rows and "
+    "standing violations with it (needs --collectors).",
+)
+@click.option(
+    "--kill-collector-at",
+    type=float,
+    metavar="SECONDS",
+    help="SIGKILL the first collector this many seconds into publishing (needs --collectors).",
+)
+@click.option(
+    "--restart-after",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds after --kill-collector-at to start it again with the same client id.",
+)
+@click.option(
     "--yes",
     is_flag=True,
     help="Run even though the database has registered trucks (a production database).",
@@ -128,6 +155,9 @@ def loadtest(
     drain: float,
     report_dir: str | None,
     keep: bool,
+    reference_database: str | None,
+    kill_collector_at: float | None,
+    restart_after: float,
     yes: bool,
     clean: bool,
 ) -> None:
@@ -181,6 +211,9 @@ def loadtest(
         max_p99_ms=max_p99_ms,
         keep=keep,
         config_path=mctx.config_path,
+        reference_database=reference_database,
+        kill_collector_at_s=kill_collector_at,
+        restart_after_s=restart_after,
     )
     try:
         options.check()

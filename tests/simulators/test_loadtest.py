@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from core.config import load_settings
+from core.db import connect
+from core.migrate import migrate
+from simulators.loadcompare import compare
 from simulators.loadreport import PLOTS, write_report
 from simulators.loadtest import (
     LoadtestError,
@@ -22,6 +26,8 @@ from simulators.loadtest import (
     real_trucks,
     run_loadtest,
 )
+from telemetry.partitions import maintain
+from tests.conftest import require_mosquitto
 from tests.mqtt_helpers import count, running_collector
 
 MUCK = str(Path(sys.executable).with_name("muck"))
@@ -135,6 +141,79 @@ def test_registered_run_cleans_up_with_clean(settings, db, tmp_path):
     assert _leftovers(db) == 0
     assert count(db, "SELECT count(*) FROM companies WHERE name LIKE 'loadtest %%'") == 0
     assert count(db, "SELECT count(*) FROM trucks") == 0
+
+
+@pytest.fixture
+def reference_database(pg_server):
+    """A second migrated database, set up like the (emptied) session database."""
+    url = pg_server.create_database()
+    conn = connect(url)
+    migrate(conn, load_settings().with_overrides())
+    maintain(conn, load_settings())
+    conn.close()
+    yield url
+    pg_server.drop_database(url)
+
+
+def test_two_sharing_collectors_one_killed_match_one_collector(
+    settings, broker, db, reference_database, tmp_path
+):
+    """`--collectors 2 --kill-collector-at --reference-database`: two collectors share the
+    subscription (Mosquitto's round-robin), the first is SIGKILLed mid-stream and restarted,
+    and a third collector with its own subscription stores the same stream into a reference
+    database. Rows and standing violations must be the same in both, nothing lost."""
+    require_mosquitto(broker)
+    # Loaded trucks without a permit: a violation per truck within seconds, not minutes.
+    config = tmp_path / "fast.toml"
+    config.write_text("[rules.no_valid_permit]\nmin_duration_s = 2.0\n")
+    options = LoadtestOptions(
+        config_path=str(config),
+        rate=600,
+        duration_s=8,
+        trucks=40,
+        publishers=1,
+        collectors=2,
+        registered=True,
+        duplicate_pct=1.0,
+        ceiling_messages=0,
+        keep=True,
+        reference_database=reference_database,
+        kill_collector_at_s=3.0,
+        restart_after_s=2.0,
+    )
+    result = run_loadtest(settings, options, work_dir=tmp_path)
+    assert [what.split()[0] for _, what in result.collector_events] == ["SIGKILL", "restarted"]
+    assert result.lost == 0 and result.stored_twice == 0, result.verdict_line()
+    assert result.stored == result.unique == result.reference_stored
+    c = result.comparison
+    assert c is not None
+    assert c.same_rows, (c.rows_only_main, c.rows_only_reference)
+    assert c.main.standing, "the load raised no violation: nothing was compared"
+    assert c.same_violations, (c.violations_only_main, c.violations_only_reference)
+    assert result.verdict()[0], result.verdict_line()
+    text = write_report(result, tmp_path / "report").read_text()
+    assert "| rows vs reference | **the same**" in text
+    assert "SIGKILL loadtest-collector-0" in text
+
+    # The comparison can fail: one fix less and one violation withdrawn in the reference.
+    devices = [f"LT-{result.run}-{i:05d}" for i in range(options.trucks)]
+    ref = connect(reference_database)
+    with ref.cursor() as cur:
+        cur.execute(
+            "DELETE FROM positions WHERE ctid = (SELECT ctid FROM positions "
+            "WHERE device_id = %s LIMIT 1)",
+            (devices[0],),
+        )
+        cur.execute(
+            "UPDATE violations SET status = 'withdrawn' WHERE id = (SELECT min(id) FROM violations)"
+        )
+    ref.commit()
+    tampered = compare(db, ref, devices, result.started - 10)
+    assert not tampered.same_rows and len(tampered.rows_only_main) == 1
+    assert len(tampered.violations_only_main) == 1 and not tampered.violations_only_reference
+    assert tampered.reference.withdrawn == c.reference.withdrawn + 1
+    ref.close()
+    clean_leftovers(settings)
 
 
 def test_refuses_a_database_with_real_trucks_without_yes(settings, db):
