@@ -7,6 +7,7 @@ same configuration file serves production, CI and a laptop.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,31 +27,39 @@ class MqttEndpoint:
     port: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # mqtts://: TLS, the server's certificate checked ([mqtt] tls_ca_file)
 
     @classmethod
     def parse(cls, url: str) -> MqttEndpoint:
         parsed = urlparse(url)
-        if parsed.scheme not in ("mqtt", "tcp"):
+        if parsed.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
             raise ConfigError(
-                f"MUCK_MQTT_URL must look like mqtt://user:pass@host:port, got {url!r}"
+                "MUCK_MQTT_URL must look like mqtt://user:pass@host:port (mqtts:// for TLS), "
+                f"got {url!r}"
             )
+        tls = parsed.scheme in ("mqtts", "ssl")
         return cls(
             host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 1883,
+            port=parsed.port or (8883 if tls else 1883),
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
+            tls=tls,
         )
+
+    @property
+    def scheme(self) -> str:
+        return "mqtts" if self.tls else "mqtt"
 
     def url(self) -> str:
         auth = ""
         if self.username:
             auth = self.username + (f":{self.password}" if self.password else "") + "@"
-        return f"mqtt://{auth}{self.host}:{self.port}"
+        return f"{self.scheme}://{auth}{self.host}:{self.port}"
 
     def safe_url(self) -> str:
         """The URL for logs and messages: the password replaced by `***`."""
         auth = f"{self.username}{':***' if self.password else ''}@" if self.username else ""
-        return f"mqtt://{auth}{self.host}:{self.port}"
+        return f"{self.scheme}://{auth}{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,23 @@ class Settings:
         if not self.mqtt_url:
             raise ConfigError("MUCK_MQTT_URL is not set")
         return MqttEndpoint.parse(self.mqtt_url)
+
+    def mqtt_tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS context for an mqtts:// MUCK_MQTT_URL (None for mqtt://): the
+        broker's certificate is checked against `[mqtt] tls_ca_file` (the system's CAs when
+        empty) and its host name; `tls_cert_file`/`tls_key_file` add a client certificate
+        for brokers that ask for one."""
+        if not self.mqtt_endpoint().tls:
+            return None
+        mqtt = self.sections["mqtt"]
+        ca, cert, key = mqtt["tls_ca_file"], mqtt["tls_cert_file"], mqtt["tls_key_file"]
+        try:
+            context = ssl.create_default_context(cafile=ca or None)
+            if cert:
+                context.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[mqtt] TLS files: {exc}") from None
+        return context
 
     def with_overrides(self, **sections: dict[str, Any]) -> Settings:
         """A copy with some keys replaced; used by tests and benchmarks."""

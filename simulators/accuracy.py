@@ -456,12 +456,12 @@ class _ThroughBroker:
     committed (stored or quarantined) every message published so far."""
 
     def __init__(self, settings, database_url: str, engine, prefix: str) -> None:
-        from simulators.fastpub import FastPublisher
+        from simulators.fastpub import FastPublisher, plain_endpoint
         from telemetry.collector import Collector
 
         self.settings = settings.with_overrides(mqtt={"topic_prefix": prefix})
         self.settings = dataclasses.replace(self.settings, database_url=database_url)
-        endpoint = self.settings.mqtt_endpoint()
+        endpoint = plain_endpoint(self.settings.mqtt_endpoint())
         self.endpoint = endpoint
         self.client_id = "muck-accuracy-" + uuid.uuid4().hex[:8]
         self.collector = Collector(

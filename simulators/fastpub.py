@@ -17,11 +17,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
+from core.config import ConfigError, MqttEndpoint
 from telemetry.mqtt.lean import connect_packet, encode_remaining_length
 
 
 class MqttProtocolError(RuntimeError):
     pass
+
+
+def plain_endpoint(endpoint: MqttEndpoint) -> MqttEndpoint:
+    """The endpoint, refused with a clear message when it is mqtts:// (no TLS here)."""
+    if endpoint.tls:
+        raise ConfigError(
+            f"the simulators and load tests publish over plain MQTT, but MUCK_MQTT_URL is "
+            f"{endpoint.safe_url()}: point them at the broker's plain listener (mqtt://)"
+        )
+    return endpoint
 
 
 def publish_packet(topic: bytes, payload: bytes, packet_id: int) -> bytes:

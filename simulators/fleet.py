@@ -306,9 +306,9 @@ def run_live(
 
 def fast_publisher(settings):
     """A publish function over simulators.fastpub (QoS 1, waits for every PUBACK)."""
-    from simulators.fastpub import FastPublisher
+    from simulators.fastpub import FastPublisher, plain_endpoint
 
-    endpoint = settings.mqtt_endpoint()
+    endpoint = plain_endpoint(settings.mqtt_endpoint())
     publisher = FastPublisher(
         endpoint.host,
         endpoint.port,

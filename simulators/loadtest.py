@@ -590,6 +590,11 @@ def run_loadtest(
     abort = abort or threading.Event()
     say = status or (lambda _line: None)
     endpoint = settings.mqtt_endpoint()
+    if endpoint.tls:
+        raise LoadtestError(
+            f"MUCK_MQTT_URL is {endpoint.safe_url()}: the load test publishes over plain "
+            "MQTT; point it at the broker's plain listener (mqtt://)"
+        )
     url = endpoint.url()
     run = uuid.uuid4().hex[:6]
     devices = [f"LT-{run}-{i:05d}" for i in range(options.trucks)]

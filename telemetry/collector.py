@@ -139,6 +139,7 @@ class Collector:
             keepalive=int(mqtt_cfg["keepalive_s"]),
             reconnect_min_s=1.0,
             reconnect_max_s=max(1.0, self.retry_max_s),
+            ssl_context=self.settings.mqtt_tls_context(),
         )
         args = (
             self.endpoint.host,

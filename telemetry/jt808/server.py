@@ -472,6 +472,7 @@ async def serve(
         section["client_id"],
         keepalive_s=int(settings.mqtt["keepalive_s"]),
         max_inflight=int(section["max_inflight"]),
+        ssl_context=settings.mqtt_tls_context(),
     )
     directory = TerminalDirectory(
         settings.database_url or "", int(settings.ingest["quarantine_payload_bytes"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 
 from core.config import MqttEndpoint
@@ -77,8 +78,10 @@ class MqttUplink:
         *,
         keepalive_s: int = 30,
         max_inflight: int = 20_000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.ssl_context = ssl_context
         self.client_id = client_id
         self.keepalive_s = keepalive_s
         self.max_inflight = max_inflight
@@ -153,7 +156,10 @@ class MqttUplink:
         while not self._closing:
             try:
                 transport, protocol = await loop.create_connection(
-                    lambda: _Protocol(self), self.endpoint.host, self.endpoint.port
+                    lambda: _Protocol(self),
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    ssl=self.ssl_context,
                 )
             except OSError as exc:
                 log.debug("broker unreachable: %s", exc)

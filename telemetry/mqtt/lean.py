@@ -8,7 +8,13 @@ transport for MQTT 5 (`mqtt.protocol = "5"`); this client speaks 3.1.1 only, whi
 Mosquitto's shared subscriptions and the embedded amqtt broker both accept.
 
 Scope: CONNECT with a persistent session (clean session off, fixed client id), SUBSCRIBE at
-QoS 1, PUBLISH in (QoS 0 and 1), PUBACK out, keep-alive pings, reconnection with back-off.
+QoS 1, PUBLISH in (QoS 0 and 1), PUBACK out, keep-alive pings, reconnection with back-off,
+and TLS (`ssl_context`).
+
+Why TLS needs a lock on reads too: the reader thread receives while the writer lanes send
+PUBACKs, and an OpenSSL connection must not be used by two threads at once (a plain socket
+may: the kernel keeps the two directions apart). With TLS the socket is non-blocking and
+every read and write holds the send lock, so a read never waits for data while holding it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -114,8 +121,10 @@ class LeanSubscriber:
         keepalive: int = 30,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
+        self.ssl_context = ssl_context
         self.subscriptions = list(subscriptions)
         self.on_batch = on_batch
         self.username, self.password = username, password
@@ -145,7 +154,7 @@ class LeanSubscriber:
             if generation != self.generation or self._sock is None:
                 return False
             try:
-                self._sock.sendall(data)
+                self._write(self._sock, data)
                 self._last_send = time.monotonic()
             except OSError as exc:
                 log.warning("PUBACK failed (%s); the broker will redeliver", exc)
@@ -157,7 +166,7 @@ class LeanSubscriber:
         with self._send_lock:
             if self._sock is not None:
                 try:
-                    self._sock.sendall(b"\xe0\x00")  # DISCONNECT: keep the session
+                    self._write(self._sock, b"\xe0\x00")  # DISCONNECT: keep the session
                 except OSError:
                     pass
                 try:
@@ -171,12 +180,53 @@ class LeanSubscriber:
     def _send(self, data: bytes) -> None:
         with self._send_lock:
             assert self._sock is not None
-            self._sock.sendall(data)
+            self._write(self._sock, data)
             self._last_send = time.monotonic()
+
+    def _write(self, sock: socket.socket, data: bytes) -> None:
+        """Send all of `data`; the caller holds the send lock."""
+        if self.ssl_context is None:
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view) :]
+            except (ssl.SSLWantWriteError, BlockingIOError):
+                select.select([], [sock], [], 1.0)
+            except ssl.SSLWantReadError:  # a renegotiation or key update in the way
+                select.select([sock], [], [], 1.0)
+
+    def _recv(self, sock: socket.socket) -> bytes | None:
+        """What the socket has now; b"" when the broker closed it, None when a TLS record
+        is not complete yet."""
+        if self.ssl_context is None:
+            return sock.recv(1 << 18)
+        parts = []
+        with self._send_lock:
+            try:
+                while True:
+                    chunk = sock.recv(1 << 18)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    # Decrypted bytes left in OpenSSL's buffer: select() cannot see them.
+                    if not sock.pending():
+                        break
+            except (ssl.SSLWantReadError, BlockingIOError):
+                if not parts:
+                    return None
+        return b"".join(parts)
 
     def _open(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                sock.close()
+                raise MqttConnectionError(f"TLS handshake failed: {exc}") from None
         sock.sendall(
             connect_packet(self.client_id, self.keepalive, False, self.username, self.password)
         )
@@ -198,7 +248,7 @@ class LeanSubscriber:
             self.client_id,
             bool(header[2] & 1),
         )
-        sock.settimeout(None)
+        sock.settimeout(0.0 if self.ssl_context is not None else None)
         return sock
 
     def _run(self) -> None:
@@ -255,7 +305,9 @@ class LeanSubscriber:
                 if now - last_heard > self.keepalive * 1.5:
                     raise MqttConnectionError("no traffic from the broker within keep-alive")
                 continue
-            chunk = sock.recv(1 << 18)
+            chunk = self._recv(sock)
+            if chunk is None:
+                continue
             if not chunk:
                 if self._stop.is_set():
                     return

@@ -7,6 +7,7 @@ connection generation, and `ack(generation, ids)` acknowledges after commit (man
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Sequence
 
@@ -37,6 +38,7 @@ class PahoSubscriber:
         mqtt5: bool = True,
         session_expiry_s: int = 86400,
         receive_maximum: int = 2000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self.subscriptions = list(subscriptions)
@@ -56,6 +58,8 @@ class PahoSubscriber:
         )
         if username:
             client.username_pw_set(username, password)
+        if ssl_context is not None:
+            client.tls_set_context(ssl_context)
         client.reconnect_delay_set(int(max(1, reconnect_min_s)), int(max(1, reconnect_max_s)))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

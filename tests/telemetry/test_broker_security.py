@@ -32,7 +32,7 @@ from registry.service import RegistryError, upsert_truck
 from telemetry.broker_auth import render_acl
 from telemetry.contract import Topics
 from tests.mqtt_helpers import collector_env, count, fix, now_ms, wait_until
-from tests.services import MUCK, ROOT, Broker, muck_collect
+from tests.services import MUCK, ROOT, Broker, MuckProcess, free_port, muck_collect
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto"), reason="needs mosquitto")
 TOPICS = Topics("muck/v1")
@@ -198,6 +198,7 @@ def secured(db, settings):
         MUCK_BROKER_PASSWORD_FILE=str(workdir / "passwd"),
         MUCK_BROKER_ACL_FILE=str(workdir / "acl"),
         MUCK_BROKER_COLLECTOR_PASSWORD="collector-secret-for-tests",
+        MUCK_BROKER_GATEWAY_PASSWORD="gateway-secret-for-tests",
     )
     with db.cursor() as cur:
         upsert_truck(cur, "粤B20001", None)
@@ -209,7 +210,7 @@ def secured(db, settings):
         "CAM-1": _password(_muck(env, "device", "provision", "CAM-1", "--kind", "camera")),
     }
     synced = _muck(env, "broker", "sync", "--accounts-from-env")
-    assert "4 active accounts (camera=1, collector=1, terminal=2)" in synced
+    assert "5 active accounts (camera=1, collector=1, gateway=1, terminal=2)" in synced
     broker = Broker.start_production(workdir)
     (workdir / "mosquitto.pid").write_text(str(broker.process.pid))
     try:
@@ -298,3 +299,80 @@ def test_the_production_broker_enforces_accounts_and_topics(secured, db):
     assert not _refused(port, "DEV-A", new_a)
     assert "user DEV-B" not in (workdir / "acl").read_text()
     assert "DEV-B:" not in (workdir / "passwd").read_text()
+
+
+def test_a_collector_logs_in_over_tls_and_refuses_a_broker_it_cannot_verify(secured, db, settings):
+    """The lean collector on the TLS listener (mqtts://, the broker's certificate checked
+    against the CA made here) stores what a terminal publishes over TLS; with a CA that did
+    not sign the broker's certificate it never connects."""
+    broker, env, passwords, workdir = secured
+    url = f"mqtts://collector:collector-secret-for-tests@127.0.0.1:{broker.tls_port}"
+    tls_env = collector_env(settings, url, f'[mqtt]\ntls_ca_file = "{workdir / "ca.crt"}"\n')
+    tls_env.update({k: v for k, v in env.items() if k.startswith("MUCK_BROKER_")})
+    with muck_collect("sec-tls-collector", tls_env) as collector:
+        assert any("connected to 127.0.0.1" in line for line in collector.log)
+        t0 = now_ms()
+        terminal = Client(broker.tls_port, "DEV-A", passwords["DEV-A"], ca=workdir / "ca.crt")
+        # Enough fixes for several TLS records in one read (the reader drains OpenSSL's
+        # buffer, which select() does not see).
+        for i in range(300):
+            terminal.client.publish(TOPICS.telemetry("DEV-A"), fix(t0 + i), qos=1)
+        terminal.publish(TOPICS.telemetry("DEV-A"), fix(t0 + 300))
+        terminal.close()
+        assert wait_until(
+            lambda: count(db, "SELECT count(*) FROM positions WHERE device_id = 'DEV-A'") == 301
+        ), collector.log[-5:]
+
+    other_ca = Path(tempfile.mkdtemp(prefix="muck-test-otherca-"))
+    _muck(env, "broker", "cert", "--dir", str(other_ca), "--host", "127.0.0.1")
+    wrong = collector_env(settings, url, f'[mqtt]\ntls_ca_file = "{other_ca / "ca.crt"}"\n')
+    process = MuckProcess(
+        ["collect", "--client-id", "sec-tls-wrong", "--no-maintenance"],
+        wrong,
+        ready="TLS handshake failed",
+    )
+    try:
+        assert any("certificate verify failed" in line for line in process.log), process.log
+        assert not any("connected to" in line for line in process.log)
+    finally:
+        process.stop()
+
+
+def test_the_jt808_gateway_publishes_over_tls(secured, db, settings):
+    """`muck gateway jt808` on the broker's TLS listener with its own account: a terminal's
+    report is acknowledged (after the broker's PUBACK) and stored by a TLS collector."""
+    from simulators.jt808 import TerminalClient, TerminalIdentity
+    from telemetry.jt808 import messages as m
+    from tests.telemetry.jt808.gateway_helpers import PHONE, register_truck
+
+    broker, env, _passwords, workdir = secured
+    register_truck(db)
+    ca = f'[mqtt]\ntls_ca_file = "{workdir / "ca.crt"}"\n'
+    tls = f"mqtts://{{}}@127.0.0.1:{broker.tls_port}"
+    collect_env = collector_env(settings, tls.format("collector:collector-secret-for-tests"), ca)
+    gateway_env = collector_env(
+        settings,
+        tls.format("gateway:gateway-secret-for-tests"),
+        ca + '[jt808]\nclient_id = "sec-gateway"\n',
+    )
+    port = free_port()
+    with (
+        muck_collect("sec-tls-collector-2", collect_env),
+        MuckProcess(
+            ["gateway", "jt808", "--listen", f"127.0.0.1:{port}"],
+            gateway_env,
+            ready="gateway connected to the broker",
+        ),
+    ):
+        terminal = TerminalClient(
+            TerminalIdentity(PHONE, "T000042", "粤B12345", edition=2019), "127.0.0.1", port
+        ).connect()
+        assert terminal.register() == m.REGISTERED
+        assert terminal.authenticate() == m.OK
+        ts = now_ms() // 1000 * 1000 - 60_000
+        report = {"ts": ts, "lat": 22.55, "lon": 114.05, "speed": 30.0, "heading": 90}
+        assert terminal.report(report) == m.OK
+        terminal.close()
+        assert wait_until(
+            lambda: count(db, "SELECT count(*) FROM positions WHERE device_id = %s", (PHONE,)) == 1
+        )
