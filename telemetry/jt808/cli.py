@@ -30,13 +30,22 @@ def gateway() -> None:
     help="Print counters every N seconds (0: only at exit).",
 )
 @click.option(
+    "--metrics-port",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Serve /metrics (Prometheus) and /healthz on this port (0: off).",
+)
+@click.option(
     "--uvloop/--no-uvloop",
     default=True,
     show_default=True,
     help="Run on uvloop when it is installed (the standard asyncio loop otherwise).",
 )
 @pass_ctx
-def jt808_cmd(mctx: MuckContext, listen: str | None, stats_every: float, uvloop: bool) -> None:
+def jt808_cmd(
+    mctx: MuckContext, listen: str | None, stats_every: float, metrics_port: int, uvloop: bool
+) -> None:
     """Accept JT/T 808 (2013 and 2019) terminals over TCP and publish their fixes on the
     MQTT contract (docs/jt808.md). Needs MUCK_MQTT_URL and MUCK_DATABASE_URL (the registry's
     terminals, the auth codes and the quarantine). A location report is acknowledged to the
@@ -66,7 +75,9 @@ def jt808_cmd(mctx: MuckContext, listen: str | None, stats_every: float, uvloop:
             runner = _uvloop.run
 
     async def main() -> None:
-        task = asyncio.ensure_future(serve(settings, address, stats_every=stats_every))
+        task = asyncio.ensure_future(
+            serve(settings, address, stats_every=stats_every, metrics_port=metrics_port)
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)

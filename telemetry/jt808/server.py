@@ -463,6 +463,7 @@ async def serve(
     *,
     ready: Callable[[Gateway, int], None] | None = None,
     stats_every: float = 0.0,
+    metrics_port: int = 0,
 ) -> None:
     """Run the gateway until cancelled; `ready(gateway, port)` once it listens."""
     section = settings["jt808"]
@@ -478,6 +479,17 @@ async def serve(
         settings.database_url or "", int(settings.ingest["quarantine_payload_bytes"])
     )
     gateway = Gateway(settings, uplink, directory)
+    metrics = None
+    if metrics_port:
+        from core.metrics import PROCESS_REGISTRY, MetricsServer
+        from telemetry.jt808.metrics import gateway_health, gateway_registry
+
+        metrics = MetricsServer(
+            metrics_port,
+            [gateway_registry(gateway), PROCESS_REGISTRY],
+            lambda: gateway_health(gateway),
+        ).start()
+        log.info("metrics on :%d/metrics and /healthz", metrics.port)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: TerminalConnection(gateway), listen[0], listen[1], backlog=4096
@@ -499,6 +511,8 @@ async def serve(
             task.cancel()
         await uplink.close()
         await loop.run_in_executor(None, directory.close)
+        if metrics is not None:
+            metrics.stop()
         print(
             "jt808 gateway stopped: "
             + ", ".join(f"{k}={v}" for k, v in gateway.snapshot().items()),

@@ -50,6 +50,7 @@ def running_gateway(
     auth_timeout_s: float = 60.0,
     max_frames_per_s: float = 200.0,
     extra_toml: str = "",
+    metrics_port: int = 0,
 ) -> Iterator[tuple[MuckProcess, int]]:
     port = free_port()
     toml = (
@@ -64,7 +65,8 @@ def running_gateway(
     env = collector_env(settings, broker_url, toml)
     try:
         with MuckProcess(
-            ["gateway", "jt808", "--listen", f"127.0.0.1:{port}"],
+            ["gateway", "jt808", "--listen", f"127.0.0.1:{port}"]
+            + (["--metrics-port", str(metrics_port)] if metrics_port else []),
             env,
             ready="gateway connected to the broker",
         ) as process:

@@ -238,3 +238,36 @@ def test_limits_idle_rate_auth_timeout_and_garbage(settings, broker, db):
         )
         >= 1
     )
+
+
+def test_the_gateway_serves_metrics_and_health(settings, broker, db):
+    """`--metrics-port`: connections by authentication, frames by message id, events,
+    quarantine reasons and PUBACKed publishes, read from the running gateway."""
+    from tests.muck.test_metrics import healthz, scrape, value
+    from tests.services import free_port
+
+    register_truck(db)
+    metrics_port = free_port()
+    with running_gateway(settings, broker.url, metrics_port=metrics_port) as (gateway, port):
+        status, health = healthz(metrics_port)
+        assert status == 200 and health["mqtt"] == "connected", health
+        terminal = TerminalClient(
+            TerminalIdentity(PHONE, "T000042", "粤B12345", 2019), "127.0.0.1", port
+        ).connect()
+        assert terminal.register() == m.REGISTERED
+        assert terminal.authenticate() == m.OK
+        ts = now_ms() // 1000 * 1000
+        for k in range(3):
+            assert terminal.report(fix(ts - k * 1000)) == m.OK
+        terminal.send_raw(b"\x7e\x02\x00\x00\x01\x7e")  # too short for a header
+        assert terminal.heartbeat() == m.OK
+        samples = scrape(metrics_port)
+        assert value(samples, "muck_jt808_connections", authenticated="true") == 1
+        assert value(samples, "muck_jt808_frames_total", msg_id="0200") == 3
+        assert value(samples, "muck_jt808_frames_total", msg_id="0100") == 1
+        assert value(samples, "muck_jt808_events_total", event="auth_ok") == 1
+        assert value(samples, "muck_jt808_quarantined_total", reason="jt808_truncated") == 1
+        # 3 reports and the "online" status
+        assert value(samples, "muck_jt808_published_total") == 4
+        assert value(samples, "muck_jt808_broker_connected") == 1
+        terminal.close()
