@@ -17,6 +17,7 @@ with a reason code (the quarantine's) and the raw bytes, and the stream goes on 
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -82,6 +83,12 @@ def to_bcd(digits: str, size: int) -> bytes:
     return bytes.fromhex(text)
 
 
+@functools.lru_cache(maxsize=65536)
+def _phone_bcd(phone: str, size: int) -> bytes:
+    """A terminal's phone as header bytes: every reply to it repeats them."""
+    return to_bcd(phone, size)
+
+
 def canonical_phone(digits: str) -> str:
     """The terminal phone as one id for both editions: leading zeros dropped, then padded to
     the 2013 edition's 12 digits (a 2019 terminal's 20-digit phone of the same number maps
@@ -144,11 +151,11 @@ def encode_frame(
     if total:
         props |= _SUBPACKAGE_BIT
     if version is None:
-        header = _HEADER_2013.pack(msg_id, props, to_bcd(phone, 6), serial & 0xFFFF)
+        header = _HEADER_2013.pack(msg_id, props, _phone_bcd(phone, 6), serial & 0xFFFF)
     else:
         props |= _VERSION_BIT
         header = _HEADER_2019.pack(
-            msg_id, props, version & 0xFF, to_bcd(phone, 10), serial & 0xFFFF
+            msg_id, props, version & 0xFF, _phone_bcd(phone, 10), serial & 0xFFFF
         )
     if total:
         header += _PACKAGE.pack(total, index)

@@ -113,6 +113,22 @@ class Gateway:
         self.counts: Counter[str] = Counter()
         self.quarantined: Counter[str] = Counter()
         self._telemetry_topics: dict[str, str] = {}
+        self._msg_keys: dict[int, str] = {}  # message id → its counts key ("0200")
+        # Connections holding replies earned by one read of PUBACKs: written once each after
+        # the read, so a terminal with several reports in flight gets one send, not several.
+        self.holding: list[TerminalConnection] = []
+        uplink.after_acks = self._write_held
+
+    def count_message(self, msg_id: int) -> None:
+        key = self._msg_keys.get(msg_id)
+        if key is None:
+            key = self._msg_keys[msg_id] = f"{msg_id:04x}"
+        self.counts[key] += 1
+
+    def _write_held(self) -> None:
+        holding, self.holding = self.holding, []
+        for conn in holding:
+            conn.write_held()
 
     def telemetry_topic(self, device_id: str) -> str:
         topic = self._telemetry_topics.get(device_id)
@@ -171,6 +187,7 @@ class TerminalConnection(asyncio.Protocol):
         self.tokens = config.max_frames_per_s
         self.tokens_at = self.opened
         self.rate_reported_at = 0.0
+        self.held: list[bytes] = []  # replies waiting for Gateway._write_held
 
     # --- connection life ------------------------------------------------------------------
 
@@ -249,7 +266,9 @@ class TerminalConnection(asyncio.Protocol):
         gateway = self.gateway
         if self.phone is None:
             self.phone = frame.phone
-        elif canonical_phone(frame.phone) != canonical_phone(self.phone):
+        elif frame.phone != self.phone and canonical_phone(frame.phone) != canonical_phone(
+            self.phone
+        ):
             gateway.quarantine(
                 Problem(PHONE_MISMATCH, f"phone {frame.phone} on {self.phone}'s connection", b"")
             )
@@ -271,7 +290,7 @@ class TerminalConnection(asyncio.Protocol):
                 return
             whole.total = frame.total  # the reply acknowledges every package
             frame = whole
-        gateway.counts[f"{frame.msg_id:04x}"] += 1
+        gateway.count_message(frame.msg_id)
         self._dispatch(frame)
 
     def expire_subpackages(self, now: float) -> None:
@@ -407,11 +426,12 @@ class TerminalConnection(asyncio.Protocol):
                     )
                 )
             return
-        future = gateway.uplink.publish(gateway.telemetry_topic(self.device_id), payload)
-        future.add_done_callback(lambda done: self._after_puback(done, frame))
+        gateway.uplink.publish_then(
+            gateway.telemetry_topic(self.device_id), payload, self._after_puback, frame
+        )
 
-    def _after_puback(self, done: asyncio.Future, frame: Frame) -> None:
-        if done.exception() is not None:
+    def _after_puback(self, frame: Frame, accepted: bool) -> None:
+        if not accepted:
             self.gateway.counts["not_acked_broker"] += 1
             return  # no 0x8001: the terminal keeps the report and sends it again
         if frame.msg_id != m.QUERY_REPLY:  # a reply is not itself replied to
@@ -434,7 +454,19 @@ class TerminalConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         self.serial = (self.serial + 1) & 0xFFFF
-        transport.write(encode_frame(msg_id, phone, self.serial, body, version=version))
+        data = encode_frame(msg_id, phone, self.serial, body, version=version)
+        if self.gateway.uplink.acking:
+            if not self.held:
+                self.gateway.holding.append(self)
+            self.held.append(data)
+        else:
+            transport.write(data)
+
+    def write_held(self) -> None:
+        held, self.held = self.held, []
+        transport = self.transport
+        if held and transport is not None and not transport.is_closing():
+            transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def _publish_status(self, status: str) -> None:
         gateway = self.gateway

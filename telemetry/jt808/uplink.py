@@ -1,12 +1,17 @@
 """The gateway's MQTT 3.1.1 publisher on the event loop: PUBLISH at QoS 1, a future per
-message that resolves on the broker's PUBACK.
+message called on the broker's PUBACK.
 
-Why a future per message: the gateway acknowledges a terminal's location report (0x8001)
+Why a callback per message: the gateway acknowledges a terminal's location report (0x8001)
 only after the broker has accepted the fix, so a terminal whose report never reached the
 broker keeps it in its blind-area buffer and sends it again. When the connection to the
 broker drops, every unacknowledged publish fails at once and is not re-sent by the gateway
 (the terminal re-sends it, and the unique key on (device, fix time) stores it once); while
-the broker is away, `publish` fails immediately, so terminals are simply not acknowledged.
+the broker is away, a publish fails immediately, so terminals are simply not acknowledged.
+
+Why callbacks rather than futures: a future costs an allocation, a done-callback and a
+scheduled handle per report, on the path every report takes. The PUBACKs of one socket
+read are handled in one pass (`acking` is true meanwhile) and `after_acks` runs once after
+them, which lets the gateway write all the replies one terminal earned in one send.
 
 Why not paho: one asyncio protocol shares the gateway's loop (no second thread, no lock per
 message), and the PUBLISH packets of one loop iteration leave in one socket write.
@@ -18,6 +23,8 @@ import asyncio
 import logging
 import ssl
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from core.config import MqttEndpoint
 from telemetry.mqtt.lean import connect_packet, encode_remaining_length
@@ -39,6 +46,7 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
         buf += data
+        acked: list[int] = []
         pos, end = 0, len(buf)
         while end - pos >= 2:
             header = buf[pos]
@@ -57,10 +65,12 @@ class _Protocol(asyncio.Protocol):
             pos = i + length
             kind = header >> 4
             if kind == 4 and len(body) >= 2:  # PUBACK
-                self.uplink._acked(struct.unpack_from("!H", body)[0])
+                acked.append((body[0] << 8) | body[1])
             elif kind == 2 and not self.connack.done():  # CONNACK
                 self.connack.set_result(body[1] if len(body) > 1 else 255)
         del buf[:pos]
+        if acked:
+            self.uplink._acked(acked)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.connack.done():
@@ -86,7 +96,10 @@ class MqttUplink:
         self.keepalive_s = keepalive_s
         self.max_inflight = max_inflight
         self._transport: asyncio.Transport | None = None
-        self._inflight: dict[int, asyncio.Future] = {}
+        # packet id → (callback, its argument): callback(argument, accepted)
+        self._inflight: dict[int, tuple[Callable[[Any, bool], None], Any]] = {}
+        self.acking = False  # true while the callbacks of one read's PUBACKs run
+        self.after_acks: Callable[[], None] | None = None
         self._next_id = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -99,19 +112,27 @@ class MqttUplink:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> asyncio.Future:
-        """A future resolved on PUBACK, failed with BrokerUnavailable otherwise."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+    def publish_then(
+        self,
+        topic: str,
+        payload: bytes,
+        callback: Callable[[Any, bool], None],
+        argument: Any = None,
+        *,
+        retain: bool = False,
+    ) -> None:
+        """Publish; `callback(argument, True)` on the broker's PUBACK, `callback(argument,
+        False)` when it cannot be (at once while the broker is away or the window is full,
+        later when the connection drops first)."""
         if self._transport is None or len(self._inflight) >= self.max_inflight:
             self.refused += 1
-            future.set_exception(BrokerUnavailable("broker not connected or window full"))
-            return future
+            callback(argument, False)
+            return
         packet_id = self._next_id % 65535 + 1
         while packet_id in self._inflight:
             packet_id = packet_id % 65535 + 1
         self._next_id = packet_id
-        self._inflight[packet_id] = future
+        self._inflight[packet_id] = (callback, argument)
         name = topic.encode()
         body = struct.pack("!H", len(name)) + name + struct.pack("!H", packet_id) + payload
         self._out.append(
@@ -119,12 +140,11 @@ class MqttUplink:
         )
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish where nothing waits for the PUBACK (statuses, unregistered evidence)."""
-        self.publish(topic, payload, retain=retain).add_done_callback(_consume)
+        self.publish_then(topic, payload, _ignore, None, retain=retain)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -132,20 +152,27 @@ class MqttUplink:
             self._transport.write(b"".join(self._out))
         self._out.clear()
 
-    def _acked(self, packet_id: int) -> None:
-        future = self._inflight.pop(packet_id, None)
-        if future is not None and not future.done():
-            self.published += 1
-            future.set_result(None)
+    def _acked(self, packet_ids: list[int]) -> None:
+        inflight = self._inflight
+        self.acking = True
+        try:
+            for packet_id in packet_ids:
+                waiting = inflight.pop(packet_id, None)
+                if waiting is not None:
+                    self.published += 1
+                    waiting[0](waiting[1], True)
+        finally:
+            self.acking = False
+        if self.after_acks is not None:
+            self.after_acks()
 
     def _lost(self, exc: Exception | None) -> None:
         self._transport = None
         self.connected.clear()
         self._out.clear()
         failed, self._inflight = self._inflight, {}
-        for future in failed.values():
-            if not future.done():
-                future.set_exception(BrokerUnavailable("broker connection lost before PUBACK"))
+        for callback, argument in failed.values():
+            callback(argument, False)
         if failed:
             log.warning("broker connection lost: %d publishes not acknowledged", len(failed))
 
@@ -210,6 +237,5 @@ class MqttUplink:
             self._transport.close()
 
 
-def _consume(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved: a lost status or evidence is not an error to log
+def _ignore(_argument: object, _accepted: bool) -> None:
+    """A lost status or unregistered fix is not an error: nothing waits for it."""
