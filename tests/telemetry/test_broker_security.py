@@ -376,3 +376,37 @@ def test_the_jt808_gateway_publishes_over_tls(secured, db, settings):
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM positions WHERE device_id = %s", (PHONE,)) == 1
         )
+
+
+def test_a_revoked_terminal_is_disconnected_at_the_reload(secured, db):
+    """Revocation is immediate for a terminal that is connected: on the SIGHUP that loads
+    the new password file, Mosquitto disconnects the clients whose credentials no longer
+    hold, and the terminal's reconnect is refused; other terminals carry on."""
+    broker, env, passwords, workdir = secured
+    port = broker.port
+    collect_env = {
+        **env,
+        "MUCK_MQTT_URL": f"mqtt://collector:collector-secret-for-tests@127.0.0.1:{port}",
+    }
+
+    def stored(device: str) -> int:
+        return count(db, "SELECT count(*) FROM positions WHERE device_id = %s", (device,))
+
+    with muck_collect("sec-revoke-collector", collect_env):
+        t0 = now_ms()
+        dev_b = Client(port, "DEV-B", passwords["DEV-B"])
+        dev_a = Client(port, "DEV-A", passwords["DEV-A"])
+        dev_b.publish(TOPICS.telemetry("DEV-B"), fix(t0))
+        assert wait_until(lambda: stored("DEV-B") == 1)
+        assert dev_b.client.is_connected()
+
+        _muck(env, "device", "revoke", "DEV-B")
+        _muck(env, "broker", "sync", "--reload-pid-file", str(workdir / "mosquitto.pid"))
+        assert wait_until(lambda: not dev_b.client.is_connected(), timeout=10)
+        assert _refused(port, "DEV-B", passwords["DEV-B"])
+        assert dev_a.client.is_connected()
+        dev_a.publish(TOPICS.telemetry("DEV-A"), fix(t0 + 2))
+        assert wait_until(lambda: stored("DEV-A") == 1)
+        assert stored("DEV-B") == 1
+        dev_a.close()
+        dev_b.client.loop_stop()
