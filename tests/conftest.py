@@ -29,9 +29,8 @@ def pg_server():
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def database_url(pg_server):
-    """A fresh, migrated database for this test session."""
+def migrated_database(pg_server) -> str:
+    """A new database on the test server, migrated, with today's partitions."""
     url = pg_server.create_database()
     conn = connect(url)
     migrate(conn, load_settings().with_overrides())
@@ -39,6 +38,13 @@ def database_url(pg_server):
 
     maintain(conn, load_settings())
     conn.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server):
+    """A fresh, migrated database for this test session."""
+    url = migrated_database(pg_server)
     yield url
     pg_server.drop_database(url)
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_settings
 from core.db import connect
-from core.migrate import migrate
 from simulators.loadcompare import compare
 from simulators.loadreport import PLOTS, write_report
 from simulators.loadtest import (
@@ -26,8 +24,7 @@ from simulators.loadtest import (
     real_trucks,
     run_loadtest,
 )
-from telemetry.partitions import maintain
-from tests.conftest import require_mosquitto
+from tests.conftest import migrated_database, require_mosquitto
 from tests.mqtt_helpers import count, running_collector
 
 MUCK = str(Path(sys.executable).with_name("muck"))
@@ -146,11 +143,7 @@ def test_registered_run_cleans_up_with_clean(settings, db, tmp_path):
 @pytest.fixture
 def reference_database(pg_server):
     """A second migrated database, set up like the (emptied) session database."""
-    url = pg_server.create_database()
-    conn = connect(url)
-    migrate(conn, load_settings().with_overrides())
-    maintain(conn, load_settings())
-    conn.close()
+    url = migrated_database(pg_server)
     yield url
     pg_server.drop_database(url)
 
