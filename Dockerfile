@@ -13,10 +13,12 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 # Named volumes take the owner of these folders on first use: the one-shot services write
 # the broker's files there as this user, and the broker (its own user) reads them.
+# The PDF documents' fast CJK font (core/cjk_fonts.py), built as root into /usr/local/share/fonts.
 RUN pip install --no-cache-dir --no-deps . \
+    && python -m core.cjk_fonts \
     && useradd --system --uid 10001 muck \
     && mkdir -p /mosquitto/auth /mosquitto/certs \
     && chown muck /mosquitto/auth /mosquitto/certs
 USER muck
-EXPOSE 8000 9108 9109
+EXPOSE 8000 9103 9108 9109
 CMD ["muck", "--help"]

@@ -17,7 +17,7 @@ from evidence.content import Evidence
 from geofence.projection import Projector
 
 # The CJK font WeasyPrint embeds (fonts-noto-cjk through fontconfig).
-FONT = "font-family=\"'Noto Sans CJK SC', sans-serif\""
+FONT = "font-family=\"'MuckWatch CJK SC', 'Noto Sans CJK SC', sans-serif\""
 ZONE_STYLE = {
     "site": ("#1565c0", "#1565c0"),
     "disposal": ("#2e7d32", "#2e7d32"),

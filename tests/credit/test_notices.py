@@ -50,7 +50,7 @@ def test_advance_and_decision_notices_read_back_in_chinese(db, settings, fleet):
         assert cur.fetchone()[0] in compact, "each violation's checksum is printed"
     db.rollback()
     fonts = {name.replace("-", "") for name in embedded_fonts(reader)}
-    assert any("NotoSansCJKSC" in n or "NotoSerifCJKSC" in n for n in fonts), fonts
+    assert any("MuckWatchCJKSC" in n or "NotoSerifCJKSC" in n for n in fonts), fonts
     with transaction(db) as cur:
         number = K.decide(cur, settings, case_id, "officer2",
                           fields={"penalty_category": "罚款", "fine_yuan": "15000"})  # fmt: skip
