@@ -23,7 +23,8 @@ fonts: $(STAMP) system-deps
 	@$(BIN)/python -m core.cjk_fonts
 
 # The evidence packs (evidence/pack.py, WeasyPrint) need Pango and a CJK font from the
-# system: Debian 12 packages libpango-1.0-0, libpangoft2-1.0-0, fontconfig, fonts-noto-cjk.
+# system: Debian 12 packages libpango-1.0-0, libpangoft2-1.0-0, fontconfig, fonts-noto-cjk;
+# the browser tests (tests/web/browser/, skipped without it) Debian's chromium.
 # python:3.11-slim has none of them. Installed with apt-get when missing and run as root;
 # otherwise the command to run is printed (docs/evidence.md).
 system-deps:
@@ -39,6 +40,11 @@ system-deps:
 	  else \
 	    echo "evidence packs (PDF) need:$$missing -- run: sudo apt-get install$$missing"; \
 	  fi; \
+	fi; \
+	if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the browser tests"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	    || echo "chromium not installed: the browser tests will be skipped"; \
 	fi
 
 demo: $(STAMP) fonts

@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.web.browser.test_web_browser import ARGS, CHROMIUM, SHOTS, _login, sync_api
+from tests.web.browser.test_web_browser import pytestmark as needs_chromium
 from tests.web.test_dashboard import add_user, close_app, make_app, web_settings
 
-pytestmark = pytest.mark.skipif(sync_api is None, reason="playwright missing")
+pytestmark = [needs_chromium, pytest.mark.skipif(sync_api is None, reason="playwright missing")]
 
 # The simulated city lies 20 km north-east of the configured centre (114.06, 22.55).
 CITY_CENTRE = (114.25, 22.70)
