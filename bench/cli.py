@@ -331,7 +331,7 @@ def bench_web(
     type=int,
     default=19_900,
     show_default=True,
-    help="Idle terminals to hold in one gateway (the open-files hard limit bounds it).",
+    help="Idle terminals to hold (one gateway process: the open-files hard limit bounds it).",
 )
 @click.option(
     "--clients", type=int, default=4, show_default=True, help="Client processes for the sockets."
@@ -354,8 +354,17 @@ def bench_web(
     help="Unacknowledged reports per terminal at a time.",
 )
 @click.option("--rules", is_flag=True, help="Run the collector with the compliance rules.")
+@click.option(
+    "--gateway-processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Run the gateway as this many processes sharing the port (--processes).",
+)
 @pass_ctx
-def bench_jt808(mctx: MuckContext, idle, clients, reporters, seconds, window, rules) -> None:
+def bench_jt808(
+    mctx: MuckContext, idle, clients, reporters, seconds, window, rules, gateway_processes
+) -> None:
     """The JT/T 808 gateway: idle connections held by one process and memory per connection,
     then location reports per second end to end into the database (real gateway, broker and
     collector). Needs MUCK_DATABASE_URL and MUCK_MQTT_URL; run it through
@@ -372,6 +381,7 @@ def bench_jt808(mctx: MuckContext, idle, clients, reporters, seconds, window, ru
                 report_s=seconds,
                 window=window,
                 rules=rules,
+                gateway_processes=gateway_processes,
             )
         )
     )

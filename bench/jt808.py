@@ -47,6 +47,7 @@ class Jt808BenchReport:
     rss_after_mb: float = 0.0
     open_files_limit: int = 0
     report_terminals: int = 0
+    gateway_processes: int = 1
     acked: int = 0
     stored: int = 0
     store_seconds: float = 0.0
@@ -66,7 +67,9 @@ class Jt808BenchReport:
             f"idle connections: {self.idle_connected:,} of {self.idle_target:,} registered and "
             f"authenticated in {self.idle_seconds:.1f} s ({self.client_processes} client "
             "processes)",
-            f"gateway RSS: {self.rss_before_mb:.1f} MB before, {self.rss_after_mb:.1f} MB with "
+            f"gateway RSS ({self.gateway_processes} process"
+            f"{'es' if self.gateway_processes > 1 else ''}): {self.rss_before_mb:.1f} MB "
+            f"before, {self.rss_after_mb:.1f} MB with "
             f"them: {self.kb_per_connection:.1f} KB per idle connection",
         ]
         if self.report_terminals:
@@ -109,9 +112,11 @@ class _Terminal:
         return self.frames.pop(0)
 
 
-async def _open(host: str, port: int, phone: str) -> _Terminal | None:
+async def _open(host: str, port: int, phone: str, source: str) -> _Terminal | None:
     try:
-        reader, writer = await asyncio.open_connection(host, port)
+        # A source address per client process: one address's ephemeral ports (about 28,000)
+        # would cap the connections to one gateway port.
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
     except OSError:
         return None
     term = _Terminal(phone, reader, writer)
@@ -159,13 +164,15 @@ async def _report_loop(term: _Terminal, deadline: float, window: int, base_ms: i
             sent += 1
 
 
-async def _client(host, port, phones, hold_s, report_phones, report_s, window, base_ms, queue):
+async def _client(
+    host, port, source, phones, hold_s, report_phones, report_s, window, base_ms, queue
+):
     began = time.monotonic()
     gate = asyncio.Semaphore(200)
 
     async def one(phone: str) -> _Terminal | None:
         async with gate:
-            return await _open(host, port, phone)
+            return await _open(host, port, phone, source)
 
     terms = [t for t in await asyncio.gather(*(one(p) for p in phones)) if t is not None]
     queue.put(("connected", len(terms), time.monotonic() - began))
@@ -194,6 +201,20 @@ def _client_process(*args) -> None:
 # --- the run ----------------------------------------------------------------------------------
 
 
+class _GatewayProcesses:
+    """The gateway: one process, or the supervisor of `--processes` and its workers."""
+
+    def __init__(self, pid: int) -> None:
+        self.main = psutil.Process(pid)
+        self.procs = [self.main] + self.main.children()
+
+    def rss_mb(self) -> float:
+        return sum(p.memory_info().rss for p in self.procs) / 2**20
+
+    def cpu_s(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.procs)
+
+
 def _wait_for_port(proc, port: int, timeout: float = 20.0) -> None:
     import socket
 
@@ -219,8 +240,10 @@ def run_jt808_bench(
     window: int,
     rules: bool = False,
     hold_s: float = 5.0,
+    gateway_processes: int = 1,
 ) -> Jt808BenchReport:
     report = Jt808BenchReport(idle)
+    report.gateway_processes = gateway_processes
     report.client_processes = clients
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     report.open_files_limit = hard
@@ -253,7 +276,8 @@ def run_jt808_bench(
         stderr=subprocess.STDOUT,
     )
     gateway = subprocess.Popen(
-        [muck, "gateway", "jt808", "--listen", f"127.0.0.1:{port}"],
+        [muck, "gateway", "jt808", "--listen", f"127.0.0.1:{port}"]
+        + (["--processes", str(gateway_processes)] if gateway_processes > 1 else []),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -262,9 +286,9 @@ def run_jt808_bench(
     procs: list = []
     try:
         _wait_for_port(gateway, port)
-        time.sleep(2.0)  # the collector subscribes
-        gw = psutil.Process(gateway.pid)
-        report.rss_before_mb = gw.memory_info().rss / 2**20
+        time.sleep(2.0 + gateway_processes)  # the collector subscribes, the workers start
+        gw = _GatewayProcesses(gateway.pid)
+        report.rss_before_mb = gw.rss_mb()
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         base_ms = int(time.time() * 1000) - 2 * 3600_000
@@ -276,6 +300,7 @@ def run_jt808_bench(
                 args=(
                     "127.0.0.1",
                     port,
+                    f"127.0.0.{2 + k}",
                     share[k],
                     hold_s,
                     reporters[k],
@@ -292,16 +317,16 @@ def run_jt808_bench(
         report.idle_connected = sum(c[1] for c in connected)
         report.idle_seconds = max(c[2] for c in connected)
         time.sleep(1.0)  # everyone connected now; the gateway's memory with them
-        report.rss_after_mb = gw.memory_info().rss / 2**20
+        report.rss_after_mb = gw.rss_mb()
         done = [queue.get(timeout=report_s + hold_s + 600) for _ in range(clients)]
         report.acked = sum(d[1] for d in done)
         report.cpu["clients"] = sum(d[2] for d in done)
         report.report_terminals = report_terminals
         if report_terminals:
             report.stored, report.store_seconds = _stored(conn, report_phones, report.acked)
-        for name, proc in (("gateway", gateway), ("collector", collector)):
-            times = psutil.Process(proc.pid).cpu_times()
-            report.cpu[name] = times.user + times.system
+        report.cpu["gateway"] = gw.cpu_s()
+        times = psutil.Process(collector.pid).cpu_times()
+        report.cpu["collector"] = times.user + times.system
         if report.idle_connected < idle:
             report.notes.append(
                 f"{idle - report.idle_connected} terminals could not connect or authenticate: "

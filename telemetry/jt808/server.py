@@ -496,13 +496,16 @@ async def serve(
     ready: Callable[[Gateway, int], None] | None = None,
     stats_every: float = 0.0,
     metrics_port: int = 0,
+    worker: int | None = None,
 ) -> None:
     """Run the gateway until cancelled; `ready(gateway, port)` once it listens."""
     section = settings["jt808"]
     endpoint = settings.mqtt_endpoint()
+    # One of `--processes` sharing the port: its own broker session and metrics port.
+    client_id = section["client_id"] if worker is None else f"{section['client_id']}-{worker}"
     uplink = MqttUplink(
         endpoint,
-        section["client_id"],
+        client_id,
         keepalive_s=int(settings.mqtt["keepalive_s"]),
         max_inflight=int(section["max_inflight"]),
         ssl_context=settings.mqtt_tls_context(),
@@ -524,7 +527,11 @@ async def serve(
         log.info("metrics on :%d/metrics and /healthz", metrics.port)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: TerminalConnection(gateway), listen[0], listen[1], backlog=4096
+        lambda: TerminalConnection(gateway),
+        listen[0],
+        listen[1],
+        backlog=4096,
+        reuse_port=worker is not None,
     )
     tasks = [asyncio.ensure_future(uplink.run()), asyncio.ensure_future(gateway.sweep())]
     if stats_every > 0:

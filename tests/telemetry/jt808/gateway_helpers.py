@@ -51,6 +51,7 @@ def running_gateway(
     max_frames_per_s: float = 200.0,
     extra_toml: str = "",
     metrics_port: int = 0,
+    processes: int = 1,
 ) -> Iterator[tuple[MuckProcess, int]]:
     port = free_port()
     toml = (
@@ -66,7 +67,8 @@ def running_gateway(
     try:
         with MuckProcess(
             ["gateway", "jt808", "--listen", f"127.0.0.1:{port}"]
-            + (["--metrics-port", str(metrics_port)] if metrics_port else []),
+            + (["--metrics-port", str(metrics_port)] if metrics_port else [])
+            + (["--processes", str(processes)] if processes > 1 else []),
             env,
             ready="gateway connected to the broker",
         ) as process:

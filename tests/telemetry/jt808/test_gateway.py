@@ -271,3 +271,54 @@ def test_the_gateway_serves_metrics_and_health(settings, broker, db):
         assert value(samples, "muck_jt808_published_total") == 4
         assert value(samples, "muck_jt808_broker_connected") == 1
         terminal.close()
+
+
+def test_several_gateway_processes_share_the_port(settings, broker, db, watcher):
+    """`--processes 2`: two workers on one port (SO_REUSEPORT), each with its own broker
+    session and metrics port; the kernel spreads the terminals over both, every report is
+    acknowledged and published; when a worker dies the supervisor stops the other and exits
+    non-zero, for the service manager to restart the gateway."""
+    import psutil
+
+    from tests.muck.test_metrics import scrape, value
+    from tests.services import free_port
+
+    phones = [f"0139000{k:05d}" for k in range(16)]
+    for k, phone in enumerate(phones):
+        register_truck(db, phone, f"粤B7{k:04d}")
+    metrics_port = free_port()
+    with running_gateway(settings, broker.url, metrics_port=metrics_port, processes=2) as (
+        gateway,
+        port,
+    ):
+        assert wait_until(
+            lambda: sum("gateway connected to the broker" in line for line in gateway.log) == 2,
+            20,
+        ), gateway.output()
+        ts = now_ms() // 1000 * 1000
+        terminals = []
+        for k, phone in enumerate(phones):
+            terminal = TerminalClient(
+                TerminalIdentity(phone, f"T{k:06d}", f"粤B7{k:04d}", 2019), "127.0.0.1", port
+            ).connect()
+            assert terminal.register() == m.REGISTERED
+            assert terminal.authenticate() == m.OK
+            assert terminal.report(fix(ts - k * 1000)) == m.OK
+            terminals.append(terminal)
+        assert wait_until(lambda: all(len(watcher.telemetry(p)) == 1 for p in phones), 10)
+        per_worker = [
+            value(scrape(metrics_port + k), "muck_jt808_connections", authenticated="true")
+            for k in range(2)
+        ]
+        assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
+        for terminal in terminals:
+            terminal.close()
+
+        workers = psutil.Process(gateway.proc.pid).children()
+        assert len(workers) == 2
+        workers[0].kill()
+        assert gateway.proc.wait(15) == 1
+        assert wait_until(
+            lambda: not workers[1].is_running() or workers[1].status() == "zombie", 35
+        )
+        assert any("exited: stopping the others" in line for line in gateway.log)
