@@ -162,7 +162,9 @@ def demo(
         collector.start()
         started.append(collector)
         if not collector.wait_connected(15):
-            raise click.ClickException(f"cannot connect to MQTT at {settings.mqtt_url}")
+            raise click.ClickException(
+                f"cannot connect to MQTT at {settings.mqtt_endpoint().safe_url()}"
+            )
         gateway, jt808_devices = None, set()
         if jt808_share > 0:
             from telemetry.jt808.server import GatewayThread

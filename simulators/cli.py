@@ -200,7 +200,7 @@ def simulate(
         publisher, publish = fast_publisher(settings)
     except OSError as exc:
         raise click.ClickException(
-            f"cannot connect to MQTT at {settings.mqtt_url}: {exc}"
+            f"cannot connect to MQTT at {settings.mqtt_endpoint().safe_url()}: {exc}"
         ) from None
     if protocol == "jt808":
         from simulators.jt808 import GatewayFleetPublisher
@@ -379,9 +379,11 @@ def accuracy(
     if transport == "auto":
         transport = "broker" if broker_reachable(settings) else "inprocess"
         if transport == "inprocess":
-            click.echo(f"no broker at {settings.mqtt_url or 'MUCK_MQTT_URL (unset)'}: in process")
+            click.echo(
+                f"no broker at {settings.mqtt_endpoint().safe_url() if settings.mqtt_url else 'MUCK_MQTT_URL (unset)'}: in process"
+            )
     elif transport == "broker" and not broker_reachable(settings):
-        raise click.UsageError(f"no MQTT broker reachable at {settings.mqtt_url}")
+        raise click.UsageError(f"no MQTT broker reachable at {settings.mqtt_endpoint().safe_url()}")
     city = city_from_settings(settings, seed, trucks)
     click.echo(city.describe())
     stop = threading.Event()
