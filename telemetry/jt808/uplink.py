@@ -80,7 +80,77 @@ class _Protocol(asyncio.Protocol):
         self.uplink._lost(exc)
 
 
-class MqttUplink:
+class Uplink:
+    """Where the gateway hands its fixes, and the bookkeeping of the ones not yet accepted:
+    the broker (MqttUplink) or, in a collector's own process, its writer lanes
+    (telemetry.jt808.direct.DirectUplink). Runs on the gateway's event loop."""
+
+    def __init__(self, max_inflight: int) -> None:
+        self.max_inflight = max_inflight
+        # packet id → (callback, its argument): callback(argument, accepted)
+        self._inflight: dict[int, tuple[Callable[[Any, bool], None], Any]] = {}
+        self.acking = False  # true while the callbacks of one read's acceptances run
+        self.after_acks: Callable[[], None] | None = None
+        self._next_id = 0
+        self.connected = asyncio.Event()
+        self.published = 0
+        self.refused = 0  # publishes failed at once: destination away or window full
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def _take_id(self, callback: Callable[[Any, bool], None], argument: Any) -> int:
+        packet_id = self._next_id % 65535 + 1
+        while packet_id in self._inflight:
+            packet_id = packet_id % 65535 + 1
+        self._next_id = packet_id
+        self._inflight[packet_id] = (callback, argument)
+        return packet_id
+
+    def publish_then(
+        self,
+        topic: str,
+        payload: bytes,
+        callback: Callable[[Any, bool], None],
+        argument: Any = None,
+        *,
+        retain: bool = False,
+    ) -> None:
+        raise NotImplementedError
+
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish where nothing waits for the acceptance (statuses, unregistered evidence)."""
+        self.publish_then(topic, payload, _ignore, None, retain=retain)
+
+    def _acked(self, packet_ids: list[int]) -> None:
+        inflight = self._inflight
+        self.acking = True
+        try:
+            for packet_id in packet_ids:
+                waiting = inflight.pop(packet_id, None)
+                if waiting is not None:
+                    self.published += 1
+                    waiting[0](waiting[1], True)
+        finally:
+            self.acking = False
+        if self.after_acks is not None:
+            self.after_acks()
+
+    def _fail_all(self) -> int:
+        failed, self._inflight = self._inflight, {}
+        for callback, argument in failed.values():
+            callback(argument, False)
+        return len(failed)
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class MqttUplink(Uplink):
     def __init__(
         self,
         endpoint: MqttEndpoint,
@@ -90,27 +160,15 @@ class MqttUplink:
         max_inflight: int = 20_000,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        super().__init__(max_inflight)
         self.endpoint = endpoint
         self.ssl_context = ssl_context
         self.client_id = client_id
         self.keepalive_s = keepalive_s
-        self.max_inflight = max_inflight
         self._transport: asyncio.Transport | None = None
-        # packet id → (callback, its argument): callback(argument, accepted)
-        self._inflight: dict[int, tuple[Callable[[Any, bool], None], Any]] = {}
-        self.acking = False  # true while the callbacks of one read's PUBACKs run
-        self.after_acks: Callable[[], None] | None = None
-        self._next_id = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
-        self.connected = asyncio.Event()
-        self.published = 0
-        self.refused = 0  # publishes failed at once: broker away or window full
         self._closing = False
-
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
 
     def publish_then(
         self,
@@ -128,11 +186,7 @@ class MqttUplink:
             self.refused += 1
             callback(argument, False)
             return
-        packet_id = self._next_id % 65535 + 1
-        while packet_id in self._inflight:
-            packet_id = packet_id % 65535 + 1
-        self._next_id = packet_id
-        self._inflight[packet_id] = (callback, argument)
+        packet_id = self._take_id(callback, argument)
         name = topic.encode()
         body = struct.pack("!H", len(name)) + name + struct.pack("!H", packet_id) + payload
         self._out.append(
@@ -142,39 +196,19 @@ class MqttUplink:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish where nothing waits for the PUBACK (statuses, unregistered evidence)."""
-        self.publish_then(topic, payload, _ignore, None, retain=retain)
-
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._out and self._transport is not None:
             self._transport.write(b"".join(self._out))
         self._out.clear()
 
-    def _acked(self, packet_ids: list[int]) -> None:
-        inflight = self._inflight
-        self.acking = True
-        try:
-            for packet_id in packet_ids:
-                waiting = inflight.pop(packet_id, None)
-                if waiting is not None:
-                    self.published += 1
-                    waiting[0](waiting[1], True)
-        finally:
-            self.acking = False
-        if self.after_acks is not None:
-            self.after_acks()
-
     def _lost(self, exc: Exception | None) -> None:
         self._transport = None
         self.connected.clear()
         self._out.clear()
-        failed, self._inflight = self._inflight, {}
-        for callback, argument in failed.values():
-            callback(argument, False)
+        failed = self._fail_all()
         if failed:
-            log.warning("broker connection lost: %d publishes not acknowledged", len(failed))
+            log.warning("broker connection lost: %d publishes not acknowledged", failed)
 
     async def run(self) -> None:
         """Connect, and reconnect with back-off, until `close`."""
