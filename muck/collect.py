@@ -60,6 +60,14 @@ log = logging.getLogger("muck.collect")
     help="Do not run the hourly partition maintenance job in this process.",
 )
 @click.option(
+    "--jt808",
+    "jt808_listen",
+    metavar="HOST:PORT",
+    help="Instead of subscribing to the broker, accept JT/T 808 terminals on HOST:PORT in this "
+    "process and store their fixes directly: each report is acknowledged after its commit "
+    "(docs/jt808.md, 'Direct mode'). MUCK_MQTT_URL is not used.",
+)
+@click.option(
     "--no-jobs",
     is_flag=True,
     help="Run no clock jobs (and no alert dispatcher): `muck scheduler` runs them once for "
@@ -75,6 +83,7 @@ def collect(
     no_rules: bool,
     no_alerts: bool,
     no_maintenance: bool,
+    jt808_listen: str | None,
     no_jobs: bool,
 ) -> None:
     """Ingest telemetry, status and camera sightings from MQTT, and run the compliance rules.
@@ -94,11 +103,30 @@ def collect(
         client_id = client_id.replace("{hostname}", socket.gethostname())
     if shared_group:
         settings = settings.with_overrides(mqtt={"shared_group": shared_group})
+    gateway = None
+    if jt808_listen:
+        from telemetry.jt808.direct import DirectUplink
+        from telemetry.jt808.server import GatewayThread, parse_listen
+
+        try:
+            listen = parse_listen(jt808_listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--jt808") from None
+        from telemetry.jt808.server import raise_open_files_limit
+
+        raise_open_files_limit()  # each terminal is a socket
+        uplink = DirectUplink(int(settings["jt808"]["max_inflight"]))
+        gateway = GatewayThread(settings, listen, uplink=uplink)
     rules = None
     if not no_rules:
         rules = rules_service(settings)
         rules.start()
-    collector = Collector(settings, client_id=client_id, after_store=rules.hooks if rules else ())
+    collector = Collector(
+        settings,
+        client_id=client_id,
+        after_store=rules.hooks if rules else (),
+        subscriber=uplink.feed.bind if gateway else None,
+    )
     jobs = JobRunner(
         settings,
         []
@@ -123,7 +151,11 @@ def collect(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("collecting from %s (Ctrl-C to stop)", settings.mqtt_endpoint().safe_url())
+    if gateway is not None:
+        port = gateway.start()
+        log.info("collecting from JT/T 808 terminals on %s:%d (Ctrl-C to stop)", listen[0], port)
+    else:
+        log.info("collecting from %s (Ctrl-C to stop)", settings.mqtt_endpoint().safe_url())
     try:
         collector.run(
             stop.is_set,
@@ -133,6 +165,8 @@ def collect(
     finally:
         # Collector.run has stopped the collector: each lane finished and committed its
         # batch, then the batch was acknowledged (what was not committed is redelivered).
+        if gateway is not None:
+            gateway.stop()
         jobs.stop()
         if metrics is not None:
             metrics.stop()

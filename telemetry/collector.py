@@ -43,7 +43,7 @@ from telemetry.mqtt.lean import LeanSubscriber
 from telemetry.mqtt.paho import PahoSubscriber
 from telemetry.stats import IngestStats
 from telemetry.store import AfterStore, BatchWriter
-from telemetry.transport import Received
+from telemetry.transport import OnBatch, Received, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,11 @@ class Collector:
         client_id: str | None = None,
         after_store: Sequence[AfterStore] = (),
         stats: IngestStats | None = None,
+        subscriber: Callable[[OnBatch], Subscriber] | None = None,
     ) -> None:
         self.settings = settings
         ingest = settings.ingest
-        self.endpoint = settings.mqtt_endpoint()
+        self.endpoint = None if subscriber else settings.mqtt_endpoint()
         self.client_id = client_id or settings.mqtt["client_id"]
         self.batch_size = int(ingest["batch_size"])
         self.max_wait_s = int(ingest["batch_max_wait_ms"]) / 1000
@@ -107,7 +108,9 @@ class Collector:
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
         self._draining = False
-        self.transport = self._make_transport()
+        # `subscriber`: messages from elsewhere than the broker (the JT/T 808 gateway in this
+        # process, telemetry.jt808.direct), on the same contract.
+        self.transport = subscriber(self._on_batch) if subscriber else self._make_transport()
         self.database_ok = True  # False from a failed write until the next commit
         self.last_commit: float | None = None  # time.time() of the last commit
         self.stats.unacked.set_function(self._unacked_messages)

@@ -50,7 +50,7 @@ from telemetry.jt808.frames import (
 )
 from telemetry.jt808.mapping import FixMapping
 from telemetry.jt808.reassembly import Reassembler
-from telemetry.jt808.uplink import MqttUplink
+from telemetry.jt808.uplink import MqttUplink, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -497,19 +497,20 @@ async def serve(
     stats_every: float = 0.0,
     metrics_port: int = 0,
     worker: int | None = None,
+    uplink: Uplink | None = None,
 ) -> None:
     """Run the gateway until cancelled; `ready(gateway, port)` once it listens."""
     section = settings["jt808"]
-    endpoint = settings.mqtt_endpoint()
     # One of `--processes` sharing the port: its own broker session and metrics port.
     client_id = section["client_id"] if worker is None else f"{section['client_id']}-{worker}"
-    uplink = MqttUplink(
-        endpoint,
-        client_id,
-        keepalive_s=int(settings.mqtt["keepalive_s"]),
-        max_inflight=int(section["max_inflight"]),
-        ssl_context=settings.mqtt_tls_context(),
-    )
+    if uplink is None:
+        uplink = MqttUplink(
+            settings.mqtt_endpoint(),
+            client_id,
+            keepalive_s=int(settings.mqtt["keepalive_s"]),
+            max_inflight=int(section["max_inflight"]),
+            ssl_context=settings.mqtt_tls_context(),
+        )
     directory = TerminalDirectory(
         settings.database_url or "", int(settings.ingest["quarantine_payload_bytes"])
     )
@@ -573,11 +574,17 @@ class GatewayThread:
     """The gateway on an event loop of its own in this process (the accuracy run and the
     demo, beside an in-process collector); `muck gateway jt808` is the production form."""
 
-    def __init__(self, settings: Settings, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+        uplink: Uplink | None = None,
+    ) -> None:
         import threading
 
         self.settings = settings
         self.listen = listen
+        self.uplink = uplink
         self.port = 0
         self.gateway: Gateway | None = None
         self._ready = threading.Event()
@@ -594,7 +601,9 @@ class GatewayThread:
             self._ready.set()
 
         try:
-            self._task = loop.create_task(serve(self.settings, self.listen, ready=ready))
+            self._task = loop.create_task(
+                serve(self.settings, self.listen, ready=ready, uplink=self.uplink)
+            )
             loop.run_until_complete(self._task)
         except asyncio.CancelledError:
             pass

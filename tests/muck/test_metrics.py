@@ -187,16 +187,15 @@ def test_the_grafana_dashboard_plots_only_metrics_the_processes_serve():
     from prometheus_client import CollectorRegistry
 
     import compliance.violations  # noqa: F401 - registers muck_violations_raised
+    from core.config import MqttEndpoint, load_settings
     from core.metrics import PROCESS_REGISTRY
     from core.scheduling import Job, JobRunner
-    from telemetry.stats import IngestStats
-    from web.health import WEB_REGISTRY
-
-    from core.config import MqttEndpoint, load_settings
     from telemetry.jt808.directory import TerminalDirectory
     from telemetry.jt808.metrics import gateway_registry
     from telemetry.jt808.server import Gateway
     from telemetry.jt808.uplink import MqttUplink
+    from telemetry.stats import IngestStats
+    from web.health import WEB_REGISTRY
 
     registry = CollectorRegistry()
     IngestStats(registry)
