@@ -361,9 +361,14 @@ def bench_web(
     show_default=True,
     help="Run the gateway as this many processes sharing the port (--processes).",
 )
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="The gateway inside the collector, without the broker (`muck collect --jt808`).",
+)
 @pass_ctx
 def bench_jt808(
-    mctx: MuckContext, idle, clients, reporters, seconds, window, rules, gateway_processes
+    mctx: MuckContext, idle, clients, reporters, seconds, window, rules, gateway_processes, direct
 ) -> None:
     """The JT/T 808 gateway: idle connections held by one process and memory per connection,
     then location reports per second end to end into the database (real gateway, broker and
@@ -382,6 +387,7 @@ def bench_jt808(
                 window=window,
                 rules=rules,
                 gateway_processes=gateway_processes,
+                direct=direct,
             )
         )
     )

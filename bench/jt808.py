@@ -221,7 +221,8 @@ def _wait_for_port(proc, port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("muck gateway jt808 exited: " + proc.stderr.read())
+            said = proc.stderr.read() if proc.stderr else "(see the collector log)"
+            raise RuntimeError(f"the gateway exited: {said}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -241,6 +242,7 @@ def run_jt808_bench(
     rules: bool = False,
     hold_s: float = 5.0,
     gateway_processes: int = 1,
+    direct: bool = False,
 ) -> Jt808BenchReport:
     report = Jt808BenchReport(idle)
     report.gateway_processes = gateway_processes
@@ -269,19 +271,25 @@ def run_jt808_bench(
     collector_log = config.with_name("collector.log").open("w")
     if os.environ.get("MUCK_BENCH_DEBUG"):
         print("collector log:", collector_log.name, flush=True)
+    if direct:  # one process: the gateway writes through the collector, no broker
+        flags += ["--jt808", f"127.0.0.1:{port}"]
     collector = subprocess.Popen(
         [muck, "collect", "--client-id", f"bench-{run}-c", "--stats", "5", *flags],
         env=env,
         stdout=collector_log,
         stderr=subprocess.STDOUT,
     )
-    gateway = subprocess.Popen(
-        [muck, "gateway", "jt808", "--listen", f"127.0.0.1:{port}"]
-        + (["--processes", str(gateway_processes)] if gateway_processes > 1 else []),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    gateway = (
+        collector
+        if direct
+        else subprocess.Popen(
+            [muck, "gateway", "jt808", "--listen", f"127.0.0.1:{port}"]
+            + (["--processes", str(gateway_processes)] if gateway_processes > 1 else []),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     )
     procs: list = []
     try:
@@ -324,9 +332,12 @@ def run_jt808_bench(
         report.report_terminals = report_terminals
         if report_terminals:
             report.stored, report.store_seconds = _stored(conn, report_phones, report.acked)
-        report.cpu["gateway"] = gw.cpu_s()
-        times = psutil.Process(collector.pid).cpu_times()
-        report.cpu["collector"] = times.user + times.system
+        if direct:
+            report.cpu["gateway and collector (one process)"] = gw.cpu_s()
+        else:
+            report.cpu["gateway"] = gw.cpu_s()
+            times = psutil.Process(collector.pid).cpu_times()
+            report.cpu["collector"] = times.user + times.system
         if report.idle_connected < idle:
             report.notes.append(
                 f"{idle - report.idle_connected} terminals could not connect or authenticate: "
