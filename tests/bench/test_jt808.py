@@ -4,15 +4,27 @@ stored, and the run's rows removed afterwards)."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.jt808 import run_jt808_bench
 from tests.conftest import require_mosquitto
 from tests.mqtt_helpers import clear_retained, count
 
 
-def test_tiny_run_holds_the_terminals_and_stores_every_acknowledged_report(settings, broker, db):
+@pytest.mark.parametrize("direct", [False, True], ids=["broker", "direct"])
+def test_tiny_run_holds_the_terminals_and_stores_every_acknowledged_report(
+    settings, broker, db, direct
+):
     require_mosquitto(broker)
     report = run_jt808_bench(
-        settings, idle=30, clients=2, report_terminals=10, report_s=1.0, window=4, hold_s=0.5
+        settings,
+        idle=30,
+        clients=2,
+        report_terminals=10,
+        report_s=1.0,
+        window=4,
+        hold_s=0.5,
+        direct=direct,
     )
     assert report.idle_connected == 30
     assert report.rss_after_mb >= report.rss_before_mb > 0
