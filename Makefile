@@ -17,8 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP) system-deps fonts
 
-# The PDF documents' CJK font, cut down from Noto to GB 2312 with TrueType outlines (about
-# a minute, once): a document then takes about 1 s instead of 19 (core/cjk_fonts.py).
+# The PDF documents' CJK fonts (sans and serif), cut down from Noto to GB 2312 with TrueType
+# outlines (about four minutes, once): a document then takes about 1 s instead of 19
+# (core/cjk_fonts.py).
 fonts: $(STAMP) system-deps
 	@$(BIN)/python -m core.cjk_fonts
 

@@ -1,6 +1,7 @@
-"""The CJK font of the PDF documents (evidence packs, notices, decisions): Noto Sans CJK SC cut
-down to the characters of GB 2312 and converted to TrueType outlines, installed where
-fontconfig finds it as the family "MuckWatch CJK SC".
+"""The CJK fonts of the PDF documents (evidence packs, notices, decisions): Noto Sans CJK SC
+and Noto Serif CJK SC cut down to the characters of GB 2312 and converted to TrueType
+outlines, installed where fontconfig finds them as "MuckWatch CJK SC" and "MuckWatch Serif
+CJK SC".
 
 Why: WeasyPrint embeds a subset of every font a document uses, and fontTools subsets the
 system's Noto Sans CJK (a 19 MB collection with CFF outlines) in about 19 s per weight and
@@ -22,11 +23,22 @@ import sys
 from pathlib import Path
 
 FAMILY = "MuckWatch CJK SC"
-_SOURCES = {
-    "Regular": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-    "Bold": "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
+SERIF_FAMILY = "MuckWatch Serif CJK SC"
+_NOTO = "/usr/share/fonts/opentype/noto"
+# family built → (the Noto family it is cut from, {style: its collection})
+_FAMILIES = {
+    FAMILY: (
+        "Noto Sans CJK SC",
+        {"Regular": f"{_NOTO}/NotoSansCJK-Regular.ttc", "Bold": f"{_NOTO}/NotoSansCJK-Bold.ttc"},
+    ),
+    SERIF_FAMILY: (
+        "Noto Serif CJK SC",
+        {
+            "Regular": f"{_NOTO}/NotoSerifCJK-Regular.ttc",
+            "Bold": f"{_NOTO}/NotoSerifCJK-Bold.ttc",
+        },
+    ),
 }
-_SOURCE_FAMILY = "Noto Sans CJK SC"
 # Beyond GB 2312: Latin-1 (°, ±, ×), general punctuation, letterlike symbols (℃, №),
 # arrows, box and geometric shapes, CJK punctuation and full-width forms.
 _EXTRA_RANGES = (
@@ -113,25 +125,29 @@ def _to_truetype(font) -> None:
     font.sfntVersion = "\x00\x01\x00\x00"
 
 
-def _rename(font, style: str) -> None:
-    full = f"{FAMILY} {style}" if style != "Regular" else FAMILY
-    postscript = FAMILY.replace(" ", "") + "-" + style
+def file_name(family: str, style: str) -> str:
+    return f"{family.replace(' ', '')}-{style}.ttf"
+
+
+def _rename(font, family: str, style: str) -> None:
+    full = f"{family} {style}" if style != "Regular" else family
+    postscript = family.replace(" ", "") + "-" + style
     names = font["name"]
     for record in list(names.names):
         if record.nameID in (16, 17, 21, 22):  # typographic names: the family says it all
             names.removeNames(nameID=record.nameID)
-    for name_id, value in ((1, FAMILY), (2, style), (3, postscript), (4, full), (6, postscript)):
+    for name_id, value in ((1, family), (2, style), (3, postscript), (4, full), (6, postscript)):
         names.setName(value, name_id, 3, 1, 0x409)
         names.setName(value, name_id, 1, 0, 0)
 
 
-def build_one(source: str, style: str, target: Path) -> Path:
+def build_one(source: str, source_family: str, family: str, style: str, target: Path) -> Path:
     from fontTools import subset
     from fontTools.ttLib import TTCollection
 
     collection = TTCollection(source)
     families = [font["name"].getDebugName(1) for font in collection]
-    font = collection[families.index(_SOURCE_FAMILY)]
+    font = collection[families.index(source_family)]
     options = subset.Options()
     options.desubroutinize = True
     options.layout_features = ["*"]
@@ -141,7 +157,7 @@ def build_one(source: str, style: str, target: Path) -> Path:
     subsetter.populate(unicodes=characters())
     subsetter.subset(font)
     _to_truetype(font)
-    _rename(font, style)
+    _rename(font, family, style)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     font.save(partial)
@@ -154,15 +170,16 @@ def install(directory: Path | None = None, *, force: bool = False) -> list[Path]
     built (none when both were there already or the Noto source is not installed)."""
     directory = directory or default_dir()
     built = []
-    for style, source in _SOURCES.items():
-        target = directory / f"MuckWatchCJKSC-{style}.ttf"
-        if target.exists() and not force:
-            continue
-        if not Path(source).exists():
-            print(f"{source} is missing (fonts-noto-cjk): PDFs use the system font, slowly")
-            continue
-        print(f"building {target} from {source} (about a minute)", flush=True)
-        built.append(build_one(source, style, target))
+    for family, (source_family, sources) in _FAMILIES.items():
+        for style, source in sources.items():
+            target = directory / file_name(family, style)
+            if target.exists() and not force:
+                continue
+            if not Path(source).exists():
+                print(f"{source} is missing (fonts-noto-cjk): PDFs use the system font, slowly")
+                continue
+            print(f"building {target} from {source} (about a minute)", flush=True)
+            built.append(build_one(source, source_family, family, style, target))
     if built:
         subprocess.run(["fc-cache", "-f", str(directory)], check=False)
     return built

@@ -10,20 +10,22 @@ import pypdf
 import pytest
 from fontTools.ttLib import TTFont
 
-from core.cjk_fonts import FAMILY, default_dir, gb2312_characters
+from core.cjk_fonts import FAMILY, SERIF_FAMILY, default_dir, gb2312_characters
 from tests.evidence.test_evidence import embedded_fonts
 
 REGULAR = default_dir() / "MuckWatchCJKSC-Regular.ttf"
+SERIF = default_dir() / "MuckWatchSerifCJKSC-Regular.ttf"
 pytestmark = pytest.mark.skipif(
     not shutil.which("fc-list"), reason="needs fontconfig (make install)"
 )
 
 
-def test_the_built_font_covers_gb2312_with_truetype_outlines():
-    assert REGULAR.exists(), "make install builds it: python -m core.cjk_fonts"
-    font = TTFont(REGULAR)
+@pytest.mark.parametrize(("path", "family"), [(REGULAR, FAMILY), (SERIF, SERIF_FAMILY)])
+def test_the_built_font_covers_gb2312_with_truetype_outlines(path, family):
+    assert path.exists(), "make install builds it: python -m core.cjk_fonts"
+    font = TTFont(path)
     assert "glyf" in font and "CFF " not in font
-    assert font["name"].getDebugName(1) == FAMILY
+    assert font["name"].getDebugName(1) == family
     cmap = font.getBestCmap()
     gb2312 = gb2312_characters()
     assert len(gb2312) == 7445

@@ -15,6 +15,7 @@ import pytest
 
 from credit.lists import evaluate, list_entries
 from tests.credit.history import case, company, violation
+from tests.evidence.test_evidence import embedded_fonts
 from tests.web.test_dashboard import ROLES, add_user, close_app, csrf_of, login, make_app
 
 NOW = dt.datetime.now(dt.UTC)
@@ -141,6 +142,8 @@ def test_listing_notice_pdf_text(as_role, listed):
     assert "列入失信黑名单告知书" in compact
     assert "深圳某某运输有限公司" in compact and "91110000600037341L" in compact
     assert "申诉" in compact
+    fonts = {name.replace("-", "") for name in embedded_fonts(reader)}
+    assert any("MuckWatchSerifCJKSC" in name for name in fonts), fonts  # the fast serif
 
 
 def test_exports_page_downloads_and_downloads_again(as_role, listed, db):
