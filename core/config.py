@@ -113,7 +113,12 @@ class Settings:
             if cert:
                 context.load_cert_chain(cert, key or None)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"[mqtt] TLS files: {exc}") from None
+            files = ", ".join(
+                f"{k} = {v!r}"
+                for k, v in (("tls_ca_file", ca), ("tls_cert_file", cert), ("tls_key_file", key))
+                if v
+            )
+            raise ConfigError(f"[mqtt] TLS files ({files}): {exc}") from None
         return context
 
     def with_overrides(self, **sections: dict[str, Any]) -> Settings:

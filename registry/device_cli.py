@@ -41,28 +41,13 @@ def provision_cmd(mctx, name, kind, plate, valid_from, model) -> None:
     """Create the broker account NAME (and, with --plate, the terminal's binding to its
     truck); print its password once."""
     from registry.accounts import provision
-    from registry.service import RegistryError
 
-    conn = mctx.connect()
-    try:
-        with conn.cursor() as cur:
-            made = provision(
-                cur,
-                name,
-                kind,
-                plate=plate,
-                valid_from=parse_time(valid_from, mctx.settings.city["timezone"]),
-                model=model,
-            )
-        conn.commit()
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        conn.close()
+    since = parse_time(valid_from, mctx.settings.city["timezone"])
+    made = _in_registry(
+        mctx, lambda cur: provision(cur, name, kind, plate=plate, valid_from=since, model=model)
+    )
     bound = f", bound to {plate} (terminal binding {made.terminal_id})" if plate else ""
-    click.echo(f"{made.kind} account {made.username} created{bound}; {_AFTER}", err=True)
-    click.echo(f"username: {made.username}")
-    click.echo(f"password: {made.password}")
+    _print_credentials(made, f"created{bound}")
 
 
 @device.command("rotate")
@@ -72,20 +57,8 @@ def rotate_cmd(mctx, name) -> None:
     """Give account NAME a new password (printed once); the old one stops working at the
     next broker sync. Re-activates a revoked account."""
     from registry.accounts import rotate
-    from registry.service import RegistryError
 
-    conn = mctx.connect()
-    try:
-        with conn.cursor() as cur:
-            made = rotate(cur, name)
-        conn.commit()
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        conn.close()
-    click.echo(f"{made.kind} account {made.username} has a new password; {_AFTER}", err=True)
-    click.echo(f"username: {made.username}")
-    click.echo(f"password: {made.password}")
+    _print_credentials(_in_registry(mctx, lambda cur: rotate(cur, name)), "has a new password")
 
 
 @device.command("revoke")
@@ -94,17 +67,8 @@ def rotate_cmd(mctx, name) -> None:
 def revoke_cmd(mctx, name) -> None:
     """Revoke account NAME: the broker refuses it after the next sync. The record stays."""
     from registry.accounts import revoke
-    from registry.service import RegistryError
 
-    conn = mctx.connect()
-    try:
-        with conn.cursor() as cur:
-            changed = revoke(cur, name)
-        conn.commit()
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        conn.close()
+    changed = _in_registry(mctx, lambda cur: revoke(cur, name))
     click.echo(f"{name} revoked; {_AFTER}" if changed else f"{name} was already revoked")
 
 
@@ -125,3 +89,25 @@ def list_cmd(mctx) -> None:
         state = f"revoked {format_time(row['revoked_at'], tz)}" if row["revoked_at"] else "active"
         rotated = f", rotated {format_time(row['rotated_at'], tz)}" if row["rotated_at"] else ""
         click.echo(f"{row['kind']:<9} {row['username']:<24} {state}{rotated}")
+
+
+def _in_registry(mctx, work):
+    """`work(cursor)` in one transaction; a RegistryError becomes the user's message."""
+    from core.db import transaction
+    from registry.service import RegistryError
+
+    conn = mctx.connect()
+    try:
+        with transaction(conn) as cur:
+            return work(cur)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        conn.close()
+
+
+def _print_credentials(made, what: str) -> None:
+    """The password, once, on standard output; what to do next on standard error."""
+    click.echo(f"{made.kind} account {made.username} {what}; {_AFTER}", err=True)
+    click.echo(f"username: {made.username}")
+    click.echo(f"password: {made.password}")

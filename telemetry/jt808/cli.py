@@ -83,9 +83,13 @@ def jt808_cmd(
     settings.mqtt_endpoint()
     try:
         FixMapping.from_settings(settings["jt808"])
-        address = parse_listen(listen or settings["jt808"]["listen"])
-    except (MappingError, ValueError) as exc:
+    except MappingError as exc:
         raise click.BadParameter(str(exc)) from exc
+    try:
+        address = parse_listen(listen or settings["jt808"]["listen"])
+    except ValueError as exc:
+        hint = "--listen" if listen else "jt808.listen"
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
     if processes > 1 and worker is None:
         if address[1] == 0:
             raise click.BadParameter("--processes needs a fixed port in --listen")

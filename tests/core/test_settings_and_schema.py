@@ -104,3 +104,21 @@ def test_settings_reject_unknown_keys_and_wrong_types(tmp_path):
     assert settings.ingest["batch_max_wait_ms"] == 100  # default kept
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_mqtts_urls_and_their_tls_files():
+    from core.config import MqttEndpoint
+
+    endpoint = MqttEndpoint.parse("mqtts://collector:s3cret@broker")
+    assert (endpoint.tls, endpoint.port) == (True, 8883)
+    assert endpoint.safe_url() == "mqtts://collector:***@broker:8883"
+    plain = load_settings()
+    plain = plain.__class__(plain.sections, plain.database_url, "mqtt://broker:1883")
+    assert plain.mqtt_tls_context() is None
+    tls = plain.__class__(plain.sections, None, "mqtts://broker")
+    assert tls.mqtt_tls_context() is not None  # the system's CAs
+    missing = tls.with_overrides(mqtt={"tls_ca_file": "/nonexistent/ca.crt"})
+    with pytest.raises(ConfigError, match=r"tls_ca_file = '/nonexistent/ca.crt'"):
+        missing.mqtt_tls_context()
+    with pytest.raises(ConfigError, match="mqtts:// for TLS"):
+        MqttEndpoint.parse("http://broker")
