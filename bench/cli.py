@@ -353,7 +353,21 @@ def bench_web(
     show_default=True,
     help="Unacknowledged reports per terminal at a time.",
 )
+@click.option(
+    "--rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Reports/s each of the --idle terminals sends for --seconds while all stay connected "
+    "(a steady fleet; 0: they stay idle).",
+)
 @click.option("--rules", is_flag=True, help="Run the collector with the compliance rules.")
+@click.option(
+    "--writer-lanes",
+    type=int,
+    default=None,
+    help="The collector's ingest.writer_lanes for the run (default: the settings').",
+)
 @click.option(
     "--gateway-processes",
     type=int,
@@ -368,7 +382,17 @@ def bench_web(
 )
 @pass_ctx
 def bench_jt808(
-    mctx: MuckContext, idle, clients, reporters, seconds, window, rules, gateway_processes, direct
+    mctx: MuckContext,
+    idle,
+    clients,
+    reporters,
+    seconds,
+    window,
+    rate,
+    rules,
+    writer_lanes,
+    gateway_processes,
+    direct,
 ) -> None:
     """The JT/T 808 gateway: idle connections held by one process and memory per connection,
     then location reports per second end to end into the database (real gateway, broker and
@@ -388,6 +412,8 @@ def bench_jt808(
                 rules=rules,
                 gateway_processes=gateway_processes,
                 direct=direct,
+                rate=rate,
+                writer_lanes=writer_lanes,
             )
         )
     )

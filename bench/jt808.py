@@ -7,6 +7,9 @@ measured instead of the gateway's):
 
 * idle connections: how many registered, authenticated terminals one gateway process holds,
   and its resident memory per idle connection (RSS after minus before, over the count);
+* a steady fleet (`--rate`): the connected terminals stay connected and each sends a report
+  every 1/rate seconds, as a real fleet does; the stored rate, and the time from sending a
+  report to its 0x8001, with every connection open;
 * location reports: terminals sending 0x0200 reports as fast as the gateway acknowledges
   them (a few unacknowledged per terminal, as terminals do), each acknowledged after the
   broker's PUBACK; the rate is the rows stored per second in `positions`, measured from the
@@ -52,6 +55,14 @@ class Jt808BenchReport:
     stored: int = 0
     store_seconds: float = 0.0
     client_processes: int = 0
+    steady_rate: float = 0.0  # reports/s per terminal asked for (0: the fleet stays idle)
+    steady_seconds: float = 0.0
+    steady_sent: int = 0
+    steady_acked: int = 0
+    steady_stored: int = 0
+    steady_store_seconds: float = 0.0
+    steady_latency_ms: dict[str, float] = field(default_factory=dict)
+    steady_gateway_cpu_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -72,6 +83,20 @@ class Jt808BenchReport:
             f"before, {self.rss_after_mb:.1f} MB with "
             f"them: {self.kb_per_connection:.1f} KB per idle connection",
         ]
+        if self.steady_rate:
+            stored_rate = (
+                self.steady_stored / self.steady_store_seconds if self.steady_store_seconds else 0
+            )
+            latency = ", ".join(f"{k} {v:.0f} ms" for k, v in self.steady_latency_ms.items())
+            lines.append(
+                f"steady fleet: {self.idle_connected:,} terminals at {self.steady_rate:g} "
+                f"report/s each for {self.steady_seconds:g} s: {self.steady_sent:,} sent "
+                f"({self.steady_sent / self.steady_seconds:,.0f}/s), {self.steady_acked:,} "
+                f"acknowledged, {self.steady_stored:,} stored: {stored_rate:,.0f} reports/s "
+                f"end to end; report to 0x8001: {latency}; gateway CPU "
+                f"{self.steady_gateway_cpu_s:.1f} s "
+                f"({1e6 * self.steady_gateway_cpu_s / max(1, self.steady_acked):.0f} µs/report)"
+            )
         if self.report_terminals:
             rate = self.stored / self.store_seconds if self.store_seconds else 0.0
             lines.append(
@@ -164,8 +189,82 @@ async def _report_loop(term: _Terminal, deadline: float, window: int, base_ms: i
             sent += 1
 
 
+class _SteadyTerminal(asyncio.Protocol):
+    """An authenticated terminal of the steady fleet, its socket taken over from the stream
+    that registered it: reports on the client's clock, acknowledgements timed."""
+
+    def __init__(self, term: _Terminal, base_ms: int, latencies: list[float]) -> None:
+        self.term = term
+        self.splitter = FrameSplitter(1 << 16)
+        self.lat = 22.5 + (int(term.phone[-4:]) % 1000) / 1e4
+        self.base_ms = base_ms
+        self.fixes = 0
+        self.sent_at: dict[int, float] = {}
+        self.latencies = latencies
+        self.acked = 0
+
+    def report(self, now: float) -> None:
+        self.fixes += 1
+        loc = m.Location(
+            0, 0x0303, self.lat, 114.05, 10, 30.0, 90, self.base_ms + self.fixes * 1000
+        )
+        self.sent_at[self.term.send(m.LOCATION, m.encode_location(loc))] = now
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        raws, _ = self.splitter.feed(data)
+        for raw in raws:
+            frame = decode_frame(raw)
+            if not isinstance(frame, Frame) or frame.msg_id != m.PLATFORM_REPLY:
+                continue
+            reply = m.decode_general_reply(frame.body)
+            if reply.result == m.OK and reply.reply_id == m.LOCATION:
+                sent = self.sent_at.pop(reply.reply_serial, None)
+                if sent is not None:
+                    self.acked += 1
+                    self.latencies.append(now - sent)
+
+    def connection_lost(self, exc) -> None:
+        pass
+
+
+_TICK_S = 0.02
+
+
+def _slots(rate: float) -> int:
+    """Ticks between two reports of one terminal: the rate is 1 / (slots * tick)."""
+    return max(1, round(1.0 / (rate * _TICK_S)))
+
+
+async def _steady(terms: list[_Terminal], rate: float, seconds: float, base_ms: int):
+    """Every terminal reports once per 1/rate s, spread evenly over 20 ms ticks; then the
+    acknowledgements still in flight are waited for (at most 10 s)."""
+    latencies: list[float] = []
+    fleet = []
+    for term in terms:
+        proto = _SteadyTerminal(term, base_ms, latencies)
+        term.writer.transport.set_protocol(proto)
+        fleet.append(proto)
+    tick = _TICK_S
+    slots = _slots(rate)
+    groups = [fleet[k::slots] for k in range(slots)]
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() < start + seconds:
+        now = time.monotonic()
+        for proto in groups[n % slots]:
+            proto.report(now)
+        n += 1
+        await asyncio.sleep(max(0.0, start + n * tick - time.monotonic()))
+    sent = sum(p.fixes for p in fleet)
+    drain_until = time.monotonic() + 10.0
+    while sum(p.acked for p in fleet) < sent and time.monotonic() < drain_until:
+        await asyncio.sleep(0.1)
+    return sent, sum(p.acked for p in fleet), latencies
+
+
 async def _client(
-    host, port, source, phones, hold_s, report_phones, report_s, window, base_ms, queue
+    host, port, source, phones, hold_s, report_phones, report_s, window, base_ms, queue, rate
 ):
     began = time.monotonic()
     gate = asyncio.Semaphore(200)
@@ -177,6 +276,8 @@ async def _client(
     terms = [t for t in await asyncio.gather(*(one(p) for p in phones)) if t is not None]
     queue.put(("connected", len(terms), time.monotonic() - began))
     await asyncio.sleep(hold_s)
+    if rate > 0:
+        queue.put(("steady", *await _steady(terms, rate, report_s, base_ms)))
     for t in terms:
         t.writer.close()
     acked = 0
@@ -215,6 +316,24 @@ class _GatewayProcesses:
         return sum(sum(p.cpu_times()[:2]) for p in self.procs)
 
 
+class _Replies:
+    """What the client processes put on the queue, by phase: one client may be a phase
+    ahead of another, so a reply of the next phase is kept until asked for."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+        self.early: list[tuple] = []
+
+    def take(self, tag: str, count: int, timeout: float) -> list[tuple]:
+        deadline = time.monotonic() + timeout
+        taken = [r for r in self.early if r[0] == tag]
+        self.early = [r for r in self.early if r[0] != tag]
+        while len(taken) < count:
+            reply = self.queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            (taken if reply[0] == tag else self.early).append(reply)
+        return taken
+
+
 def _wait_for_port(proc, port: int, timeout: float = 20.0) -> None:
     import socket
 
@@ -243,6 +362,8 @@ def run_jt808_bench(
     hold_s: float = 5.0,
     gateway_processes: int = 1,
     direct: bool = False,
+    rate: float = 0.0,
+    writer_lanes: int | None = None,
 ) -> Jt808BenchReport:
     report = Jt808BenchReport(idle)
     report.gateway_processes = gateway_processes
@@ -261,6 +382,7 @@ def run_jt808_bench(
         f'[mqtt]\ntopic_prefix = "{prefix}"\n'
         f'[jt808]\nclient_id = "bench-{run}-gw"\nheartbeat_s = 3600.0\n'
         "auth_timeout_s = 600.0\nmax_frames_per_s = 100000.0\n"
+        + (f"[ingest]\nwriter_lanes = {writer_lanes}\n" if writer_lanes else "")
     )
     env = {**os.environ, "MUCK_CONFIG": str(config)}
     muck = str(Path(sys.executable).with_name("muck"))
@@ -299,6 +421,7 @@ def run_jt808_bench(
         report.rss_before_mb = gw.rss_mb()
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
+        replies = _Replies(queue)
         base_ms = int(time.time() * 1000) - 2 * 3600_000
         share = [idle_phones[k::clients] for k in range(clients)]
         reporters = [report_phones[k::clients] for k in range(clients)]
@@ -316,17 +439,30 @@ def run_jt808_bench(
                     window,
                     base_ms,
                     queue,
+                    rate,
                 ),  # fmt: skip
                 daemon=True,
             )
             proc.start()
             procs.append(proc)
-        connected = [queue.get(timeout=600) for _ in range(clients)]
+        connected = replies.take("connected", clients, 600)
         report.idle_connected = sum(c[1] for c in connected)
         report.idle_seconds = max(c[2] for c in connected)
         time.sleep(1.0)  # everyone connected now; the gateway's memory with them
         report.rss_after_mb = gw.rss_mb()
-        done = [queue.get(timeout=report_s + hold_s + 600) for _ in range(clients)]
+        if rate > 0:
+            cpu_before = gw.cpu_s()
+            steady = replies.take("steady", clients, report_s + hold_s + 120)
+            report.steady_rate = 1.0 / (_slots(rate) * _TICK_S)
+            report.steady_seconds = report_s
+            report.steady_sent = sum(s[1] for s in steady)
+            report.steady_acked = sum(s[2] for s in steady)
+            report.steady_gateway_cpu_s = gw.cpu_s() - cpu_before
+            report.steady_latency_ms = _quantiles_ms([x for s in steady for x in s[3]])
+            report.steady_stored, report.steady_store_seconds = _stored(
+                conn, idle_phones, report.steady_acked
+            )
+        done = replies.take("acked", clients, report_s + hold_s + 600)
         report.acked = sum(d[1] for d in done)
         report.cpu["clients"] = sum(d[2] for d in done)
         report.report_terminals = report_terminals
@@ -391,6 +527,14 @@ def _stored(conn, phones: list[str], expected: int) -> tuple[int, float]:
         count, seconds = cur.fetchone()
     conn.commit()
     return count, float(seconds or 0.0)
+
+
+def _quantiles_ms(seconds: list[float]) -> dict[str, float]:
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return {"p50": pick(0.5), "p99": pick(0.99), "max": ordered[-1] * 1000}
 
 
 def _free_port() -> int:

@@ -106,15 +106,19 @@ def collect(
     gateway = None
     if jt808_listen:
         from telemetry.jt808.direct import DirectUplink
-        from telemetry.jt808.server import GatewayThread, parse_listen
+        from telemetry.jt808.server import (
+            GatewayThread,
+            parse_listen,
+            raise_open_files_limit,
+            tune_garbage_collector,
+        )
 
         try:
             listen = parse_listen(jt808_listen)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--jt808") from None
-        from telemetry.jt808.server import raise_open_files_limit
-
         raise_open_files_limit()  # each terminal is a socket
+        click.echo(tune_garbage_collector(), err=True)
         uplink = DirectUplink(int(settings["jt808"]["max_inflight"]))
         gateway = GatewayThread(settings, listen, uplink=uplink)
     rules = None

@@ -73,7 +73,12 @@ def jt808_cmd(
     terminal (0x8001) only after the broker's PUBACK."""
     from core.config import ConfigError
     from telemetry.jt808.mapping import FixMapping, MappingError
-    from telemetry.jt808.server import parse_listen, raise_open_files_limit, serve
+    from telemetry.jt808.server import (
+        parse_listen,
+        raise_open_files_limit,
+        serve,
+        tune_garbage_collector,
+    )
 
     settings = mctx.settings
     if not settings.database_url:
@@ -96,6 +101,7 @@ def jt808_cmd(
         sys.exit(_supervise(mctx, address, processes, stats_every, metrics_port, uvloop))
     soft, hard = raise_open_files_limit()
     click.echo(f"open files limit {soft} (hard {hard})")
+    click.echo(tune_garbage_collector(), err=True)
     runner = asyncio.run
     if uvloop:
         with contextlib.suppress(ImportError):

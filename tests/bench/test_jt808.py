@@ -34,3 +34,27 @@ def test_tiny_run_holds_the_terminals_and_stores_every_acknowledged_report(
     assert "reports/s end to end into the database" in str(report)
     assert count(db, "SELECT count(*) FROM jt808_terminals") == 0
     assert count(db, "SELECT count(*) FROM terminals") == 0
+
+
+def test_steady_fleet_reports_on_the_clock_and_every_report_is_stored(settings, broker, db):
+    require_mosquitto(broker)
+    report = run_jt808_bench(
+        settings,
+        idle=20,
+        clients=2,
+        report_terminals=0,
+        report_s=2.0,
+        window=1,
+        hold_s=0.5,
+        rate=5.0,
+    )
+    assert report.idle_connected == 20
+    # 20 terminals at 5/s for 2 s, each on its own tick: about 200 reports, all acknowledged.
+    assert 150 <= report.steady_sent <= 220
+    assert report.steady_acked == report.steady_sent
+    assert report.steady_stored == report.steady_acked
+    assert 0 < report.steady_latency_ms["p50"] <= report.steady_latency_ms["max"]
+    assert report.steady_gateway_cpu_s > 0
+    clear_retained(broker.url)
+    assert "steady fleet: 20 terminals at 5 report/s" in str(report)
+    assert count(db, "SELECT count(*) FROM positions") == 0  # the run's rows removed

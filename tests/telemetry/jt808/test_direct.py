@@ -9,6 +9,7 @@ import pytest
 
 from simulators.jt808 import TerminalClient, TerminalIdentity
 from telemetry.jt808 import messages as m
+from telemetry.jt808.server import GC_YOUNG_THRESHOLD
 from tests.mqtt_helpers import collector_env, count, now_ms, wait_until
 from tests.services import MuckProcess, free_port
 from tests.telemetry.jt808.gateway_helpers import PHONE, register_truck
@@ -67,6 +68,7 @@ def test_a_report_is_acknowledged_after_its_commit(db, direct):
     )
     assert process.stop() == 0
     assert any("stopped:" in line for line in process.log), process.output()
+    assert f"young generation {GC_YOUNG_THRESHOLD}," in process.output()  # tuned for terminals
 
 
 def test_an_unknown_terminal_is_stored_unbound_and_never_acknowledged(db, direct):

@@ -14,6 +14,7 @@ import pytest
 from simulators.jt808 import TerminalClient, TerminalIdentity
 from telemetry.jt808 import messages as m
 from telemetry.jt808.frames import encode_frame, split_message
+from telemetry.jt808.server import GC_YOUNG_THRESHOLD
 from tests.mqtt_helpers import count, now_ms, wait_until
 from tests.telemetry.jt808.gateway_helpers import (
     PHONE,
@@ -117,15 +118,19 @@ def test_bad_frames_are_quarantined_and_the_connection_survives(settings, broker
     with running_gateway(settings, broker.url) as (gateway, port):
         terminal = TerminalClient(TerminalIdentity(PHONE, "T000042"), "127.0.0.1", port).connect()
         assert terminal.register() == m.REGISTERED and terminal.authenticate() == m.OK
-        good = encode_frame(
-            m.LOCATION,
-            PHONE,
-            77,
-            m.encode_location(m.Location(0, 3, 22.5, 114.0, 0, 0, 0, now_ms())),
+        body = m.encode_location(m.Location(0, 3, 22.5, 114.0, 0, 0, 0, now_ms()))
+        # A serial whose check code is neither escaped nor one bit from 0x7D/0x7E, so that
+        # flipping its last bit makes a wrong check code, never a bad escape or a flag.
+        serial = next(
+            s
+            for s in range(77, 99)
+            if encode_frame(m.LOCATION, PHONE, s, body)[-3] != 0x7D
+            and encode_frame(m.LOCATION, PHONE, s, body)[-2] not in (0x7C, 0x7F)
         )
+        good = encode_frame(m.LOCATION, PHONE, serial, body)
         bad_check = good[:-2] + bytes([good[-2] ^ 0x01]) + b"\x7e"
         terminal.send_raw(bad_check)
-        reply = terminal.reply_to(77)
+        reply = terminal.reply_to(serial)
         assert m.decode_general_reply(reply.body).result == m.MESSAGE_ERROR
         # an impossible date: the header is fine, the body is not
         feb30 = struct.pack("!IIIIHHH", 0, 3, 22500000, 114000000, 0, 0, 0) + bytes.fromhex(
@@ -271,6 +276,8 @@ def test_the_gateway_serves_metrics_and_health(settings, broker, db):
         assert value(samples, "muck_jt808_published_total") == 4
         assert value(samples, "muck_jt808_broker_connected") == 1
         terminal.close()
+    # Start-up tuned the cyclic collector for thousands of long-lived connections.
+    assert f"young generation {GC_YOUNG_THRESHOLD}," in gateway.output()
 
 
 def test_several_gateway_processes_share_the_port(settings, broker, db, watcher):
