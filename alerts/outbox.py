@@ -100,14 +100,17 @@ def record_outcomes(conn, settings: Any, outcomes: list[tuple[Delivery, str | No
 
 def seconds_to_next_due(conn) -> float | None:
     """How long until the next pending delivery is due (0 if one is), None if none waits."""
+    # Not greatest(0, …) in SQL: GREATEST ignores NULL, so an empty outbox came back as 0,
+    # "due now", and the dispatcher never slept (524 passes a second on an idle platform,
+    # half a core of PostgreSQL).
     with conn.cursor() as cur:
         cur.execute(
-            """SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))::float8
+            """SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
                FROM alert_outbox WHERE status = 'pending'"""
         )
         value = cur.fetchone()[0]
     conn.commit()
-    return value
+    return None if value is None else max(0.0, value)
 
 
 def retry(cur, outbox_id: int) -> bool:
