@@ -344,7 +344,11 @@ def bench_web(
     help="Terminals sending location reports in the throughput part (0: skip it).",
 )
 @click.option(
-    "--seconds", type=float, default=30.0, show_default=True, help="Length of the report part."
+    "--seconds",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Length of the report part.",
 )
 @click.option(
     "--window",
@@ -355,7 +359,7 @@ def bench_web(
 )
 @click.option(
     "--rate",
-    type=float,
+    type=click.FloatRange(min=0.0),
     default=0.0,
     show_default=True,
     help="Reports/s each of the --idle terminals sends for --seconds while all stay connected "
@@ -364,7 +368,7 @@ def bench_web(
 @click.option("--rules", is_flag=True, help="Run the collector with the compliance rules.")
 @click.option(
     "--writer-lanes",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="The collector's ingest.writer_lanes for the run (default: the settings').",
 )

@@ -63,6 +63,8 @@ class Jt808BenchReport:
     steady_store_seconds: float = 0.0
     steady_latency_ms: dict[str, float] = field(default_factory=dict)
     steady_gateway_cpu_s: float = 0.0
+    gateway_refused: int | None = None  # publishes refused at once (broker window full, away)
+    direct: bool = False
     cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -88,14 +90,25 @@ class Jt808BenchReport:
                 self.steady_stored / self.steady_store_seconds if self.steady_store_seconds else 0
             )
             latency = ", ".join(f"{k} {v:.0f} ms" for k, v in self.steady_latency_ms.items())
+            unacked = self.steady_sent - self.steady_acked
+            refused = (
+                f", {self.gateway_refused:,} of them refused by the gateway at once (its broker "
+                "window, jt808.max_inflight, full: no 0x8001, a real terminal sends them again; "
+                "this bench does not)"
+                if self.gateway_refused
+                else ""
+            )
+            who = "gateway and collector" if self.direct else "gateway"
             lines.append(
                 f"steady fleet: {self.idle_connected:,} terminals at {self.steady_rate:g} "
                 f"report/s each for {self.steady_seconds:g} s: {self.steady_sent:,} sent "
-                f"({self.steady_sent / self.steady_seconds:,.0f}/s), {self.steady_acked:,} "
-                f"acknowledged, {self.steady_stored:,} stored: {stored_rate:,.0f} reports/s "
-                f"end to end; report to 0x8001: {latency}; gateway CPU "
-                f"{self.steady_gateway_cpu_s:.1f} s "
-                f"({1e6 * self.steady_gateway_cpu_s / max(1, self.steady_acked):.0f} µs/report)"
+                f"({self.steady_sent / max(self.steady_seconds, 1e-9):,.0f}/s), "
+                f"{self.steady_acked:,} acknowledged ({unacked:,} not{refused}), "
+                f"{self.steady_stored:,} stored: {stored_rate:,.0f} reports/s end to end; "
+                f"report to 0x8001 of the acknowledged ones: {latency}; {who} CPU from the "
+                f"first report to the last acknowledgement {self.steady_gateway_cpu_s:.1f} s "
+                f"({1e6 * self.steady_gateway_cpu_s / max(1, self.steady_acked):.0f} µs per "
+                "acknowledged report)"
             )
         if self.report_terminals:
             rate = self.stored / self.store_seconds if self.store_seconds else 0.0
@@ -264,7 +277,19 @@ async def _steady(terms: list[_Terminal], rate: float, seconds: float, base_ms: 
 
 
 async def _client(
-    host, port, source, phones, hold_s, report_phones, report_s, window, base_ms, queue, rate
+    host,
+    port,
+    source,
+    phones,
+    hold_s,
+    report_phones,
+    report_s,
+    window,
+    base_ms,
+    queue,
+    rate,
+    go,
+    measured,
 ):
     began = time.monotonic()
     gate = asyncio.Semaphore(200)
@@ -275,9 +300,15 @@ async def _client(
 
     terms = [t for t in await asyncio.gather(*(one(p) for p in phones)) if t is not None]
     queue.put(("connected", len(terms), time.monotonic() - began))
-    await asyncio.sleep(hold_s)
+    loop = asyncio.get_running_loop()
     if rate > 0:
+        # Every client starts its clock together, once the bench has read the gateway's
+        # memory and CPU, and disconnects only after the CPU was read again.
+        await loop.run_in_executor(None, go.wait, 600)
         queue.put(("steady", *await _steady(terms, rate, report_s, base_ms)))
+        await loop.run_in_executor(None, measured.wait, 600)
+    else:
+        await asyncio.sleep(hold_s)
     for t in terms:
         t.writer.close()
     acked = 0
@@ -318,18 +349,32 @@ class _GatewayProcesses:
 
 class _Replies:
     """What the client processes put on the queue, by phase: one client may be a phase
-    ahead of another, so a reply of the next phase is kept until asked for."""
+    ahead of another, so a reply of the next phase is kept until asked for. A client that
+    died is reported at once, not after the phase's timeout."""
 
-    def __init__(self, queue) -> None:
+    def __init__(self, queue, procs: list) -> None:
         self.queue = queue
+        self.procs = procs
         self.early: list[tuple] = []
 
     def take(self, tag: str, count: int, timeout: float) -> list[tuple]:
+        import queue as queue_module
+
         deadline = time.monotonic() + timeout
         taken = [r for r in self.early if r[0] == tag]
         self.early = [r for r in self.early if r[0] != tag]
         while len(taken) < count:
-            reply = self.queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                reply = self.queue.get(timeout=1.0)
+            except queue_module.Empty:
+                dead = [p.pid for p in self.procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"client process(es) {dead} died before {tag!r}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{len(taken)} of {count} clients reached {tag!r} in {timeout:g} s"
+                    ) from None
+                continue
             (taken if reply[0] == tag else self.early).append(reply)
         return taken
 
@@ -382,7 +427,7 @@ def run_jt808_bench(
         f'[mqtt]\ntopic_prefix = "{prefix}"\n'
         f'[jt808]\nclient_id = "bench-{run}-gw"\nheartbeat_s = 3600.0\n'
         "auth_timeout_s = 600.0\nmax_frames_per_s = 100000.0\n"
-        + (f"[ingest]\nwriter_lanes = {writer_lanes}\n" if writer_lanes else "")
+        + (f"[ingest]\nwriter_lanes = {writer_lanes}\n" if writer_lanes is not None else "")
     )
     env = {**os.environ, "MUCK_CONFIG": str(config)}
     muck = str(Path(sys.executable).with_name("muck"))
@@ -391,6 +436,7 @@ def run_jt808_bench(
     register_devices(conn, company, f"BJT{run}", phones)
     flags = ["--no-maintenance"] + ([] if rules else ["--no-rules"])
     collector_log = config.with_name("collector.log").open("w")
+    gateway_log = config.with_name("gateway.log").open("w")
     if os.environ.get("MUCK_BENCH_DEBUG"):
         print("collector log:", collector_log.name, flush=True)
     if direct:  # one process: the gateway writes through the collector, no broker
@@ -408,7 +454,7 @@ def run_jt808_bench(
             [muck, "gateway", "jt808", "--listen", f"127.0.0.1:{port}"]
             + (["--processes", str(gateway_processes)] if gateway_processes > 1 else []),
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=gateway_log,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -421,7 +467,8 @@ def run_jt808_bench(
         report.rss_before_mb = gw.rss_mb()
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
-        replies = _Replies(queue)
+        replies = _Replies(queue, procs)
+        go, measured = context.Event(), context.Event()
         base_ms = int(time.time() * 1000) - 2 * 3600_000
         share = [idle_phones[k::clients] for k in range(clients)]
         reporters = [report_phones[k::clients] for k in range(clients)]
@@ -440,6 +487,8 @@ def run_jt808_bench(
                     base_ms,
                     queue,
                     rate,
+                    go,
+                    measured,
                 ),  # fmt: skip
                 daemon=True,
             )
@@ -452,12 +501,14 @@ def run_jt808_bench(
         report.rss_after_mb = gw.rss_mb()
         if rate > 0:
             cpu_before = gw.cpu_s()
-            steady = replies.take("steady", clients, report_s + hold_s + 120)
+            go.set()
+            steady = replies.take("steady", clients, report_s + 120)
             report.steady_rate = 1.0 / (_slots(rate) * _TICK_S)
             report.steady_seconds = report_s
             report.steady_sent = sum(s[1] for s in steady)
             report.steady_acked = sum(s[2] for s in steady)
             report.steady_gateway_cpu_s = gw.cpu_s() - cpu_before
+            measured.set()
             report.steady_latency_ms = _quantiles_ms([x for s in steady for x in s[3]])
             report.steady_stored, report.steady_store_seconds = _stored(
                 conn, idle_phones, report.steady_acked
@@ -489,6 +540,12 @@ def run_jt808_bench(
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for log_file in (gateway_log, collector_log):
+            log_file.close()
+        report.gateway_refused = _refused_publishes(
+            [Path(collector_log.name) if direct else Path(gateway_log.name)]
+        )
+        report.direct = direct
         with conn.cursor() as cur:
             cur.execute("DELETE FROM positions WHERE device_id = ANY(%s)", (phones,))
             cur.execute("DELETE FROM truck_state WHERE device_id = ANY(%s)", (phones,))
@@ -527,6 +584,20 @@ def _stored(conn, phones: list[str], expected: int) -> tuple[int, float]:
         count, seconds = cur.fetchone()
     conn.commit()
     return count, float(seconds or 0.0)
+
+
+def _refused_publishes(logs: list[Path]) -> int | None:
+    """The publishes the gateway refused at once, from the counters it prints when it stops
+    ("jt808 gateway stopped: …, refused_publishes=N, …"; one line per worker process)."""
+    total, found = 0, False
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if "jt808 gateway stopped:" in line:
+                for item in line.split(":", 1)[1].split(","):
+                    key, _, value = item.strip().partition("=")
+                    if key == "refused_publishes" and value.isdigit():
+                        total, found = total + int(value), True
+    return total if found else None
 
 
 def _quantiles_ms(seconds: list[float]) -> dict[str, float]:

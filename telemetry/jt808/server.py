@@ -500,6 +500,7 @@ def tune_garbage_collector() -> str:
     of 36 in the collector. At 50,000 the in-flight reports die young and no full
     collection ran in the same test (docs/performance.md). What exists at start-up (modules,
     settings, the mapping) is frozen out of the collections altogether."""
+    gc.collect()  # start-up's own garbage first: what is frozen is never collected
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

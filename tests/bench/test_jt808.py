@@ -55,6 +55,7 @@ def test_steady_fleet_reports_on_the_clock_and_every_report_is_stored(settings, 
     assert report.steady_stored == report.steady_acked
     assert 0 < report.steady_latency_ms["p50"] <= report.steady_latency_ms["max"]
     assert report.steady_gateway_cpu_s > 0
+    assert report.gateway_refused == 0  # read from the gateway's own counters at its stop
     clear_retained(broker.url)
     assert "steady fleet: 20 terminals at 5 report/s" in str(report)
     assert count(db, "SELECT count(*) FROM positions") == 0  # the run's rows removed
