@@ -256,9 +256,9 @@ class MuckProcess:
 
 
 def muck_collect(client_id: str, env: dict[str, str], *, maintenance: bool = False) -> MuckProcess:
-    """The real `muck collect`, once connected; `env` from tests.mqtt_helpers.collector_env.
+    """The real `muck collect`, once subscribed; `env` from tests.mqtt_helpers.collector_env.
     Partition maintenance only when asked: the session database has its partitions."""
     args = ["collect", "--client-id", client_id]
     if not maintenance:
         args.append("--no-maintenance")
-    return MuckProcess(args, env, ready="connected to")
+    return MuckProcess(args, env, ready="subscribed to")

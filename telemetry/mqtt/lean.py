@@ -342,6 +342,8 @@ class LeanSubscriber:
                     log.error(
                         "broker refused subscriptions: %s", [self.subscriptions[i] for i in refused]
                     )
+                else:  # from here on the broker routes the topics to us (tests wait for it)
+                    log.info("subscribed to %d topic filter(s)", len(body) - 2)
             # PINGRESP (13) and anything else need no action.
         if received:
             self.on_batch(generation, received)

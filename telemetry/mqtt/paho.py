@@ -64,6 +64,7 @@ class PahoSubscriber:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self.client = client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -80,6 +81,13 @@ class PahoSubscriber:
         )
         client.subscribe([(topic, 1) for topic in self.subscriptions])
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [self.subscriptions[i] for i, rc in enumerate(reason_codes) if rc.is_failure]
+        if refused:
+            log.error("broker refused subscriptions: %s", refused)
+        else:  # from here on the broker routes the topics to us (tests wait for it)
+            log.info("subscribed to %d topic filter(s)", len(reason_codes))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.generation += 1

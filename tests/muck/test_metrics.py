@@ -67,7 +67,7 @@ def test_a_running_collector_serves_metrics_and_health(settings, broker, db):
         "--metrics-port",
         str(port),
     ]
-    with MuckProcess(args, env, ready="connected to") as process:
+    with MuckProcess(args, env, ready="subscribed to") as process:
         status, body = healthz(port)
         assert status == 200 and body["mqtt"] == "connected", body
         start = now_ms() - 30_000
@@ -136,7 +136,7 @@ def test_sigterm_commits_and_acknowledges_the_batch_in_hand(settings, broker, db
         "--no-rules",
         "--no-alerts",
     ]
-    first = MuckProcess(args, env, ready="connected to")
+    first = MuckProcess(args, env, ready="subscribed to")
     # Paced (4 s of traffic): the SIGTERM lands mid-stream; what arrives after it is left
     # unacknowledged for the broker to redeliver to the next collector.
     publisher = threading.Thread(target=publish_paced, args=(broker.url, messages, 2500))
@@ -148,7 +148,7 @@ def test_sigterm_commits_and_acknowledges_the_batch_in_hand(settings, broker, db
     stopped = [line for line in first.log if "stopped:" in line]
     assert stopped, first.output()
     publisher.join()
-    with MuckProcess(args, env, ready="connected to") as second:
+    with MuckProcess(args, env, ready="subscribed to") as second:
         assert wait_until(
             lambda: count(db, "SELECT count(*) FROM positions") == len(messages), timeout=90
         ), second.output()

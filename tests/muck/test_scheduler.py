@@ -42,7 +42,7 @@ def test_a_collector_with_no_jobs_runs_none(settings, broker, db):
     port = free_port()
     env = collector_env(settings, broker.url, FAST)
     args = ["collect", "--client-id", "nojobs", "--no-jobs", "--metrics-port", str(port)]
-    with MuckProcess(args, env, ready="connected to"):
+    with MuckProcess(args, env, ready="subscribed to"):
         samples = scrape(port)
         assert not [k for k in samples if k[0] == "muck_job_runs_total"]
         assert value(samples, "muck_ingest_messages_received_total") == 0
