@@ -31,6 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -276,58 +277,66 @@ async def _steady(terms: list[_Terminal], rate: float, seconds: float, base_ms: 
     return sent, sum(p.acked for p in fleet), latencies
 
 
-async def _client(
-    host,
-    port,
-    source,
-    phones,
-    hold_s,
-    report_phones,
-    report_s,
-    window,
-    base_ms,
-    queue,
-    rate,
-    go,
-    measured,
-):
+@dataclass
+class _ClientPlan:
+    """What one client process does (handed to it whole: spawn pickles it)."""
+
+    host: str
+    port: int
+    source: str  # its source address
+    phones: list[str]  # the terminals it holds (idle, or the steady fleet)
+    hold_s: float
+    report_phones: list[str]  # the terminals of the windowed report part
+    report_s: float
+    window: int
+    base_ms: int
+    queue: Any
+    rate: float
+    go: Any  # set by the bench: start the steady fleet's clock
+    measured: Any  # set by the bench: the steady phase's CPU is read, disconnect
+
+
+async def _client(plan: _ClientPlan) -> None:
     began = time.monotonic()
     gate = asyncio.Semaphore(200)
 
     async def one(phone: str) -> _Terminal | None:
         async with gate:
-            return await _open(host, port, phone, source)
+            return await _open(plan.host, plan.port, phone, plan.source)
 
-    terms = [t for t in await asyncio.gather(*(one(p) for p in phones)) if t is not None]
-    queue.put(("connected", len(terms), time.monotonic() - began))
+    terms = [t for t in await asyncio.gather(*(one(p) for p in plan.phones)) if t is not None]
+    plan.queue.put(("connected", len(terms), time.monotonic() - began))
     loop = asyncio.get_running_loop()
-    if rate > 0:
+    if plan.rate > 0:
         # Every client starts its clock together, once the bench has read the gateway's
         # memory and CPU, and disconnects only after the CPU was read again.
-        await loop.run_in_executor(None, go.wait, 600)
-        queue.put(("steady", *await _steady(terms, rate, report_s, base_ms)))
-        await loop.run_in_executor(None, measured.wait, 600)
+        await loop.run_in_executor(None, plan.go.wait, 600)
+        plan.queue.put(("steady", *await _steady(terms, plan.rate, plan.report_s, plan.base_ms)))
+        await loop.run_in_executor(None, plan.measured.wait, 600)
     else:
-        await asyncio.sleep(hold_s)
+        await asyncio.sleep(plan.hold_s)
     for t in terms:
         t.writer.close()
     acked = 0
-    if report_phones:
-        reporters = [t for t in await asyncio.gather(*(one(p) for p in report_phones)) if t]
+    if plan.report_phones:
+        reporters = [t for t in await asyncio.gather(*(one(p) for p in plan.report_phones)) if t]
         start_at = time.time()
         counts = await asyncio.gather(
-            *(_report_loop(t, start_at + report_s, window, base_ms) for t in reporters)
+            *(
+                _report_loop(t, start_at + plan.report_s, plan.window, plan.base_ms)
+                for t in reporters
+            )
         )
         acked = sum(counts)
         for t in reporters:
             t.writer.close()
-    queue.put(("acked", acked, resource.getrusage(resource.RUSAGE_SELF).ru_utime))
+    plan.queue.put(("acked", acked, resource.getrusage(resource.RUSAGE_SELF).ru_utime))
 
 
-def _client_process(*args) -> None:
+def _client_process(plan: _ClientPlan) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(_client(*args))
+    asyncio.run(_client(plan))
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -476,20 +485,22 @@ def run_jt808_bench(
             proc = context.Process(
                 target=_client_process,
                 args=(
-                    "127.0.0.1",
-                    port,
-                    f"127.0.0.{2 + k}",
-                    share[k],
-                    hold_s,
-                    reporters[k],
-                    report_s,
-                    window,
-                    base_ms,
-                    queue,
-                    rate,
-                    go,
-                    measured,
-                ),  # fmt: skip
+                    _ClientPlan(
+                        "127.0.0.1",
+                        port,
+                        f"127.0.0.{2 + k}",
+                        share[k],
+                        hold_s,
+                        reporters[k],
+                        report_s,
+                        window,
+                        base_ms,
+                        queue,
+                        rate,
+                        go,
+                        measured,
+                    ),
+                ),
                 daemon=True,
             )
             proc.start()
