@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 from core.config import Settings
@@ -614,9 +615,8 @@ def _refused_publishes(logs: list[Path]) -> int | None:
 def _quantiles_ms(seconds: list[float]) -> dict[str, float]:
     if not seconds:
         return {}
-    ordered = sorted(seconds)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return {"p50": pick(0.5), "p99": pick(0.99), "max": ordered[-1] * 1000}
+    p50, p99, top = np.percentile(np.asarray(seconds) * 1000, [50, 99, 100])
+    return {"p50": float(p50), "p99": float(p99), "max": float(top)}
 
 
 def _free_port() -> int:

@@ -121,13 +121,12 @@ def test_bad_frames_are_quarantined_and_the_connection_survives(settings, broker
         body = m.encode_location(m.Location(0, 3, 22.5, 114.0, 0, 0, 0, now_ms()))
         # A serial whose check code is neither escaped nor one bit from 0x7D/0x7E, so that
         # flipping its last bit makes a wrong check code, never a bad escape or a flag.
-        serial = next(
-            s
+        serial, good = next(
+            (s, frame)
             for s in range(77, 99)
-            if encode_frame(m.LOCATION, PHONE, s, body)[-3] != 0x7D
-            and encode_frame(m.LOCATION, PHONE, s, body)[-2] not in (0x7C, 0x7F)
+            if (frame := encode_frame(m.LOCATION, PHONE, s, body))[-3] != 0x7D
+            and frame[-2] not in (0x7C, 0x7F)
         )
-        good = encode_frame(m.LOCATION, PHONE, serial, body)
         bad_check = good[:-2] + bytes([good[-2] ^ 0x01]) + b"\x7e"
         terminal.send_raw(bad_check)
         reply = terminal.reply_to(serial)
